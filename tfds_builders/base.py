@@ -1,0 +1,235 @@
+"""Shared machinery of the crowd-counting TFDS builders.
+
+Every builder yields examples with the same features, made by `CrowdBuilder.make_example`:
+
+  image           encoded JPEG/PNG, RGB [H, W, 3] of the stored (possibly resized) image
+  image_id        original file name (e.g. "IMG_12.jpg")
+  points          float32 [N, 2], (x, y) pixels of the stored image; pixel (r, c) covers
+                  [c, c+1) x [r, r+1)
+  count           int32, number of annotated heads kept (= N)
+  density         float32 [H, W], density map of the builder config's kernel, sums to N
+  distance_label  uint8 [H, W], AutoScale distance-label map (classes of the config's edges)
+  roi             uint8 [H, W] (only data sets with a region of interest), 1 inside
+
+plus data-set specific labels. A builder config carries the ground-truth recipe (kernel, distance
+edges), the resize rule and the rule for points outside the image. Files are written as
+`array_record` and read with `tfds.data_source` (no TensorFlow needed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+
+from crowdjax.data import io
+from crowdjax.data.labels import DEFAULT_DISTANCE_EDGES, density_map, distance_label_map
+
+OUT_OF_IMAGE_RULES = ("clip", "drop", "error")
+
+
+@dataclasses.dataclass
+class CrowdConfig(tfds.core.BuilderConfig):
+    """Ground-truth recipe and preprocessing of a crowd-counting builder config.
+
+    Attributes:
+      sigma: Gaussian kernel width in pixels (fixed kernel); ignored when `adaptive`.
+      adaptive: geometry-adaptive kernels, sigma_i = beta * mean distance to the k nearest heads.
+      beta: adaptive kernel factor.
+      k: adaptive kernel neighbours.
+      distance_edges: lower edges (px) of the distance-label classes.
+      max_long_side: images whose long side exceeds it are downscaled (points scaled too).
+      min_short_side: images whose short side is below it are upscaled (points scaled too).
+      out_of_image: what to do with annotated points outside the image: "clip" them to the
+        border, "drop" them, or raise an "error". Every clip or drop is logged and counted per split
+        in the data set's metadata (`points_outside_image`).
+    """
+
+    sigma: float = 4.0
+    adaptive: bool = False
+    beta: float = 0.3
+    k: int = 3
+    distance_edges: tuple[int, ...] = DEFAULT_DISTANCE_EDGES
+    max_long_side: int | None = None
+    min_short_side: int | None = None
+    out_of_image: str = "clip"
+
+    def __post_init__(self):
+        if self.out_of_image not in OUT_OF_IMAGE_RULES:
+            raise ValueError(f"out_of_image must be one of {OUT_OF_IMAGE_RULES}")
+
+
+def resize_scale(height: int, width: int, cfg: CrowdConfig) -> float:
+    """Scale factor of the resize rule: upscale small images first, else cap the long side."""
+    short, long = min(height, width), max(height, width)
+    if cfg.min_short_side and short < cfg.min_short_side:
+        return cfg.min_short_side / short
+    if cfg.max_long_side and long > cfg.max_long_side:
+        return cfg.max_long_side / long
+    return 1.0
+
+
+def apply_out_of_image_rule(
+    points: np.ndarray, height: int, width: int, rule: str, *, name: str
+) -> tuple[np.ndarray, int]:
+    """Applies the out-of-image rule; returns the kept points and how many were outside."""
+    inside = (
+        (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
+    )
+    outside = int((~inside).sum())
+    if outside == 0:
+        return points, 0
+    if rule == "error":
+        raise io.DataError(
+            f"{name}: {outside} annotated points lie outside the {width}x{height} image"
+        )
+    if rule == "drop":
+        return points[inside], outside
+    # Clip into [0, W) x [0, H): the largest float32 below the border stays in the last pixel.
+    hi = np.array([np.nextafter(np.float32(width), 0), np.nextafter(np.float32(height), 0)])
+    return np.clip(points, 0, hi).astype(np.float32), outside
+
+
+class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Base class: subclasses list their splits and call `make_example` per image."""
+
+    HAS_ROI = False
+    IMAGE_FORMAT = "jpeg"
+
+    def extra_features(self) -> Mapping[str, tfds.features.FeatureConnector]:
+        """Data-set specific features (labels such as weather); override in subclasses."""
+        return {}
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        features = {
+            "image": tfds.features.Image(shape=(None, None, 3), encoding_format=self.IMAGE_FORMAT),
+            "image_id": tfds.features.Text(),
+            "points": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
+            "count": tfds.features.Scalar(dtype=np.int32),
+            "density": tfds.features.Tensor(
+                shape=(None, None), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB
+            ),
+            "distance_label": tfds.features.Tensor(
+                shape=(None, None), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB
+            ),
+        }
+        if self.HAS_ROI:
+            features["roi"] = tfds.features.Tensor(
+                shape=(None, None), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB
+            )
+        features.update(self.extra_features())
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict(features),
+            metadata=tfds.core.MetadataDict(),
+            homepage=getattr(self, "HOMEPAGE", None),
+            citation=getattr(self, "CITATION", None),
+        )
+
+    def _record_outside(self, split: str, image_id: str, n: int) -> None:
+        if n == 0:
+            return
+        counts = self.info.metadata.setdefault("points_outside_image", {})
+        counts[split] = counts.get(split, 0) + n
+        logging.warning(
+            "%s/%s: %d annotated points outside the image were %sed (rule out_of_image=%r)",
+            split,
+            image_id,
+            n,
+            "clipp" if self.builder_config.out_of_image == "clip" else "dropp",
+            self.builder_config.out_of_image,
+        )
+
+    def make_example(
+        self,
+        *,
+        split: str,
+        image_id: str,
+        image: bytes | np.ndarray,
+        points: np.ndarray,
+        roi: np.ndarray | None = None,
+        extra: Mapping[str, Any] | None = None,
+        name: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Builds one example: resize rule, out-of-image rule, ground-truth maps.
+
+        Args:
+          split: split name (for the out-of-image report).
+          image_id: original file name; also the example key.
+          image: encoded image bytes (kept as they are when no re-encoding is needed) or RGB uint8.
+          points: float [N, 2] (x, y) pixels of the original image.
+          roi: optional [H, W] mask of the original image (non-zero inside).
+          extra: data-set specific features.
+          name: path used in error messages (defaults to image_id).
+
+        Returns:
+          (key, example) for `_generate_examples`.
+        """
+        cfg: CrowdConfig = self.builder_config
+        name = name or image_id
+        encoded = image if isinstance(image, bytes) else None
+        rgb = io.decode_image(image, name=name) if encoded is not None else image
+        points = io.as_points(points, name=name)
+        height, width = rgb.shape[:2]
+        if roi is not None and roi.shape[:2] != (height, width):
+            raise io.DataError(f"{name}: ROI mask shape {roi.shape} != image shape {rgb.shape[:2]}")
+
+        scale = resize_scale(height, width, cfg)
+        if scale != 1.0:
+            new_h, new_w = max(1, round(height * scale)), max(1, round(width * scale))
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interp)
+            points = points * np.array([new_w / width, new_h / height], np.float32)
+            if roi is not None:
+                roi = cv2.resize(roi.astype(np.uint8), (new_w, new_h), cv2.INTER_NEAREST)
+            height, width, encoded = new_h, new_w, None
+
+        points, outside = apply_out_of_image_rule(
+            points, height, width, cfg.out_of_image, name=name
+        )
+        self._record_outside(split, image_id, outside)
+
+        if encoded is None or not _is_format(encoded, self.IMAGE_FORMAT) or _channels(encoded) != 3:
+            ext = ".jpg" if self.IMAGE_FORMAT == "jpeg" else ".png"
+            encoded = io.encode_image(rgb, ext=ext)
+
+        shape = (height, width)
+        example = {
+            "image": encoded,
+            "image_id": image_id,
+            "points": points,
+            "count": np.int32(len(points)),
+            "density": density_map(
+                points, shape, sigma=cfg.sigma, adaptive=cfg.adaptive, beta=cfg.beta, k=cfg.k
+            ),
+            "distance_label": distance_label_map(points, shape, edges=cfg.distance_edges),
+        }
+        if self.HAS_ROI:
+            example["roi"] = (
+                np.ones(shape, np.uint8) if roi is None else (np.asarray(roi) != 0).astype(np.uint8)
+            )
+        example.update(extra or {})
+        return image_id, example
+
+
+def _is_format(data: bytes, fmt: str) -> bool:
+    if fmt == "jpeg":
+        return data[:2] == b"\xff\xd8"
+    return data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _channels(data: bytes) -> int:
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    return 1 if image.ndim == 2 else image.shape[2]
+
+
+def require_nonempty(items: list, *, what: str, where: str | os.PathLike) -> list:
+    """Raises `DataError` naming the directory when a split would be empty."""
+    if not items:
+        raise io.DataError(f"{os.fspath(where)}: empty split, no {what} found")
+    return items
