@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,9 @@ from crowdjax.data import io
 from crowdjax.data.labels import DEFAULT_DISTANCE_EDGES, density_map, distance_label_map
 
 OUT_OF_IMAGE_RULES = ("clip", "drop", "error")
+
+# Guards the metadata counters: builders may run `make_example` in worker threads.
+_METADATA_LOCK = threading.Lock()
 
 
 @dataclasses.dataclass
@@ -131,11 +135,17 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             citation=getattr(self, "CITATION", None),
         )
 
+    def count_in_metadata(self, key: str, split: str, n: int) -> None:
+        """Adds `n` to `info.metadata[key][split]` (thread-safe; n = 0 creates the entry)."""
+        with _METADATA_LOCK:
+            counts = self.info.metadata.setdefault(key, {})
+            counts[split] = counts.get(split, 0) + int(n)
+
     def _record_outside(self, split: str, image_id: str, n: int) -> None:
+        # Also records zeros, so the metadata shows the rule was applied to every split.
+        self.count_in_metadata("points_outside_image", split, n)
         if n == 0:
             return
-        counts = self.info.metadata.setdefault("points_outside_image", {})
-        counts[split] = counts.get(split, 0) + n
         logging.warning(
             "%s/%s: %d annotated points outside the image were %sed (rule out_of_image=%r)",
             split,
@@ -173,7 +183,10 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         cfg: CrowdConfig = self.builder_config
         name = name or image_id
         encoded = image if isinstance(image, bytes) else None
-        rgb = io.decode_image(image, name=name) if encoded is not None else image
+        if encoded is not None:
+            rgb, passthrough = _decode(encoded, self.IMAGE_FORMAT, name=name)
+        else:
+            rgb, passthrough = image, False
         points = io.as_points(points, name=name)
         height, width = rgb.shape[:2]
         if roi is not None and roi.shape[:2] != (height, width):
@@ -186,15 +199,17 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interp)
             points = points * np.array([new_w / width, new_h / height], np.float32)
             if roi is not None:
-                roi = cv2.resize(roi.astype(np.uint8), (new_w, new_h), cv2.INTER_NEAREST)
-            height, width, encoded = new_h, new_w, None
+                roi = cv2.resize(
+                    roi.astype(np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST
+                )
+            height, width, passthrough = new_h, new_w, False
 
         points, outside = apply_out_of_image_rule(
             points, height, width, cfg.out_of_image, name=name
         )
         self._record_outside(split, image_id, outside)
 
-        if encoded is None or not _is_format(encoded, self.IMAGE_FORMAT) or _channels(encoded) != 3:
+        if not passthrough:
             ext = ".jpg" if self.IMAGE_FORMAT == "jpeg" else ".png"
             encoded = io.encode_image(rgb, ext=ext)
 
@@ -223,9 +238,18 @@ def _is_format(data: bytes, fmt: str) -> bool:
     return data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _channels(data: bytes) -> int:
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    return 1 if image.ndim == 2 else image.shape[2]
+def _decode(data: bytes, fmt: str, *, name: str) -> tuple[np.ndarray, bool]:
+    """Decodes once: (RGB uint8 [H, W, 3], whether `data` can be stored as it is).
+
+    Stored as is only when it is already 8-bit, 3-channel and in the builder's format.
+    """
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    if raw is None or raw.size == 0:
+        return io.decode_image(data, name=name), False  # Raises DataError naming the file.
+    passthrough = (
+        raw.dtype == np.uint8 and raw.ndim == 3 and raw.shape[2] == 3 and _is_format(data, fmt)
+    )
+    return io.to_rgb(raw, name=name), passthrough
 
 
 def require_nonempty(items: list, *, what: str, where: str | os.PathLike) -> list:
