@@ -1,0 +1,31 @@
+"""What a counting method gives the generic trainer: a bundle of pure functions.
+
+A method never subclasses the trainer. It provides:
+  make_model(config) -> flax.linen.Module
+  init_variables(model, rng, config) -> {"params": ..., other collections...}
+  loss_fn(params, model_state, batch, rng, *, model, config) -> (loss, (metrics, new_model_state))
+      loss: scalar mean over the (global) batch; metrics: dict of scalars, every loss term;
+      model_state: the non-parameter collections (e.g. batch_stats, learnable centers).
+  predict_fn(variables, images, *, model, config) -> density [B, h, w] at `output_stride(config)`
+  output_stride(config) -> int
+and optionally its own `train_step` (e.g. a two-player adversarial update) with the signature of
+`crowdjax.trainer.default_train_step`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    make_model: Callable[[Any], Any]
+    init_variables: Callable[..., Any]
+    loss_fn: Callable[..., Any]
+    predict_fn: Callable[..., Any]
+    output_stride: Callable[[Any], int]
+    train_step: Callable[..., Any] | None = None
+    load_pretrained: Callable[..., Any] | None = None

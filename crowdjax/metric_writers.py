@@ -1,0 +1,95 @@
+"""Metrics to a JSON-lines file (and TensorBoard when installed), and the progress line.
+
+clu's writers need TensorFlow, so the workdir gets `metrics.jsonl`: one JSON object per line with
+`step`, `split` and every logged value. Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import jax
+import numpy as np
+
+
+def _tensorboard_writer(logdir: str):
+    for module in ("tensorboardX", "torch.utils.tensorboard"):
+        try:
+            return __import__(module, fromlist=["SummaryWriter"]).SummaryWriter(logdir)
+        except Exception:  # Not installed, or broken install: JSON lines are enough.
+            continue
+    return None
+
+
+class MetricWriter:
+    """Appends metrics to `<workdir>/metrics.jsonl` (process 0 only)."""
+
+    def __init__(self, workdir: str, *, tensorboard: bool = True):
+        self.enabled = jax.process_index() == 0
+        self._file = None
+        self._tb = None
+        if self.enabled:
+            os.makedirs(workdir, exist_ok=True)
+            self._file = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            if tensorboard:
+                self._tb = _tensorboard_writer(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict, *, split: str = "train") -> None:
+        if not self.enabled:
+            return
+        values = {k: _to_python(v) for k, v in metrics.items()}
+        self._file.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for key, value in values.items():
+                if isinstance(value, float | int):
+                    self._tb.add_scalar(f"{split}/{key}", value, step)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _to_python(value):
+    value = np.asarray(value)
+    return value.item() if value.ndim == 0 else value.tolist()
+
+
+class Progress:
+    """Formats `step 120/3000 | 4.1 steps/s | 33 img/s | ETA 11m42s | loss 0.41 ...` lines."""
+
+    def __init__(self, *, total_steps: int, start_step: int, global_batch_size: int):
+        self.total_steps = total_steps
+        self.batch = global_batch_size
+        self._last_step, self._last_time = start_step, time.perf_counter()
+
+    def line(self, step: int, metrics: dict) -> str:
+        now = time.perf_counter()
+        steps_per_s = (step - self._last_step) / max(now - self._last_time, 1e-9)
+        self._last_step, self._last_time = step, now
+        eta = (self.total_steps - step) / steps_per_s if steps_per_s > 0 else float("inf")
+        terms = " ".join(f"{k} {float(v):.4g}" for k, v in sorted(metrics.items()))
+        return (
+            f"step {step}/{self.total_steps} | {steps_per_s:.2f} steps/s | "
+            f"{steps_per_s * self.batch:.1f} img/s | ETA {_duration(eta)} | {terms}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if not np.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def log(message: str) -> None:
+    """Prints on process 0 only (progress lines go to stdout; everything else to logging)."""
+    if jax.process_index() == 0:
+        print(message, flush=True)
+        logging.debug(message)
