@@ -1,0 +1,127 @@
+"""Fake data-set files in the real on-disk formats, written by the builder tests.
+
+Images are small smooth JPEG/PNG pictures; .mat files are written with scipy.io.savemat in the
+nesting the real releases use (ShanghaiTech: `image_info` a 1x1 cell holding a 1x1 struct with
+fields `location` [N, 2] double and `number` 1x1 integer), or as MATLAB v7.3 (HDF5) with h5py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import cv2
+import h5py
+import numpy as np
+import scipy.io
+import tensorflow_datasets as tfds
+
+
+def write_image(path, height: int, width: int, *, gray: bool = False, seed: int = 0) -> str:
+    """Writes a smooth random image (JPEG or PNG by the extension); returns the path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 4, 1 if gray else 3), dtype=np.uint8)
+    image = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    if not cv2.imwrite(os.fspath(path), image):
+        raise OSError(f"could not write {path}")
+    return os.fspath(path)
+
+
+def random_points(n: int, height: int, width: int, *, seed: int = 0) -> np.ndarray:
+    """[n, 2] float64 (x, y) strictly inside a width x height image."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform([0.01, 0.01], [width - 0.01, height - 0.01], (n, 2))
+
+
+def write_shanghaitech_mat(path, points, *, number: int | None = None) -> str:
+    """Writes `GT_IMG_n.mat` as the release does: image_info{1}.location / .number."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    number = len(points) if number is None else number
+    record = np.empty((1, 1), dtype=[("location", object), ("number", object)])
+    record[0, 0]["location"] = points
+    record[0, 0]["number"] = np.array([[number]], np.uint16 if number > 255 else np.uint8)
+    cell = np.empty((1, 1), dtype=object)
+    cell[0, 0] = record
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    scipy.io.savemat(os.fspath(path), {"image_info": cell})
+    return os.fspath(path)
+
+
+def write_points_mat(path, points, *, key: str = "annPoints", v73: bool = False) -> str:
+    """Writes a .mat with one [N, 2] double array (UCF-QNRF / UCF_CC_50 `annPoints`).
+
+    With `v73`, writes MATLAB v7.3: HDF5 with the 512-byte MATLAB user block, the array stored
+    column-major (dataset shape [2, N]) as MATLAB does.
+    """
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if not v73:
+        scipy.io.savemat(os.fspath(path), {key: points})
+        return os.fspath(path)
+    with h5py.File(path, "w", userblock_size=512) as f:
+        f.create_dataset(key, data=points.T)
+    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: fake HDF5 schema 1.00 ."
+    with open(path, "r+b") as f:
+        f.write(header.ljust(116) + b"\x00" * 8 + b"\x00\x02" + b"IM")
+    return os.fspath(path)
+
+
+def write_json(path, payload) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f)
+    return os.fspath(path)
+
+
+def write_text(path, text: str) -> str:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return os.fspath(path)
+
+
+def corrupt(path) -> None:
+    """Truncates an image file so that it no longer decodes."""
+    with open(path, "r+b") as f:
+        f.truncate(64)
+
+
+def build(builder_cls, manual_dir, data_dir, *, config=None):
+    """Prepares a builder from `manual_dir` into `data_dir` (array_record) and returns it."""
+    builder = builder_cls(config=config, data_dir=os.fspath(data_dir), file_format="array_record")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir))
+    )
+    return builder
+
+
+def read_split(builder, split: str) -> dict[str, dict]:
+    """All examples of a split, keyed by image_id."""
+    source = builder.as_data_source(split=split)
+    examples = [source[i] for i in range(len(source))]
+    out = {}
+    for ex in examples:
+        image_id = ex["image_id"]
+        out[image_id.decode() if isinstance(image_id, bytes) else image_id] = ex
+    return out
+
+
+def check_example(ex, points, *, rtol: float = 1e-4) -> None:
+    """Common checks: points, count, shapes, density sum and distance labels."""
+    image = np.asarray(ex["image"])
+    h, w = image.shape[:2]
+    assert image.shape == (h, w, 3) and image.dtype == np.uint8
+    got = np.asarray(ex["points"])
+    np.testing.assert_allclose(got, np.asarray(points, np.float32).reshape(-1, 2), atol=1e-4)
+    assert int(ex["count"]) == len(got)
+    density = np.asarray(ex["density"])
+    assert density.shape == (h, w) and density.dtype == np.float32
+    np.testing.assert_allclose(density.sum(dtype=np.float64), len(got), rtol=rtol, atol=1e-6)
+    labels = np.asarray(ex["distance_label"])
+    assert labels.shape == (h, w) and labels.dtype == np.uint8
+    if len(got):
+        rows, cols = np.floor(got[:, 1]).astype(int), np.floor(got[:, 0]).astype(int)
+        assert np.all(labels[rows, cols] == 0)
+    else:
+        assert np.all(labels == labels.max())
