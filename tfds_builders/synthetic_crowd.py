@@ -76,6 +76,17 @@ class SyntheticCrowd(CrowdBuilder):
         _config("street", 0, "Daylight street scenes, sparse to fairly dense groups."),
         _config("stadium", 1, "Stadium stands, dense seated crowds with small heads."),
         _config("night", 2, "Night square lit by lamps, low contrast and noise."),
+        # Seconds to build: the data of the configs' ":tiny" variants (tests, smoke runs).
+        SyntheticCrowdConfig(
+            name="tiny",
+            description="A few small street scenes for tests and smoke runs.",
+            style=synthetic.STYLES["street"],
+            seed=3,
+            image_size=(96, 128),
+            num_train=16,
+            num_validation=4,
+            num_test=4,
+        ),
     ]
     IMAGE_FORMAT = "jpeg"
 

@@ -11,7 +11,8 @@ import pytest
 from crowdjax.data import datasets, io, labels, synthetic
 from tfds_builders import synthetic_crowd as sc
 
-CONFIGS = {c.name: c for c in sc.SyntheticCrowd.BUILDER_CONFIGS}
+# The style (domain) configs; "tiny" is a small street set for smoke tests.
+CONFIGS = {c.name: c for c in sc.SyntheticCrowd.BUILDER_CONFIGS if c.name != "tiny"}
 
 
 def tiny(name: str = "street", **overrides) -> sc.SyntheticCrowdConfig:
@@ -38,6 +39,8 @@ def test_configs():
     builder = datasets.get_builder("synthetic_crowd", data_dir="/nonexistent")
     assert builder.builder_config.name == "street"
     assert datasets.get_builder("synthetic_crowd/night", data_dir="/x").builder_config.seed == 2
+    tiny_cfg = datasets.get_builder("synthetic_crowd/tiny", data_dir="/x").builder_config
+    assert tiny_cfg.style == synthetic.STYLES["street"] and tiny_cfg.num_train == 16
 
 
 def test_config_validation():
