@@ -151,15 +151,11 @@ def summarize(records, *, stride: int, peak_threshold: float, detailed: bool) ->
 def mean_count_baseline(data_config, *, train_split: str | None = None) -> float:
     """Mean GT count of the training split: the 'predict the mean' baseline."""
     source = datasets.data_source(
-        _first_name(data_config.name),
+        pipeline.dataset_names(data_config)[0],
         train_split or data_config.train_split,
         data_dir=data_config.get("data_dir"),
     )
     return float(np.mean([source[i]["count"] for i in range(len(source))]))
-
-
-def _first_name(name):
-    return name if isinstance(name, str) else name[0]
 
 
 def evaluate(
@@ -218,7 +214,7 @@ def mean_baseline_mae(data_config, split: str) -> float:
     """MAE on `split` of always predicting the mean training count."""
     mean = mean_count_baseline(data_config)
     source = datasets.data_source(
-        _first_name(data_config.name), split, data_dir=data_config.get("data_dir")
+        pipeline.dataset_names(data_config)[0], split, data_dir=data_config.get("data_dir")
     )
     return float(np.mean([abs(source[i]["count"] - mean) for i in range(len(source))]))
 

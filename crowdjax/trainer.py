@@ -281,8 +281,7 @@ def prepare_data(config) -> None:
     (their absence raises an error quoting the build command)."""
     from crowdjax.data import datasets
 
-    names = config.data.name if not isinstance(config.data.name, str) else [config.data.name]
-    for name in names:
+    for name in pipeline.dataset_names(config.data):
         if name.startswith("synthetic_crowd") and not datasets.is_prepared(
             name, data_dir=config.data.get("data_dir")
         ):

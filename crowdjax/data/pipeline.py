@@ -1,0 +1,464 @@
+"""Input pipeline: grain over `tfds.data_source` (no TensorFlow), numpy batches for the trainer.
+
+Training stream: `source -> shuffle -> repeat -> random_map(TrainTransform) -> batch` (several
+data sets are concatenated before the shuffle, or shuffled and repeated each and then mixed round
+robin with `balanced_domains`): batch i of the global stream is a pure function of (seed, i).
+Each process reads only its slice of every global batch, and a run resumed at step k starts at
+global batch k, so it continues the same data order.
+
+Batch contract (numpy dict, this process's part of the global batch, b = global / processes):
+  image           float32 [b, h, w, 3]  ImageNet-normalised RGB (0 on padding)
+  density         float32 [b, h/s, w/s] density sum-pooled to the output stride s
+  points          float32 [b, P, 2]     (x, y) in crop pixels, zeros past the real ones
+  point_mask      bool    [b, P]
+  count           float32 [b]           points in the crop
+  domain          int32   [b]           index of the example's data set in `name`
+  image_mask      bool    [b, h, w]     True on real image pixels, False on padding
+  distance_label  uint8   [b, h, w]     only with `with_distance_label`
+  roi             uint8   [b, h, w]     only when every data set has a region of interest
+
+Evaluation batches (`eval_iterator`) hold whole images padded to size buckets; see there.
+
+Example:
+  config = default_data_config()
+  config.name = "shanghaitech/part_b"
+  batches = train_iterator(config, global_batch_size=8, seed=0)
+  batch = next(batches)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import os
+from collections.abc import Iterator, Sequence
+
+import grain
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from crowdjax.data import datasets, transforms
+
+
+def default_data_config() -> ml_collections.ConfigDict:
+    """Data config with defaults (not type-safe: `name` may be a str or a list of names).
+
+    Fields:
+      name: data set `builder[/config]`, or a list (or comma-separated string) of several mixed
+        in one training stream; example domain = position in the list.
+      data_dir: root of the prepared data sets (None: `datasets.default_data_dir()`).
+      train_split, eval_split: split names.
+      crop_size: training crop, int or (h, w) px; smaller images are padded (`image_mask`).
+      hflip: random horizontal flip (p = 0.5).
+      scale_range: (lo, hi) random image scale factor, uniform; (1, 1) = off. Ground truth is then
+        regenerated from the scaled points (the builder's kernel, or `density_sigma`).
+      color_jitter: brightness/contrast/saturation strength (torchvision semantics); 0 = off.
+      max_points: points per crop after padding; more is an error naming the image.
+      output_stride: the density is sum-pooled by this factor (trainer may override).
+      density_sigma: None = the stored map (builder's kernel); a float = regenerate the density
+        with this fixed Gaussian sigma (px).
+      with_distance_label: add AutoScale distance-label maps (builder's class edges).
+      balanced_domains: with several data sets, draw them in equal shares (round robin) instead
+        of in proportion to their sizes.
+      eval_buckets: list of (h, w) evaluation sizes; an image goes to the smallest that fits.
+      eval_bucket_multiple: images fitting no bucket are padded to multiples of this (px).
+      worker_threads: grain read threads (0 = one per CPU core).
+      prefetch: batches prepared ahead.
+      worker_processes: grain worker processes for training (0 = threads only).
+    """
+    return ml_collections.ConfigDict(
+        {
+            "name": "synthetic_crowd/street",
+            "data_dir": None,
+            "train_split": "train",
+            "eval_split": "test",
+            "crop_size": 512,
+            "hflip": True,
+            "scale_range": (1.0, 1.0),
+            "color_jitter": 0.0,
+            "max_points": 2048,
+            "output_stride": 8,
+            "density_sigma": None,
+            "with_distance_label": False,
+            "balanced_domains": False,
+            "eval_buckets": (),
+            "eval_bucket_multiple": 64,
+            "worker_threads": 0,
+            "prefetch": 4,
+            "worker_processes": 0,
+        },
+        type_safe=False,
+    )
+
+
+def dataset_names(data_config) -> list[str]:
+    """The data set names of `data_config.name` (a str, comma-separated str or list)."""
+    name = data_config.name
+    names = name.split(",") if isinstance(name, str) else list(name)
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ValueError(f"data.name names no data set: {name!r}")
+    return names
+
+
+def crop_shape(data_config) -> tuple[int, int]:
+    """`crop_size` as (h, w)."""
+    size = data_config.crop_size
+    h, w = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if h <= 0 or w <= 0:
+        raise ValueError(f"data.crop_size must be positive, got {size}")
+    return h, w
+
+
+def raw_source(name: str, split: str, *, data_dir: str | None = None):
+    """Random-access source whose images and ZLIB maps stay undecoded (decoded per crop).
+
+    Image features come as encoded bytes, ZLIB tensors as `{"shape": [H, W], "value": bytes}`;
+    scalars, text and points are decoded as usual.
+    """
+    source = datasets.data_source(name, split, data_dir=data_dir)
+    features = source.dataset_info.features
+    skip = {
+        key: tfds.decode.SkipDecoding()
+        for key, feature in features.items()
+        if isinstance(feature, tfds.features.Image) or _is_zlib(feature)
+    }
+    return source.__class__(dataset_info=source.dataset_info, split=split, decoders=skip)
+
+
+def _is_zlib(feature) -> bool:
+    if not isinstance(feature, tfds.features.Tensor):
+        return False
+    encoding = getattr(feature.to_json_content(), "encoding", "none")  # Scalars have none.
+    return encoding == tfds.features.Encoding.ZLIB.value
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def train_iterator(
+    data_config,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    output_stride: int | None = None,
+) -> Iterator[dict]:
+    """Infinite iterator of this process's training batches, from global batch `start_step`.
+
+    Args:
+      data_config: see `default_data_config`.
+      global_batch_size: examples per step over all processes (divisible by `process_count`).
+      seed: data order and augmentation seed.
+      start_step: index of the first global batch (a resumed run passes its step).
+      process_index, process_count: this process and the number of processes (multi-host).
+      output_stride: overrides `data_config.output_stride` (the method's stride).
+    """
+    return iter(
+        train_dataset(
+            data_config,
+            global_batch_size=global_batch_size,
+            seed=seed,
+            start_step=start_step,
+            process_index=process_index,
+            process_count=process_count,
+            output_stride=output_stride,
+        )
+    )
+
+
+def paired_train_iterator(
+    source_config,
+    target_config,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    output_stride: int | None = None,
+) -> Iterator[dict]:
+    """Source and target streams in step (ASNet): yields `{"source": batch, "target": batch}`.
+
+    Target domains are numbered after the source ones; the target stream has its own seed.
+    """
+    kwargs = dict(
+        global_batch_size=global_batch_size,
+        start_step=start_step,
+        process_index=process_index,
+        process_count=process_count,
+        output_stride=output_stride,
+    )
+    source = train_dataset(source_config, seed=seed, **kwargs)
+    target = train_dataset(
+        target_config,
+        seed=_derive(seed, 3),
+        domain_offset=len(dataset_names(source_config)),
+        **kwargs,
+    )
+    return ({"source": s, "target": t} for s, t in zip(source, target, strict=True))
+
+
+def train_dataset(
+    data_config,
+    *,
+    global_batch_size: int,
+    seed: int,
+    start_step: int = 0,
+    process_index: int = 0,
+    process_count: int = 1,
+    output_stride: int | None = None,
+    domain_offset: int = 0,
+) -> grain.IterDataset:
+    """The grain dataset behind `train_iterator` (same arguments; `domain_offset` shifts ids)."""
+    local_batch = _local_batch_size(global_batch_size, process_index, process_count)
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}")
+    names = dataset_names(data_config)
+    data_dir = data_config.get("data_dir")
+    split = data_config.get("train_split", "train")
+    stride = int(output_stride or data_config.output_stride)
+    sources, maps = [], []
+    for domain, name in enumerate(names):
+        source = grain.MapDataset.source(raw_source(name, split, data_dir=data_dir))
+        sources.append(source.map(functools.partial(_tag, domain=domain)))
+        maps.append(_train_transform(data_config, name, stride, domain + domain_offset))
+    with_roi = all(m.with_roi for m in maps)  # One key set for every example of a batch.
+    maps = [dataclasses.replace(m, with_roi=with_roi) for m in maps]
+
+    if data_config.get("balanced_domains", False) and len(sources) > 1:
+        # Round robin over per-domain infinite streams: equal shares in every batch.
+        parts = [s.shuffle(seed=_derive(seed, 1, d)).repeat() for d, s in enumerate(sources)]
+        ds = grain.MapDataset.mix(parts)
+    else:
+        ds = grain.MapDataset.concatenate(sources) if len(sources) > 1 else sources[0]
+        ds = ds.shuffle(seed=_derive(seed, 1)).repeat()
+    ds = ds.random_map(_ByDomain(tuple(maps)), seed=_derive(seed, 2))
+    # Consecutive local batches i*P, ..., i*P + P - 1 make up global batch i; process p keeps
+    # the p-th of them, so global batch i is the same function of (seed, i) for any P.
+    ds = ds.batch(local_batch, drop_remainder=True)[process_index::process_count][start_step:]
+    return _to_iter(ds, data_config, processes=int(data_config.get("worker_processes", 0)))
+
+
+def _train_transform(data_config, name: str, stride: int, domain: int):
+    crop = crop_shape(data_config)
+    if crop[0] % stride or crop[1] % stride:
+        raise ValueError(f"data.crop_size {crop} is not divisible by the output stride {stride}")
+    lo, hi = (float(s) for s in data_config.get("scale_range", (1.0, 1.0)))
+    if not 0 < lo <= hi:
+        raise ValueError(f"data.scale_range must satisfy 0 < lo <= hi, got {(lo, hi)}")
+    if int(data_config.max_points) < 1:
+        raise ValueError(f"data.max_points must be >= 1, got {data_config.max_points}")
+    if float(data_config.get("color_jitter", 0.0)) < 0:
+        raise ValueError(f"data.color_jitter must be >= 0, got {data_config.color_jitter}")
+    builder = datasets.get_builder(name, data_dir=data_config.get("data_dir"))
+    recipe = builder.builder_config
+    sigma = data_config.get("density_sigma")
+    if sigma is not None:
+        kernel = transforms.Kernel(sigma=float(sigma))
+    else:
+        kernel = transforms.Kernel(
+            sigma=float(getattr(recipe, "sigma", 4.0)),
+            adaptive=bool(getattr(recipe, "adaptive", False)),
+            beta=float(getattr(recipe, "beta", 0.3)),
+            k=int(getattr(recipe, "k", 3)),
+        )
+    edges = None
+    if data_config.get("with_distance_label", False):
+        edges = tuple(getattr(recipe, "distance_edges", transforms.labels.DEFAULT_DISTANCE_EDGES))
+    return transforms.TrainTransform(
+        crop_size=crop,
+        max_points=int(data_config.max_points),
+        output_stride=stride,
+        hflip=bool(data_config.get("hflip", False)),
+        scale_range=(lo, hi),
+        color_jitter=float(data_config.get("color_jitter", 0.0)),
+        kernel=kernel,
+        regenerate=sigma is not None,
+        distance_edges=edges,
+        with_roi="roi" in builder.info.features,
+        domain=domain,
+    )
+
+
+def _tag(record: dict, *, domain: int) -> dict:
+    record["domain"] = domain
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class _ByDomain:
+    """Applies each domain's transform (its builder's kernel) to that domain's records."""
+
+    maps: tuple[transforms.TrainTransform, ...]
+
+    def __call__(self, record: dict, rng: np.random.Generator) -> dict:
+        return self.maps[record["domain"]](record, rng)
+
+
+def _derive(seed: int, *path: int) -> int:
+    """An independent uint32 seed for one random stage (shuffle, augmentation, ...)."""
+    return int(np.random.SeedSequence([int(seed), *path]).generate_state(1)[0])
+
+
+def _local_batch_size(global_batch_size: int, process_index: int, process_count: int) -> int:
+    if process_count < 1 or not 0 <= process_index < process_count:
+        raise ValueError(
+            f"process_index must be in [0, process_count), got {process_index} of {process_count}"
+        )
+    if global_batch_size < 1 or global_batch_size % process_count:
+        raise ValueError(
+            f"global batch size {global_batch_size} must be positive and divisible by the "
+            f"process count {process_count}"
+        )
+    return global_batch_size // process_count
+
+
+def _to_iter(ds: grain.MapDataset, data_config, *, processes: int = 0) -> grain.IterDataset:
+    threads = int(data_config.get("worker_threads", 0)) or min(16, os.cpu_count() or 1)
+    options = grain.ReadOptions(
+        num_threads=threads, prefetch_buffer_size=max(1, int(data_config.get("prefetch", 4)))
+    )
+    it = ds.to_iter_dataset(options)
+    if processes > 0:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags (defaults suffice).
+            flags.FLAGS.mark_as_parsed()
+        it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=processes))
+    return it
+
+
+# -------------------------------------------------------------------------------- evaluation
+
+
+def bucket_shape(
+    height: int, width: int, *, buckets: Sequence[Sequence[int]] = (), multiple: int = 64
+) -> tuple[int, int]:
+    """Padded evaluation size of an image.
+
+    Returns:
+      The smallest-area bucket (h, w) that fits the image, else each side rounded up to a multiple
+      of `multiple`.
+    """
+    fits = [(int(h), int(w)) for h, w in buckets if h >= height and w >= width]
+    if fits:
+        return min(fits, key=lambda b: (b[0] * b[1], b))
+    return math.ceil(height / multiple) * multiple, math.ceil(width / multiple) * multiple
+
+
+@functools.lru_cache(maxsize=32)
+def split_index(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(shapes int64 [N, 2] as (H, W), counts int64 [N]) of every image of a split (cached)."""
+    source = raw_source(name, split, data_dir=data_dir)
+    shapes, counts = np.zeros((len(source), 2), np.int64), np.zeros(len(source), np.int64)
+    for i in range(len(source)):
+        record = source[i]
+        shapes[i] = record["density"]["shape"]
+        counts[i] = len(record["points"])
+    return shapes, counts
+
+
+def eval_plan(
+    shapes: np.ndarray, *, batch_size: int, buckets=(), multiple: int = 64
+) -> list[tuple[tuple[int, int], list[int]]]:
+    """Global evaluation batches: `[(bucket, indices)]`, index -1 = padding (invalid) example.
+
+    Images are grouped by bucket (buckets in increasing size, images in split order inside), so a
+    batch has one shape; the last batch of each bucket is padded to `batch_size`.
+    """
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (h, w) in enumerate(shapes):
+        groups.setdefault(bucket_shape(h, w, buckets=buckets, multiple=multiple), []).append(i)
+    plan = []
+    for bucket in sorted(groups):
+        members = groups[bucket]
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            plan.append((bucket, chunk + [-1] * (batch_size - len(chunk))))
+    return plan
+
+
+def eval_iterator(
+    data_config,
+    split: str | None = None,
+    *,
+    batch_size: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    output_stride: int | None = None,
+    name: str | None = None,
+) -> Iterator[dict]:
+    """Every image of a split once, whole, padded to size buckets (this process's slices).
+
+    Every process gets the same number of batches with the same shapes. Each batch (numpy dict,
+    b = batch_size / process_count) holds: image float32 [b, H, W, 3], image_mask bool [b, H, W],
+    valid bool [b] (False: padding example after the last image of a bucket), image_id str [b],
+    count float32 [b], points float32 [b, P, 2] with point_mask bool [b, P] (P: the split's
+    largest count rounded up to 64), roi uint8 [b, H, W] if the data set has one, one array per
+    category label (scalar data-set specific features such as `weather`) and `category_keys`,
+    the tuple of their names.
+
+    Args:
+      data_config: see `default_data_config` (eval_buckets, eval_bucket_multiple, threads).
+      split: split name (default `data_config.eval_split`).
+      batch_size: global evaluation batch size (divisible by `process_count`).
+      output_stride: bucket sides must be divisible by it (default `data_config.output_stride`).
+      name: which data set of `data_config.name` (default: the first).
+    """
+    local = _local_batch_size(batch_size, process_index, process_count)
+    name = name or dataset_names(data_config)[0]
+    split = split or data_config.get("eval_split", "test")
+    data_dir = data_config.get("data_dir")
+    stride = int(output_stride or data_config.get("output_stride", 1))
+    multiple = int(data_config.get("eval_bucket_multiple", 64))
+    buckets = [tuple(int(s) for s in b) for b in data_config.get("eval_buckets", ())]
+    for h, w in [*buckets, (multiple, multiple)]:
+        if h % stride or w % stride:
+            raise ValueError(
+                f"evaluation bucket size {(h, w)} is not divisible by the output stride {stride}"
+            )
+    shapes, counts = split_index(name, split, data_dir)
+    max_points = max(64, math.ceil(int(counts.max(initial=0)) / 64) * 64)
+    features = datasets.get_builder(name, data_dir=data_dir).info.features
+    category_keys = tuple(
+        key
+        for key, feature in features.items()
+        if key not in ("image_id", "count") and tuple(getattr(feature, "shape", (None,))) == ()
+    )
+    slots = []
+    for bucket, indices in eval_plan(
+        shapes, batch_size=batch_size, buckets=buckets, multiple=multiple
+    ):
+        for i in indices[process_index * local : (process_index + 1) * local]:
+            slots.append((bucket, i if i >= 0 else indices[0], i >= 0))
+    load = functools.partial(
+        _eval_slot,
+        source=raw_source(name, split, data_dir=data_dir),
+        max_points=max_points,
+        category_keys=category_keys,
+        with_roi="roi" in features,
+    )
+    ds = grain.MapDataset.source(slots).map(load).batch(local)
+    ds = ds.map(functools.partial(_with_keys, category_keys=category_keys))
+    return iter(_to_iter(ds, data_config))
+
+
+def _eval_slot(slot, *, source, max_points, category_keys, with_roi) -> dict:
+    bucket, index, valid = slot
+    example = transforms.eval_example(
+        source[index],
+        bucket=bucket,
+        max_points=max_points,
+        category_keys=category_keys,
+        with_roi=with_roi,
+    )
+    return example if valid else transforms.invalid_like(example)
+
+
+def _with_keys(batch: dict, *, category_keys: tuple[str, ...]) -> dict:
+    return {**batch, "category_keys": category_keys}

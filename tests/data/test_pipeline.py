@@ -1,0 +1,332 @@
+"""Tests of crowdjax.data.pipeline on a tiny test-only TFDS builder (random PNG images)."""
+
+import zlib
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from crowdjax.data import datasets, labels, pipeline
+from crowdjax.data import transforms as T
+from tfds_builders.base import CrowdBuilder, CrowdConfig
+
+TRAIN_SIZES = {"a": 10, "b": 5}
+TEST_SIZE = 7
+
+
+class PipelineTestCrowd(CrowdBuilder):
+    """Random images of 16-71 px per side with 0-11 points; domain a is bright, b is dark."""
+
+    name = "pipeline_test_crowd"
+    VERSION = tfds.core.Version("1.0.0")
+    IMAGE_FORMAT = "png"  # lossless: evaluation images can be compared exactly
+    BUILDER_CONFIGS = [CrowdConfig(name="a", sigma=1.5), CrowdConfig(name="b", sigma=2.0)]
+
+    def extra_features(self):
+        return {"weather": tfds.features.Scalar(dtype=np.int32)}
+
+    def _split_generators(self, dl_manager):
+        sizes = {"train": TRAIN_SIZES[self.builder_config.name], "test": TEST_SIZE}
+        return {split: self._generate_examples(split, n) for split, n in sizes.items()}
+
+    def _generate_examples(self, split, num):
+        cfg = self.builder_config.name
+        rng = np.random.default_rng(zlib.crc32(f"{self.name}/{cfg}/{split}".encode()))
+        lo = 150 if cfg == "a" else 0
+        for i in range(num):
+            h, w = (int(s) for s in rng.integers(16, 72, 2))
+            rgb = rng.integers(lo, lo + 100, (h, w, 3), dtype=np.uint8)
+            points = rng.uniform(0, 1, (int(rng.integers(0, 12)), 2)) * [w, h]
+            roi = (rng.uniform(size=(h, w)) < 0.7).astype(np.uint8) if self.HAS_ROI else None
+            yield self.make_example(
+                split=split,
+                image_id=f"{cfg}_{split}_{i}.png",
+                image=rgb,
+                points=points,
+                roi=roi,
+                extra={"weather": i % 3},
+            )
+
+
+class PipelineTestRoiCrowd(PipelineTestCrowd):
+    name = "pipeline_test_roi_crowd"
+    HAS_ROI = True
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        for builder in (PipelineTestCrowd, PipelineTestRoiCrowd):
+            mp.setitem(datasets.BUILDER_MODULES, builder.name, __name__)
+        root = str(tmp_path_factory.mktemp("tfds"))
+        for name in ("pipeline_test_crowd/a", "pipeline_test_crowd/b", "pipeline_test_roi_crowd/a"):
+            datasets.build(name, data_dir=root)
+        yield root
+
+
+def _config(data_dir, name="pipeline_test_crowd/a", **overrides):
+    config = pipeline.default_data_config()
+    config.update(
+        dict(name=name, data_dir=data_dir, crop_size=(32, 48), max_points=16, output_stride=4)
+    )
+    config.update(dict(worker_threads=2, prefetch=2, **overrides))
+    return config
+
+
+def _take(iterator, n):
+    return [next(iterator) for _ in range(n)]
+
+
+def _assert_batches_equal(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def test_train_batch_contract(data_dir):
+    config = _config(data_dir, with_distance_label=True, hflip=True, scale_range=(0.8, 1.2))
+    for batch in _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 5):
+        assert batch["image"].shape == (4, 32, 48, 3) and batch["image"].dtype == np.float32
+        assert batch["density"].shape == (4, 8, 12) and batch["density"].dtype == np.float32
+        assert batch["points"].shape == (4, 16, 2) and batch["points"].dtype == np.float32
+        assert batch["point_mask"].shape == (4, 16) and batch["point_mask"].dtype == bool
+        assert batch["count"].dtype == np.float32 and batch["domain"].dtype == np.int32
+        assert batch["image_mask"].shape == (4, 32, 48)
+        assert batch["distance_label"].shape == (4, 32, 48)
+        assert batch["distance_label"].dtype == np.uint8
+        np.testing.assert_array_equal(batch["count"], batch["point_mask"].sum(1))
+        for i in range(4):
+            mask = batch["image_mask"][i]
+            h, w = mask.any(1).sum(), mask.any(0).sum()
+            assert mask[:h, :w].all() and mask.sum() == h * w  # real pixels top-left
+            pts = batch["points"][i][batch["point_mask"][i]]
+            assert np.all((pts >= 0) & (pts < [w, h]))
+            assert not batch["image"][i][~mask].any()
+            pooled_mask = labels.sum_pool(mask.astype(np.float32), 4)
+            assert not batch["density"][i][pooled_mask == 0].any()
+        assert not batch["domain"].any()
+
+
+def test_same_seed_same_batches_different_seed_different(data_dir):
+    config = _config(data_dir, hflip=True, scale_range=(0.7, 1.3), color_jitter=0.3)
+    a = _take(pipeline.train_iterator(config, global_batch_size=4, seed=7), 4)
+    b = _take(pipeline.train_iterator(config, global_batch_size=4, seed=7), 4)
+    c = _take(pipeline.train_iterator(config, global_batch_size=4, seed=8), 4)
+    for x, y in zip(a, b, strict=True):
+        _assert_batches_equal(x, y)
+    assert not all(np.array_equal(x["image"], z["image"]) for x, z in zip(a, c, strict=True))
+
+
+def test_resume_from_step_k_continues_the_same_stream(data_dir):
+    config = _config(data_dir, hflip=True, scale_range=(0.7, 1.3))
+    fresh = _take(pipeline.train_iterator(config, global_batch_size=4, seed=3), 7)
+    # 7 batches of 4 = 28 examples: several epochs of the 10 images (reshuffled each epoch).
+    resumed = _take(pipeline.train_iterator(config, global_batch_size=4, seed=3, start_step=4), 3)
+    for x, y in zip(fresh[4:], resumed, strict=True):
+        _assert_batches_equal(x, y)
+
+
+def test_process_slices_concatenate_to_the_global_batch(data_dir):
+    config = _config(data_dir, hflip=True)
+    full = _take(pipeline.train_iterator(config, global_batch_size=4, seed=1), 4)
+    parts = [
+        _take(
+            pipeline.train_iterator(
+                config, global_batch_size=4, seed=1, process_index=p, process_count=2
+            ),
+            4,
+        )
+        for p in range(2)
+    ]
+    for step, batch in enumerate(full):
+        for key in batch:
+            joined = np.concatenate([parts[0][step][key], parts[1][step][key]])
+            np.testing.assert_array_equal(joined, batch[key], err_msg=key)
+
+
+def _true_domains(batch):
+    """Domain of each example from its pixels: a is bright (> mean), b dark."""
+    mask = batch["image_mask"]
+    brightness = np.array([img[m].mean() for img, m in zip(batch["image"], mask, strict=True)])
+    return (brightness < 0).astype(np.int32)
+
+
+def test_mixing_tags_domains_in_proportion_to_size(data_dir):
+    config = _config(data_dir, name=["pipeline_test_crowd/a", "pipeline_test_crowd/b"])
+    # 30 batches of 4 = 120 examples = 8 epochs of the 15 images (10 a + 5 b) exactly.
+    batches = _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 30)
+    domains = np.concatenate([b["domain"] for b in batches])
+    for batch in batches:
+        np.testing.assert_array_equal(batch["domain"], _true_domains(batch))
+    assert (domains == 0).sum() == 80 and (domains == 1).sum() == 40
+
+
+def test_balanced_domains_draw_equal_shares(data_dir):
+    config = _config(
+        data_dir, name="pipeline_test_crowd/a, pipeline_test_crowd/b", balanced_domains=True
+    )
+    batches = _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 10)
+    for batch in batches:
+        np.testing.assert_array_equal(batch["domain"], _true_domains(batch))
+        assert (batch["domain"] == 1).sum() == 2  # round robin: every batch is half b
+    ids = {tuple(p.ravel()) for b in batches for p in b["points"][b["domain"] == 1]}
+    assert len(ids) >= 5  # the small domain is cycled through, not stuck on one image
+
+
+def test_paired_iterator_yields_source_and_target(data_dir):
+    source = _config(data_dir, name="pipeline_test_crowd/a")
+    target = _config(data_dir, name="pipeline_test_crowd/b")
+    pairs = _take(
+        pipeline.paired_train_iterator(source, target, global_batch_size=2, seed=0, start_step=2),
+        3,
+    )
+    again = _take(pipeline.paired_train_iterator(source, target, global_batch_size=2, seed=0), 5)
+    for pair, ref in zip(pairs, again[2:], strict=True):
+        assert set(pair) == {"source", "target"}
+        assert not pair["source"]["domain"].any() and (pair["target"]["domain"] == 1).all()
+        np.testing.assert_array_equal(_true_domains(pair["target"]), 1)
+        _assert_batches_equal(pair["source"], ref["source"])
+        _assert_batches_equal(pair["target"], ref["target"])
+
+
+def test_roi_is_cropped_into_train_batches(data_dir):
+    config = _config(data_dir, name="pipeline_test_roi_crowd/a")
+    batch = next(pipeline.train_iterator(config, global_batch_size=2, seed=0))
+    assert batch["roi"].shape == (2, 32, 48) and batch["roi"].dtype == np.uint8
+    assert not batch["roi"][~batch["image_mask"]].any()
+
+
+def test_max_points_overflow_names_the_image(data_dir):
+    config = _config(data_dir, max_points=1, crop_size=(64, 64), output_stride=1)
+    with pytest.raises(ValueError, match=r"a_train_\d+\.png: \d+ points exceed max_points=1"):
+        _take(pipeline.train_iterator(config, global_batch_size=10, seed=0), 1)
+
+
+def test_density_sigma_regenerates_with_the_method_kernel(data_dir):
+    stored = pipeline._train_transform(_config(data_dir), "pipeline_test_crowd/a", 4, 0)
+    assert stored.kernel == T.Kernel(sigma=1.5) and not stored.regenerate  # builder's recipe
+    config = _config(data_dir, density_sigma=3.0)
+    regen = pipeline._train_transform(config, "pipeline_test_crowd/a", 4, 0)
+    assert regen.kernel == T.Kernel(sigma=3.0) and regen.regenerate
+
+
+@pytest.mark.parametrize(
+    "overrides, kwargs, message",
+    [
+        ({}, dict(global_batch_size=3, process_count=2), "divisible by the process count 2"),
+        ({}, dict(global_batch_size=4, process_index=2, process_count=2), "process_index"),
+        ({"crop_size": 30}, dict(global_batch_size=2), "not divisible by the output stride 4"),
+        ({"scale_range": (2.0, 1.0)}, dict(global_batch_size=2), "scale_range"),
+        ({"name": ""}, dict(global_batch_size=2), "names no data set"),
+    ],
+)
+def test_invalid_settings_raise_clear_errors(data_dir, overrides, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pipeline.train_iterator(_config(data_dir, **overrides), seed=0, **kwargs)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_batches(data_dir):
+    config = _config(data_dir, hflip=True)
+    threads = _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 3)
+    config.worker_processes = 2
+    processes = _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 3)
+    for x, y in zip(threads, processes, strict=True):
+        _assert_batches_equal(x, y)
+
+
+# -------------------------------------------------------------------------------- evaluation
+
+
+def _reference_test_split(data_dir, name="pipeline_test_crowd/a"):
+    source = datasets.data_source(name, "test", data_dir=data_dir)
+    return {e["image_id"].decode(): e for e in (source[i] for i in range(len(source)))}
+
+
+@pytest.mark.parametrize("buckets", [(), ((48, 48), (80, 80))])
+def test_eval_batches_cover_each_image_once_with_masks(data_dir, buckets):
+    config = _config(data_dir, eval_buckets=buckets, eval_bucket_multiple=32)
+    reference = _reference_test_split(data_dir)
+    batches = list(pipeline.eval_iterator(config, "test", batch_size=2))
+    seen, invalid, shapes = [], 0, set()
+    for batch in batches:
+        assert batch["category_keys"] == ("weather",)
+        shapes.add(batch["image"].shape[1:3])
+        for i in range(2):
+            if not batch["valid"][i]:
+                invalid += 1
+                assert not batch["image_mask"][i].any() and batch["image_id"][i] == ""
+                continue
+            ref = reference[str(batch["image_id"][i])]
+            seen.append(str(batch["image_id"][i]))
+            h, w = ref["image"].shape[:2]
+            bucket = pipeline.bucket_shape(h, w, buckets=buckets, multiple=32)
+            assert batch["image"].shape[1:3] == bucket
+            np.testing.assert_array_equal(batch["image_mask"][i], T.image_mask(*bucket, h, w))
+            np.testing.assert_allclose(
+                batch["image"][i][:h, :w], T.normalize(ref["image"]), atol=1e-6
+            )
+            assert not batch["image"][i][h:].any() and not batch["image"][i][:, w:].any()
+            n = len(ref["points"])
+            assert batch["count"][i] == n and batch["point_mask"][i].sum() == n
+            np.testing.assert_array_equal(batch["points"][i][:n], ref["points"])
+            assert batch["weather"][i] == ref["weather"]
+    assert sorted(seen) == sorted(reference)
+    sizes = [reference[k]["image"].shape[:2] for k in reference]
+    groups = [pipeline.bucket_shape(h, w, buckets=buckets, multiple=32) for h, w in sizes]
+    assert invalid == sum(groups.count(g) % 2 for g in set(groups))  # odd groups get one pad
+    assert shapes == set(groups)
+    if buckets:
+        assert shapes <= {(48, 48), (80, 80)}
+
+
+def test_eval_process_slices_cover_the_split(data_dir):
+    config = _config(data_dir, eval_bucket_multiple=32)
+    per_process = [
+        list(pipeline.eval_iterator(config, "test", batch_size=4, process_index=p, process_count=2))
+        for p in range(2)
+    ]
+    assert len(per_process[0]) == len(per_process[1])
+    for a, b in zip(*per_process, strict=True):
+        assert a["image"].shape == b["image"].shape  # same bucket in step on every process
+    ids = [str(i) for batches in per_process for b in batches for i in b["image_id"][b["valid"]]]
+    assert sorted(ids) == sorted(_reference_test_split(data_dir))
+
+
+def test_eval_roi_is_padded_with_zeros(data_dir):
+    config = _config(data_dir, name="pipeline_test_roi_crowd/a", eval_bucket_multiple=32)
+    reference = _reference_test_split(data_dir, "pipeline_test_roi_crowd/a")
+    for batch in pipeline.eval_iterator(config, "test", batch_size=1):
+        ref = reference[str(batch["image_id"][0])]
+        h, w = ref["roi"].shape
+        np.testing.assert_array_equal(batch["roi"][0][:h, :w], ref["roi"])
+        assert batch["roi"][0].sum() == ref["roi"].sum()
+
+
+def test_eval_bucket_sizes_must_divide_by_the_stride(data_dir):
+    config = _config(data_dir, eval_bucket_multiple=36)
+    with pytest.raises(ValueError, match="not divisible by the output stride 8"):
+        pipeline.eval_iterator(config, "test", batch_size=1, output_stride=8)
+
+
+def test_bucket_shape_rules():
+    assert pipeline.bucket_shape(30, 50, multiple=32) == (32, 64)
+    assert pipeline.bucket_shape(64, 64, multiple=32) == (64, 64)
+    buckets = [(768, 1024), (1024, 768), (512, 512)]
+    assert pipeline.bucket_shape(500, 300, buckets=buckets) == (512, 512)
+    assert pipeline.bucket_shape(700, 1000, buckets=buckets) == (768, 1024)
+    assert pipeline.bucket_shape(1000, 700, buckets=buckets) == (1024, 768)
+    assert pipeline.bucket_shape(1100, 700, buckets=buckets, multiple=128) == (1152, 768)
+
+
+def test_dataset_names_accepts_str_list_and_comma_list():
+    config = pipeline.default_data_config()
+    config.name = "x/a"
+    assert pipeline.dataset_names(config) == ["x/a"]
+    config.name = "x/a, y"
+    assert pipeline.dataset_names(config) == ["x/a", "y"]
+    config.name = ["x/a", "y"]
+    assert pipeline.dataset_names(config) == ["x/a", "y"]
