@@ -48,7 +48,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     Fields:
       name: data set `builder[/config]`, or a list (or comma-separated string) of several mixed
         in one training stream; example domain = position in the list.
-      data_dir: root of the prepared data sets (None: `datasets.default_data_dir()`).
+      data_dir: root of the prepared data sets ("" or None: `datasets.default_data_dir()`).
       train_split, eval_split: split names.
       crop_size: training crop, int or (h, w) px; smaller images are padded (`image_mask`).
       hflip: random horizontal flip (p = 0.5).
@@ -57,7 +57,7 @@ def default_data_config() -> ml_collections.ConfigDict:
       color_jitter: brightness/contrast/saturation strength (torchvision semantics); 0 = off.
       max_points: points per crop after padding; more is an error naming the image.
       output_stride: the density is sum-pooled by this factor (trainer may override).
-      density_sigma: None = the stored map (builder's kernel); a float = regenerate the density
+      density_sigma: None or 0 = the stored map (builder's kernel); > 0 = regenerate the density
         with this fixed Gaussian sigma (px).
       with_distance_label: add AutoScale distance-label maps (builder's class edges).
       balanced_domains: with several data sets, draw them in equal shares (round robin) instead
@@ -71,7 +71,7 @@ def default_data_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(
         {
             "name": "synthetic_crowd/street",
-            "data_dir": None,
+            "data_dir": "",
             "train_split": "train",
             "eval_split": "test",
             "crop_size": 512,
@@ -80,7 +80,7 @@ def default_data_config() -> ml_collections.ConfigDict:
             "color_jitter": 0.0,
             "max_points": 2048,
             "output_stride": 8,
-            "density_sigma": None,
+            "density_sigma": 0.0,
             "with_distance_label": False,
             "balanced_domains": False,
             "eval_buckets": (),
@@ -258,7 +258,7 @@ def _train_transform(data_config, name: str, stride: int, domain: int):
     builder = datasets.get_builder(name, data_dir=data_config.get("data_dir"))
     recipe = builder.builder_config
     sigma = data_config.get("density_sigma")
-    if sigma is not None:
+    if sigma:  # None or 0: the builder's kernel (0 can be set from the command line).
         kernel = transforms.Kernel(sigma=float(sigma))
     else:
         kernel = transforms.Kernel(
@@ -278,7 +278,7 @@ def _train_transform(data_config, name: str, stride: int, domain: int):
         scale_range=(lo, hi),
         color_jitter=float(data_config.get("color_jitter", 0.0)),
         kernel=kernel,
-        regenerate=sigma is not None,
+        regenerate=bool(sigma),
         distance_edges=edges,
         with_roi="roi" in builder.info.features,
         domain=domain,
