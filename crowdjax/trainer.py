@@ -158,7 +158,10 @@ def _initial_state(setup: Setup, ckpts: checkpointing.Checkpoints) -> TrainState
 
 
 def _check_finite(step: int, metrics: dict) -> None:
-    for name, value in metrics.items():
+    # Loss terms first: a non-finite term is the cause, the total and gradient norm follow from it.
+    order = sorted(metrics, key=lambda k: (k in ("loss", "grad_norm"), k == "grad_norm", k))
+    for name in order:
+        value = metrics[name]
         if not np.all(np.isfinite(value)):
             raise FloatingPointError(
                 f"non-finite {name} ({value}) at step {step}: training stopped. Lower the learning "

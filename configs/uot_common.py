@@ -1,0 +1,41 @@
+"""UOT (Ma et al., AAAI 2021) settings shared by the per-data-set configs."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def uot_config(
+    *, dataset: str, crop_size: int, train_images: int, epochs: int = 1000
+) -> ml_collections.ConfigDict:
+    config = common.base_config()
+    config.method = "uot"
+    config.data.name = dataset
+    config.data.crop_size = crop_size
+    config.data.hflip = True
+    config.data.max_points = 4096
+
+    config.model.activation = "abs"  # Reference regressor; "relu" is the option.
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.epsilon = 0.01  # Entropic regularisation, relative to the crop size.
+    config.loss.rho = 1.0  # Strength of the marginal penalty on the predicted density.
+    config.loss.cost = "l2"  # "l1", "l2" or "wfr" (Table 6).
+    config.loss.delta = 0.1  # WFR scale (cost = -2 ln cos(d / delta)), scaled units (a choice).
+    config.loss.penalty = "kl"  # "kl" or "qr" (Eq. 13).
+    config.loss.solver = "lbfgs"  # "lbfgs" (semi-dual, Eq. 8-10) or "sinkhorn" (ott-jax).
+    config.loss.max_iters = 20  # Inner L-BFGS iterations (reference: 20).
+    config.loss.coord_scale = 0.0  # 0: the crop size, as the reference code.
+
+    config.optimizer.name = "adam"  # PyTorch-style L2 weight decay, as Bayesian loss.
+    config.optimizer.learning_rate = 1e-5
+    config.optimizer.weight_decay = 1e-4
+
+    config.train.global_batch_size = 1
+    config.train.num_steps = common.steps_for_epochs(epochs, train_images, 1)
+    config.train.log_every = 100
+    config.train.eval_every = 5 * train_images  # Every 5 epochs, as the reference.
+    config.train.checkpoint_every = train_images
+    return config

@@ -1,0 +1,124 @@
+"""The generic trainer: multi-device equivalence, resume after a kill, multi-process agreement."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from crowdjax import checkpointing, trainer
+from tests.engine.conftest import REPO, run_script
+
+TINY_ARGS = ["train.py", "--config=configs/quickstart.py:tiny"]
+
+
+def _train_args(data_dir: str, workdir: str, steps: int) -> list[str]:
+    return [
+        *TINY_ARGS,
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+        f"--config.train.num_steps={steps}",
+        "--config.train.checkpoint_every=2",
+        "--config.train.eval_every=0",
+        "--config.eval_at_end=False",
+    ]
+
+
+def test_eight_devices_equal_one_device(tiny_data_dir):
+    proc = run_script(
+        ["tests/engine/one_vs_eight.py", tiny_data_dir],
+        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert abs(result["loss_1"] - result["loss_8"]) <= 1e-5 * max(1.0, abs(result["loss_1"]))
+    assert result["param_diff"] <= 1e-5, result
+
+
+def _final_params(workdir: str, steps: int):
+    from configs import quickstart
+
+    setup = trainer.Setup(quickstart.get_config("tiny"), devices=jax.devices()[:1])
+    state = checkpointing.restore_state(
+        os.path.join(workdir, "checkpoints", str(steps)), setup.abstract_with_shardings()
+    )
+    assert int(state.step) == steps
+    return jax.device_get(state.params)
+
+
+def test_resume_after_kill_reaches_same_parameters(tiny_data_dir, tmp_path):
+    steps = 8
+    straight = str(tmp_path / "straight")
+    proc = run_script(_train_args(tiny_data_dir, straight, steps))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    # Kill the second run with SIGKILL as soon as its step-4 checkpoint is on disk.
+    killed = str(tmp_path / "killed")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    child = subprocess.Popen(
+        [sys.executable, *_train_args(tiny_data_dir, killed, steps)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not os.path.isdir(os.path.join(killed, "checkpoints", "4")):
+        assert child.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not os.path.isdir(os.path.join(killed, "checkpoints", str(steps)))
+
+    proc = run_script(_train_args(tiny_data_dir, killed, steps))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming from step" in proc.stdout
+
+    a, b = _final_params(straight, steps), _final_params(killed, steps)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+
+
+def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
+    """Two processes on localhost (jax.distributed, 1 CPU device each) train like one process
+    with 2 devices: each reads its half of every global batch."""
+    port = 20000 + os.getpid() % 20000
+    procs = []
+    for pid in range(2):
+        args = [
+            *_train_args(tiny_data_dir, str(tmp_path / "multi"), 4),
+            f"--config.distributed.coordinator_address=127.0.0.1:{port}",
+            "--config.distributed.num_processes=2",
+            f"--config.distributed.process_id={pid}",
+        ]
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, *args],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+            )
+        )
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    single = run_script(
+        _train_args(tiny_data_dir, str(tmp_path / "single"), 4),
+        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, b = _final_params(str(tmp_path / "multi"), 4), _final_params(str(tmp_path / "single"), 4)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
+    # Only process 0 writes logs.
+    assert len(glob.glob(str(tmp_path / "multi" / "metrics.jsonl"))) == 1
