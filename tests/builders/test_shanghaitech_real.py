@@ -31,8 +31,8 @@ def _part_b() -> str | None:
         return None
 
 
+# Runs in the default suite whenever the real data is there (about 75 s of CPU on 2 cores).
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.skipif(_part_b() is None, reason=f"ShanghaiTech part B not found under {ROOT}"),
 ]
 
