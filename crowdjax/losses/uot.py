@@ -126,25 +126,12 @@ def _solve_lbfgs(u, c, valid, *, epsilon, rho, penalty, max_iters, tol, history)
 
 
 def _solve_sinkhorn(u, c, valid, *, epsilon, rho, penalty, max_iters, tol):
-    beta, n_iters, converged = uot_sinkhorn.sinkhorn_beta(
+    del penalty  # KL only (checked).
+    beta, t, grad, n_iters, converged = uot_sinkhorn.sinkhorn_solution(
         u, c, valid, epsilon=epsilon, rho=rho, tol=tol, max_iters=max_iters
     )
-    t = uot_kernel.dense_t(beta, c, epsilon)
-    phi_grad = uot_kernel.phi_star_grad
-    mass_in = jnp.einsum(
-        "bn,bnm->bm",
-        jnp.where(u > 0, u * phi_grad(t, penalty=penalty, rho=rho), 0.0),
-        _softmax(beta, c, epsilon, t),
-    )
-    grad = jnp.where(valid, phi_grad(-beta, penalty=penalty, rho=rho) - mass_in, 0.0)
     zero = jnp.asarray(0, jnp.int32)
     return UOTSolution(beta, t, grad, n_iters, zero, zero, converged)
-
-
-def _softmax(beta, c, epsilon, t):
-    """softmax_j((beta_j - C_ij) / eps) [B, N, M], 0 on rows without finite cost."""
-    z = (beta[:, None, :] - c - t[..., None]) / epsilon
-    return jnp.where(jnp.isfinite(t)[..., None], jnp.exp(z), 0.0)
 
 
 @functools.partial(jax.jit, static_argnames=_STATIC)
@@ -290,3 +277,25 @@ def uot_loss(
     valid = point_mask > 0
     t, beta = jax.lax.stop_gradient(sol.t), jax.lax.stop_gradient(sol.beta)
     return _semi_dual(u, t, beta, valid, penalty=penalty, rho=rho)
+
+
+def make_uot_loss(**options):
+    """Bind the options of :func:`uot_loss` once (validated now) for a jitted training step.
+
+    Returns ``fn(density, points, point_mask, coord_scale) -> [B]`` with ``density [B, H, W]``
+    (or ``[B, H, W, 1]``), ``points [B, P, 2]`` (x, y) input pixels, ``point_mask [B, P]`` and
+    ``coord_scale`` a scalar or ``[B]`` array (e.g. per-image sizes for whole-image evaluation).
+    """
+    _check_options(
+        options.get("cost", "l2"),
+        options.get("penalty", "kl"),
+        options.get("solver", "lbfgs"),
+        options.get("epsilon", 0.01),
+        options.get("rho", 1.0),
+    )
+    bound = functools.partial(uot_loss, **options)
+
+    def loss_fn(density, points, point_mask, coord_scale):
+        return bound(density, points, point_mask, coord_scale=coord_scale)
+
+    return loss_fn

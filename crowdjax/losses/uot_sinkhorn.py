@@ -23,6 +23,8 @@ from ott.geometry import geometry
 from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 
+from crowdjax.losses import uot_kernel
+
 
 def unreachable_beta(rho, tol):
     """KL potential of a point that no mass can reach: where ``|dG/dbeta_j| = tol``.
@@ -66,3 +68,21 @@ def sinkhorn_beta(u, cost, valid, *, epsilon, rho, tol, max_iters: int):
     g = jnp.where(jnp.isfinite(g), g, 0.0)
     beta = jnp.where(reachable, g, jnp.where(valid, unreachable_beta(rho, tol), 0.0))
     return beta, n_iters, converged | ~live
+
+
+def sinkhorn_solution(u, cost, valid, *, epsilon, rho, tol, max_iters: int):
+    """:func:`sinkhorn_beta` plus ``t = -alpha(beta) [B, N]`` (Eq. 8) and ``dG/dbeta [B, M]``.
+
+    Returns ``(beta, t, grad, num_iters, converged)``.
+    """
+    beta, n_iters, converged = sinkhorn_beta(
+        u, cost, valid, epsilon=epsilon, rho=rho, tol=tol, max_iters=max_iters
+    )
+    t = uot_kernel.dense_t(beta, cost, epsilon)
+    # softmax_j((beta_j - C_ij) / eps), 0 on rows without a finite cost.
+    soft = jnp.exp((beta[:, None, :] - cost - t[..., None]) / epsilon)
+    soft = jnp.where(jnp.isfinite(t)[..., None], soft, 0.0)
+    row_weight = jnp.where(u > 0, u * uot_kernel.phi_star_grad(t, penalty="kl", rho=rho), 0.0)
+    mass_in = jnp.einsum("bn,bnm->bm", row_weight, soft)
+    grad = uot_kernel.phi_star_grad(-beta, penalty="kl", rho=rho) - mass_in
+    return beta, t, jnp.where(valid, grad, 0.0), n_iters, converged

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdjax.losses.uot import uot_loss, uot_semi_dual, uot_solve
+from crowdjax.losses.uot import make_uot_loss, uot_loss, uot_semi_dual, uot_solve
 from tests.losses import uot_reference as ref
 
 H, W, STRIDE, SLOTS = 9, 11, 8, 12
@@ -233,7 +233,7 @@ def test_order_and_padding_invariance():
     np.testing.assert_allclose(got_grad, base_grad, rtol=1e-3, atol=1e-4)
 
 
-def test_batch_equals_per_image_and_channel_input_inside_a_jitted_step():
+def test_batch_equals_per_image_vmap_and_a_jitted_step():
     density, points, mask = random_batch(seed=11)
     scales = np.array([96.0, 80.0, 128.0, 200.0], np.float32)
     batched, _ = loss_and_grad(density, points, mask, scales)
@@ -242,16 +242,20 @@ def test_batch_equals_per_image_and_channel_input_inside_a_jitted_step():
         for b in range(len(mask))
     ]
     np.testing.assert_allclose(batched, np.concatenate(single), rtol=1e-5, atol=1e-6)
+    vmapped = jax.vmap(
+        lambda d, p, m, s: uot_loss(
+            d[None], p[None], m[None], coord_scale=s, max_iters=300, tol=1e-6
+        )[0]
+    )(density, points, mask, scales)
+    np.testing.assert_allclose(vmapped, batched, rtol=1e-5, atol=1e-6)
     want = [ref.loss_and_grad(density[b], points[b], mask[b], scales[b])[0] for b in range(4)]
     np.testing.assert_allclose(batched, want, rtol=2e-5, atol=2e-5)
-    # As the trainer calls it: options bound by partial, [B, H, W, 1] density, [B] scale.
-    loss_fn = functools.partial(
-        uot_loss, stride=STRIDE, cost="l2", penalty="kl", max_iters=300, tol=1e-6
-    )
+    # As the trainer calls it: options bound once, [B, H, W, 1] density, traced [B] scale.
+    loss_fn = make_uot_loss(stride=STRIDE, cost="l2", penalty="kl", max_iters=300, tol=1e-6)
 
     @jax.jit
     def step(d, p, m, s):
-        return jax.value_and_grad(lambda x: loss_fn(x, p, m, coord_scale=s).sum())(d)
+        return jax.value_and_grad(lambda x: loss_fn(x, p, m, s).sum())(d)
 
     value, grad = step(density[..., None], points, mask, jnp.asarray(scales))
     assert grad.shape == density[..., None].shape
@@ -284,5 +288,7 @@ def test_rejects_bad_shapes_and_options():
         uot_loss(density, points, mask, coord_scale=SCALE, penalty="tv")
     with pytest.raises(ValueError, match="epsilon and rho must be > 0"):
         uot_loss(density, points, mask, coord_scale=SCALE, epsilon=0.0)
+    with pytest.raises(ValueError, match="cost must be one of"):
+        make_uot_loss(cost="L2")
     with pytest.raises(ValueError, match="supports penalty='kl' only"):
         uot_loss(density, points, mask, coord_scale=SCALE, solver="sinkhorn", penalty="qr")

@@ -26,6 +26,7 @@ def test_ott_potential_is_the_exact_eq6_dual():
     density, points, mask = problem()
     sol = uot_solve(density, points, mask, coord_scale=SCALE, epsilon=0.01, **SINKHORN)
     assert np.isfinite(np.asarray(sol.beta)).all()
+    g_max = uot_loss(density, points, mask, coord_scale=SCALE, max_iters=300, tol=1e-6)
     for b in range(len(mask)):
         u, c = ref.problem(density[b], points[b], mask[b], SCALE)
         alpha, beta = ref.eq6_dual_sinkhorn(u, c, 0.01, 1.0)
@@ -52,6 +53,9 @@ def test_ott_potential_is_the_exact_eq6_dual():
             (a_s[:, None] + b_s[None, :] - c[live] - 0.01 * np.log(u[live])[:, None]) / 0.01
         )
         assert ref.eq6_primal(shifted, u, c, 0.01, 1.0) > optimum + 1e-3
+        # Semi-dual: G(beta) + eps N (M - 1) is the Eq. 6 dual at (alpha(beta), beta) <= optimum.
+        n, m = c.shape
+        assert g_max[b] + 0.01 * n * (m - 1) < optimum
 
 
 def test_semi_dual_gap_is_small_and_shrinks_like_eps_squared():
