@@ -13,7 +13,9 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
+import cv2
 import numpy as np
 
 from crowdjax.data import io
@@ -164,3 +166,20 @@ def record_count_mismatch(builder, split: str, name: str, declared: int, annotat
             declared,
             annotated,
         )
+
+
+def struct_field(value: Any, field: str, *, name: str) -> Any:
+    """`field` of a MATLAB struct as loaded by scipy (1x1 cells around it are unwrapped)."""
+    while isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
+        value = value.flat[0]
+    names = value.dtype.names if isinstance(value, np.ndarray) else None
+    if not names or field not in names or value.size != 1:
+        raise io.DataError(f"{name}: malformed .mat file, expected a struct with field {field!r}")
+    return value[field].flat[0]
+
+
+def resize_like(array: np.ndarray, shape: tuple[int, int], interpolation: int) -> np.ndarray:
+    """Resamples a [h, w] map to `shape` (H, W); unchanged when the shapes agree."""
+    if array.shape == tuple(shape):
+        return array
+    return cv2.resize(array, (shape[1], shape[0]), interpolation=interpolation)

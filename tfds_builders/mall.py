@@ -32,7 +32,6 @@ import dataclasses
 import logging
 import os
 import re
-from typing import Any
 
 import cv2
 import numpy as np
@@ -40,6 +39,7 @@ import tensorflow_datasets as tfds
 
 from crowdjax.data import io
 from tfds_builders import base
+from tfds_builders._files import resize_like, struct_field
 
 HOMEPAGE = "https://personal.ie.cuhk.edu.hk/~ccloy/downloads_mall_dataset.html"
 CITATION = """@inproceedings{chen2012feature,
@@ -78,16 +78,6 @@ def find_root(manual_dir: str | os.PathLike) -> str:
         if os.path.isfile(os.path.join(root, "mall_gt.mat")):
             return root
     raise io.DataError(f"{os.path.join(manual_dir, 'mall_dataset', 'mall_gt.mat')}: file not found")
-
-
-def struct_field(value: Any, field: str, *, name: str) -> Any:
-    """`field` of a MATLAB struct as loaded by scipy (1x1 cells around it are unwrapped)."""
-    while isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
-        value = value.flat[0]
-    names = value.dtype.names if isinstance(value, np.ndarray) else None
-    if not names or field not in names or value.size != 1:
-        raise io.DataError(f"{name}: malformed .mat file, expected a struct with field {field!r}")
-    return value[field].flat[0]
 
 
 def read_annotations(path: str | os.PathLike) -> tuple[list[np.ndarray], np.ndarray]:
@@ -158,13 +148,6 @@ def list_frames(frames_dir: str, num_annotated: int) -> dict[int, str]:
         if index not in frames:
             io.require_file(os.path.join(frames_dir, f"seq_{index:06d}.jpg"))
     return frames
-
-
-def resize_like(array: np.ndarray, shape: tuple[int, int], interpolation: int) -> np.ndarray:
-    """Resamples a [h, w] map to `shape` (H, W); unchanged when the shapes agree."""
-    if array.shape == tuple(shape):
-        return array
-    return cv2.resize(array, (shape[1], shape[0]), interpolation=interpolation)
 
 
 class Mall(base.CrowdBuilder):

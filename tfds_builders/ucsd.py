@@ -32,7 +32,6 @@ import dataclasses
 import logging
 import os
 import re
-from typing import Any
 
 import cv2
 import numpy as np
@@ -40,6 +39,7 @@ import tensorflow_datasets as tfds
 
 from crowdjax.data import io
 from tfds_builders import base
+from tfds_builders._files import resize_like, struct_field
 
 HOMEPAGE = "http://www.svcl.ucsd.edu/projects/peoplecnt/"
 CITATION = """@inproceedings{chan2008privacy,
@@ -87,16 +87,6 @@ def find_frames_root(manual_dir: str | os.PathLike) -> str:
         if os.path.isdir(os.path.join(root, seq_name(0) + ".y")):
             return root
     raise io.DataError(f"{os.path.join(candidates[-1], seq_name(0) + '.y')}: folder not found")
-
-
-def struct_field(value: Any, field: str, *, name: str) -> Any:
-    """`field` of a MATLAB struct as loaded by scipy (1x1 cells around it are unwrapped)."""
-    while isinstance(value, np.ndarray) and value.dtype == object and value.size == 1:
-        value = value.flat[0]
-    names = value.dtype.names if isinstance(value, np.ndarray) else None
-    if not names or field not in names or value.size != 1:
-        raise io.DataError(f"{name}: malformed .mat file, expected a struct with field {field!r}")
-    return value[field].flat[0]
 
 
 def read_frame_points(path: str | os.PathLike) -> list[np.ndarray]:
@@ -153,13 +143,6 @@ def list_frames(seq_dir: str, seq: int, num_annotated: int) -> dict[int, str]:
         if index not in frames:
             io.require_file(os.path.join(seq_dir, f"{seq_name(seq)}_f{index:03d}.png"))
     return frames
-
-
-def resize_like(array: np.ndarray, shape: tuple[int, int], interpolation: int) -> np.ndarray:
-    """Resamples a [h, w] map to `shape` (H, W); unchanged when the shapes agree."""
-    if array.shape == tuple(shape):
-        return array
-    return cv2.resize(array, (shape[1], shape[0]), interpolation=interpolation)
 
 
 class Ucsd(base.CrowdBuilder):
