@@ -29,22 +29,44 @@ def mask_at_stride(image_mask: jax.Array, stride: int) -> jax.Array:
 
 
 def make_predict_fn(setup):
-    """Jitted (variables, images, image_mask) -> (density [B, h, w], counts [B])."""
+    """Jitted (variables, images, image_mask) -> dict of [B, ...] arrays.
+
+    Holds "density" [B, h, w] (masked to the real pixels) and "count" [B] when the method predicts
+    a density, plus whatever else the method returns for its `points_fn`.
+    """
     method, model, config = setup.method, setup.model, setup.config
     stride = method.output_stride(config)
 
     def predict(variables, images, image_mask):
-        density = method.predict_fn(variables, images, model=model, config=config)
-        density = (
-            density * mask_at_stride(image_mask, stride)[:, : density.shape[1], : density.shape[2]]
+        out = method.predict_fn(
+            variables, images, model=model, config=config, image_mask=image_mask
         )
-        return density, density.sum(axis=(1, 2))
+        out = dict(out) if isinstance(out, dict) else {"density": out}
+        if "density" in out:
+            density = out["density"]
+            density = (
+                density
+                * mask_at_stride(image_mask, stride)[:, : density.shape[1], : density.shape[2]]
+            )
+            out.update(density=density, count=density.sum(axis=(1, 2)))
+        return out
 
     return jax.jit(
         predict,
         in_shardings=(setup.replicated, setup.batch_sharding, setup.batch_sharding),
-        out_shardings=(setup.batch_sharding, setup.batch_sharding),
+        out_shardings=setup.batch_sharding,
     )
+
+
+def points_to_map(points: np.ndarray, shape, stride: int) -> np.ndarray:
+    """A map [ceil(H/s), ceil(W/s)] with 1 at the output pixel of each point (for GAME, images)."""
+    h, w = (-(-int(s) // stride) for s in shape)
+    out = np.zeros((h, w), np.float32)
+    if len(points):
+        cols = np.clip((points[:, 0] // stride).astype(int), 0, w - 1)
+        rows = np.clip((points[:, 1] // stride).astype(int), 0, h - 1)
+        np.add.at(out, (rows, cols), 1.0)
+    return out
 
 
 def variables_of(state) -> dict:
@@ -55,7 +77,8 @@ def predict_split(
     setup, state, split: str, *, keep_density: bool = False, keep_images: int = 0
 ) -> list[dict]:
     """Runs the model over every image of `split`; returns one record per image."""
-    config = setup.config
+    config, method = setup.config, setup.method
+    stride = method.output_stride(config)
     if getattr(setup, "predict", None) is None:  # Compiled once per run (per bucket shape).
         setup.predict = make_predict_fn(setup)
     predict = setup.predict
@@ -73,17 +96,30 @@ def predict_split(
         inputs = sharding.host_to_global(
             {"image": host_batch["image"], "image_mask": host_batch["image_mask"]}, setup.mesh
         )
-        density, counts = predict(variables, inputs["image"], inputs["image_mask"])
-        fetched = sharding.global_to_host({"density": density, "count": counts})
+        fetched = sharding.global_to_host(predict(variables, inputs["image"], inputs["image_mask"]))
         batch = _gather_host_batch(host_batch)
         for i in np.flatnonzero(batch["valid"]):
             record = {
                 "image_id": _text(batch["image_id"][i]),
                 "gt_count": float(batch["count"][i]),
-                "pred_count": float(fetched["count"][i]),
             }
+            if method.points_fn is not None:  # Localization: count = number of heads found.
+                shape = _real_shape(batch["image_mask"][i])
+                points = np.asarray(
+                    method.points_fn({k: v[i] for k, v in fetched.items()}, shape, config),
+                    np.float32,
+                ).reshape(-1, 2)
+                record["pred_points"] = points
+                record["pred_count"] = float(len(points))
+            else:
+                record["pred_count"] = float(fetched["count"][i])
             if keep_density:
-                record["density"] = fetched["density"][i]
+                if "density" in fetched:
+                    record["density"] = fetched["density"][i]
+                else:
+                    record["density"] = points_to_map(
+                        record["pred_points"], batch["image_mask"][i].shape, stride
+                    )
                 record["points"] = batch["points"][i][batch["point_mask"][i]]
                 record["image_shape"] = _real_shape(batch["image_mask"][i])
                 if "roi" in batch:
@@ -141,7 +177,10 @@ def summarize(records, *, stride: int, peak_threshold: float, detailed: bool) ->
         density = r["density"][: -(-h // stride), : -(-w // stride)]
         roi = r["roi"][:h, :w] if r.get("roi") is not None else None
         game.update(density, r["points"], stride=stride, roi=roi, name=r["image_id"])
-        peaks = metrics_lib.density_to_points(density, threshold=peak_threshold, stride=stride)
+        if "pred_points" in r:  # The method's own head locations.
+            peaks = r["pred_points"]
+        else:
+            peaks = metrics_lib.density_to_points(density, threshold=peak_threshold, stride=stride)
         loc.update(peaks, r["points"], name=r["image_id"])
     for part in (game.result(), loc.result()):
         results.update({k: v for k, v in part.items() if k != "records"})
@@ -193,7 +232,11 @@ def evaluate(
         writer.write(step, summary, split=split)
     if workdir is not None and jax.process_index() == 0:
         results["per_image"] = [
-            {k: r[k] for k in r if k not in ("density", "points", "roi", "image_shape", "image")}
+            {
+                k: r[k]
+                for k in r
+                if k not in ("density", "points", "pred_points", "roi", "image_shape", "image")
+            }
             for r in records
         ]
         with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:

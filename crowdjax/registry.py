@@ -1,4 +1,4 @@
-"""The one registry of counting methods: name -> module defining `METHOD`.
+"""The one registry of counting methods: name -> "module" defining `METHOD`, or "module:NAME".
 
 Modules are imported on first use, so importing crowdjax stays light.
 """
@@ -11,6 +11,8 @@ from crowdjax.methods.base import Method
 
 _METHODS = {
     "uot": "crowdjax.methods.uot",
+    "autoscale_reg": "crowdjax.methods.autoscale:REGRESSION",
+    "autoscale_loc": "crowdjax.methods.autoscale:LOCALIZATION",
 }
 
 
@@ -22,4 +24,5 @@ def get_method(name: str) -> Method:
     """Returns the registered method `name`; an unknown name lists the valid ones."""
     if name not in _METHODS:
         raise ValueError(f"unknown method {name!r}; registered methods: {method_names()}")
-    return importlib.import_module(_METHODS[name]).METHOD
+    module, _, attr = _METHODS[name].partition(":")
+    return getattr(importlib.import_module(module), attr or "METHOD")

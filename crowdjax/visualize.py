@@ -66,16 +66,19 @@ def save_density_overlays(
 ) -> list[str]:
     """Writes one PNG per record (records need image, density, points, counts); returns paths.
 
-    Predicted heads are the 3x3 peaks of the density above `peak_threshold`.
+    Predicted heads are the record's `pred_points` when the method gives them, else the 3x3 peaks
+    of the density above `peak_threshold`.
     """
     from crowdjax import localization
 
     os.makedirs(outdir, exist_ok=True)
     paths = []
     for record in records:
-        peaks = localization.density_to_points(
-            record["density"], threshold=peak_threshold, stride=stride
-        )
+        peaks = record.get("pred_points")  # A localization method's own heads.
+        if peaks is None:
+            peaks = localization.density_to_points(
+                record["density"], threshold=peak_threshold, stride=stride
+            )
         panel = render_record(record, pred_points=peaks)
         name = os.path.splitext(os.path.basename(record["image_id"]))[0] + ".png"
         path = os.path.join(outdir, name)

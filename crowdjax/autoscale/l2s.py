@@ -134,6 +134,72 @@ def canvas_to_image(points: jax.Array, box: jax.Array, scale: jax.Array) -> jax.
     return box[:, None, :2] + points.astype(jnp.float32) / scale.astype(jnp.float32)[:, None, None]
 
 
+def fit_box_to_canvas(box: jax.Array, scale: jax.Array, canvas_shape: Sequence[int]) -> jax.Array:
+    """Shrinks each box (x0, y0, w, h) [B, 4] so that it fits the canvas once rescaled by r.
+
+    The kept part is centred in the box (the middle of a dense region) and has integer sides
+    ``min(w, floor(W_c / r))`` x ``min(h, floor(H_c / r))``. Counting with the fitted box loses
+    nothing: the part of the dense region left out is counted by the initial prediction
+    (N_f = sum Y - sum Y_d + sum Y'_d over the fitted box).
+    """
+    hc, wc = (int(s) for s in canvas_shape)
+    box = box.astype(jnp.int32)
+    r = scale.astype(jnp.float32)
+    # floor(W_c / r) with a small guard so that r * w <= W_c holds in float32 as well.
+    max_w = jnp.floor(wc / r * (1 - 1e-6)).astype(jnp.int32)
+    max_h = jnp.floor(hc / r * (1 - 1e-6)).astype(jnp.int32)
+    w = jnp.clip(jnp.minimum(box[:, 2], max_w), 1, None)
+    h = jnp.clip(jnp.minimum(box[:, 3], max_h), 1, None)
+    x0 = box[:, 0] + (box[:, 2] - w) // 2
+    y0 = box[:, 1] + (box[:, 3] - h) // 2
+    return jnp.stack([x0, y0, w, h], axis=1)
+
+
+def box_mask(box: jax.Array, shape: Sequence[int]) -> jax.Array:
+    """[B, H, W] float32 indicator of the pixels inside each box (x0, y0, w, h) [B, 4]."""
+    h, w = (int(s) for s in shape)
+    box = box.astype(jnp.int32)
+    rows = jnp.arange(h)[None, :]
+    cols = jnp.arange(w)[None, :]
+    in_y = (rows >= box[:, 1:2]) & (rows < box[:, 1:2] + box[:, 3:4])
+    in_x = (cols >= box[:, 0:1]) & (cols < box[:, 0:1] + box[:, 2:3])
+    return (in_y[:, :, None] & in_x[:, None, :]).astype(jnp.float32)
+
+
+def canvas_mass_to_image(
+    canvas: jax.Array, box: jax.Array, scale: jax.Array, image_shape: Sequence[int]
+) -> jax.Array:
+    """Moves a canvas map's mass back to image pixels (mass preserving; inverse of the sampler).
+
+    Canvas pixel (i, j) lands in the image pixel containing its pre-image centre
+    ``(x0 + (j + 0.5) / r, y0 + (i + 0.5) / r)``; its whole value is added there. Used to compose
+    the final density map: the sum over the box equals the sum of the re-prediction.
+
+    Args:
+      canvas: [B, H_c, W_c] map on the canvas (zero outside its valid area).
+      box: [B, 4] (x0, y0, w, h) of the rescaled region (as given to :func:`affine_sample`).
+      scale: [B] scale factors r.
+      image_shape: static (H, W).
+
+    Returns:
+      [B, H, W] float32.
+    """
+    h, w = (int(s) for s in image_shape)
+    hc, wc = canvas.shape[1:3]
+
+    def one(c, b, r):
+        b = b.astype(jnp.float32)
+        ys = jnp.floor(b[1] + (jnp.arange(hc, dtype=jnp.float32) + 0.5) / r).astype(jnp.int32)
+        xs = jnp.floor(b[0] + (jnp.arange(wc, dtype=jnp.float32) + 0.5) / r).astype(jnp.int32)
+        ys = jnp.clip(ys, 0, h - 1)
+        xs = jnp.clip(xs, 0, w - 1)
+        flat = (ys[:, None] * w + xs[None, :]).reshape(-1)
+        out = jax.ops.segment_sum(c.reshape(-1).astype(jnp.float32), flat, num_segments=h * w)
+        return out.reshape(h, w)
+
+    return jax.vmap(one)(canvas, box, scale.astype(jnp.float32))
+
+
 def box_at_stride(box: jax.Array, stride: int) -> jax.Array:
     """Smallest box of a stride-``stride`` map covering an image box [B, 4] (x0, y0, w, h)."""
     box = box.astype(jnp.int32)

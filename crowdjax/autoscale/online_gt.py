@@ -34,12 +34,17 @@ def _head_pixels(points, point_mask, shape):
     return rows, cols, valid
 
 
-def _profiles(centres, size, kernel):
-    """[B, P, size] truncated kernel profiles, each renormalised to sum 1 inside [0, size)."""
+def _profiles(centres, size, kernel, extent=None):
+    """[B, P, size] truncated kernel profiles, each renormalised to sum 1 inside [0, size)
+    (or inside [0, extent) per map, ``extent`` [B, 1])."""
     radius = kernel.shape[0] // 2
-    offset = jnp.arange(size, dtype=jnp.int32) - centres[..., None]
+    pos = jnp.arange(size, dtype=jnp.int32)
+    offset = pos - centres[..., None]
     idx = jnp.clip(offset + radius, 0, 2 * radius)
-    prof = jnp.where(jnp.abs(offset) <= radius, jnp.asarray(kernel)[idx], 0.0)
+    keep = jnp.abs(offset) <= radius
+    if extent is not None:
+        keep &= pos < extent[..., None]
+    prof = jnp.where(keep, jnp.asarray(kernel)[idx], 0.0)
     return prof / jnp.sum(prof, axis=-1, keepdims=True)  # centre is inside: sum > 0
 
 
@@ -50,6 +55,7 @@ def density_map(
     *,
     sigma: float = 4.0,
     truncate: float = 4.0,
+    extent: jax.Array | None = None,
 ) -> jax.Array:
     """Count-preserving fixed-sigma Gaussian density map (jnp twin of labels.density_map).
 
@@ -57,6 +63,10 @@ def density_map(
       points: [B, P, 2] (x, y) pixels; point_mask: [B, P].
       shape: static (H, W).
       sigma, truncate: kernel width (px) and half-width in sigmas (scipy's truncation).
+      extent: optional [B, 2] int (h, w): each map's valid top-left area (e.g. the rescaled box on
+        a fixed canvas). Kernels are truncated and renormalised inside it, as at the image
+        border, and a head on the row/column just past it is moved onto its last row/column,
+        so every valid head keeps mass 1 inside the area.
 
     Returns:
       [B, H, W] float32; each valid head inside the map contributes mass 1.
@@ -64,8 +74,14 @@ def density_map(
     h, w = (int(s) for s in shape)
     rows, cols, valid = _head_pixels(points, point_mask, (h, w))
     kernel = gaussian_kernel1d(sigma, truncate).astype(np.float32)
-    gy = _profiles(rows, h, kernel) * valid[..., None]
-    gx = _profiles(cols, w, kernel)
+    if extent is None:
+        gy = _profiles(rows, h, kernel)
+        gx = _profiles(cols, w, kernel)
+    else:
+        ext = jnp.clip(extent.astype(jnp.int32), 1, jnp.array([h, w]))
+        gy = _profiles(jnp.minimum(rows, ext[:, :1] - 1), h, kernel, ext[:, :1])
+        gx = _profiles(jnp.minimum(cols, ext[:, 1:] - 1), w, kernel, ext[:, 1:])
+    gy = gy * valid[..., None]
     return jnp.einsum("bph,bpw->bhw", gy, gx, precision=jax.lax.Precision.HIGHEST)
 
 

@@ -64,8 +64,8 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
     return loss, ({"uot": loss, "count_mae": count_error.mean()}, model_state)
 
 
-def predict_fn(variables, images, *, model, config):
-    del config
+def predict_fn(variables, images, *, model, config, image_mask=None):
+    del config, image_mask  # The evaluator masks the padding of the density.
     return model.apply(variables, images)
 
 

@@ -1,0 +1,85 @@
+"""AutoScale (Xu et al., IJCV 2022) settings shared by the per-data-set configs (Table 1).
+
+Table 1: Adam, batch 1, weight decay 5e-4; learning rate 1e-7 (regression, sum-MSE) and 1e-4
+(localization, DCE); center rate alpha 1e-3 updated every T = 1 epoch; lambda = 1; J = 0.1
+(regression) and 0.02 (localization). Gaussian sigma per data set (Sec 4.2): SHA 4, SHB 8, QNRF 8,
+NWPU 6, JHU 8. Augmentation: flip and random scaling (the paper's "adding noise" is left out).
+The number of epochs is not given in the paper: 200 here.
+
+`--config.model.use_l2s=False` runs the FPN baseline of the ablation (no L2S, no re-prediction).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+MODES = {"reg": "autoscale_reg", "loc": "autoscale_loc"}
+
+
+def autoscale_config(
+    mode: str,
+    *,
+    dataset: str,
+    sigma: float,
+    crop_size: int,
+    train_images: int,
+    max_points: int = 4096,
+    epochs: int = 200,
+) -> ml_collections.ConfigDict:
+    """mode: "reg" (density regression) or "loc" (localization by distance-label maps)."""
+    config = common.base_config()
+    config.method = MODES[mode]
+    config.data.name = dataset
+    config.data.crop_size = crop_size
+    config.data.hflip = True
+    config.data.scale_range = (0.8, 1.2)
+    config.data.max_points = max_points
+    config.data.density_sigma = sigma  # Fixed Gaussian per data set; also the online GT kernel.
+    config.data.with_distance_label = mode == "loc"
+
+    config.model.use_l2s = True  # False: the FPN baseline of the ablation.
+    config.model.feature_stride = 1  # Stride of the L2S feature (reference: full resolution).
+    config.model.l2s_output = "sigmoid"  # r in (0.5, 3), smooth; "clamp": clip (see module doc).
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.reduction = "sum"  # Sum over pixels, as Eq. 5 and Eq. 7.
+    config.loss.side_weight = 0.0 if mode == "reg" else 1.0  # Deep supervision of side outputs.
+    config.loss.classification = "dce"  # "dce" (Eq. 7), "ce" or "focal" (Table 12).
+    config.loss.focal_gamma = 2.0
+    config.loss.dce_weight_gradient = False  # The DCE weight is a coefficient (stop-gradient).
+    config.loss.center_weight = 1.0  # lambda of Eq. 6 / Eq. 8.
+
+    config.l2s = ml_collections.ConfigDict()
+    config.l2s.area_ratio = 0.1 if mode == "reg" else 0.02  # J: skip smaller dense boxes.
+    config.l2s.factor = 2.0  # Regression: dense = density above 2 x its mean.
+    config.l2s.max_class = 8  # Localization: dense = predicted class below 8.
+    config.l2s.connectivity = 8
+    config.l2s.selection = "device"  # "device" (jnp, in the jitted step) or "host" (scipy).
+    config.l2s.canvas_factor = 1.0  # Canvas of the rescaled region, x the input size.
+    config.l2s.center_init = 0.0  # 0: mean closeness of the first regions; else px.
+    config.l2s.center_alpha = 1e-3  # alpha of Eq. 4.
+    config.l2s.center_update_every = train_images  # T = 1 epoch at batch 1.
+    config.l2s.feature_gradient = False  # Ls trains L2S only.
+    config.l2s.rescale_gradient = False  # The rescaled loss does not train r.
+
+    config.optimizer.name = "adam"
+    config.optimizer.learning_rate = 1e-7 if mode == "reg" else 1e-4
+    config.optimizer.weight_decay = 5e-4
+
+    config.train.global_batch_size = 1
+    config.train.num_steps = common.steps_for_epochs(epochs, train_images, 1)
+    config.train.log_every = 100
+    config.train.eval_every = 5 * train_images
+    config.train.checkpoint_every = train_images
+
+    config.eval.minima_max_class = 5  # Localization: minima of class <= 5 are heads.
+    return config
+
+
+def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The common tiny run, with the center update period shortened so Eq. 4 runs too."""
+    config = common.make_tiny(config)
+    config.l2s.center_update_every = 2
+    return config

@@ -1,0 +1,437 @@
+"""AutoScale: learning to scale for crowd counting (Xu et al., IJCV 2022), two methods.
+
+* ``autoscale_reg``: density regression (Sec 3.4), sum-MSE on the full-resolution density.
+* ``autoscale_loc``: localization (Sec 3.5), 11 distance classes per pixel, dynamic CE (Eq. 7);
+  heads are the 4-connected regional minima of the predicted class map.
+
+One training step (jitted, static shapes), per image:
+  1. Initial prediction Y on the crop, loss against the stored GT (fused + side outputs).
+  2. Dense region R_d: regression, pixels above ``factor`` (2) x the mean density; localization,
+     pixels of predicted class < ``max_class`` (8); the largest 8-connected region's box, used only
+     when its area exceeds J of the image (J = 0.1 / 0.02). Selected on the device
+     (``l2s.selection="device"``, jnp connected components) or on the host through
+     ``jax.pure_callback`` (``"host"``, scipy); both give identical boxes.
+  3. r = L2S(feature cropped to R_d) in [0.5, 3]; center loss Ls = 1/2 sum (S_i r_i^2 - S)^2
+     with S_i the GT closeness of the heads in R_d (Eq. 1-3).
+  4. R_d rescaled by r onto a fixed canvas (``l2s.canvas_factor`` x the input size) with the
+     differentiable sampler, re-predicted by the same network, loss against GT regenerated
+     online from the scaled points (same kernel / distance classes). A box that would not fit
+     the canvas once scaled is shrunk about its centre (nothing is lost: the rest of the region
+     is counted from the initial prediction).
+  5. Loss = mean over images of (L_initial + L_rescaled) + lambda * Ls / B (Eq. 6 / Eq. 8).
+  6. The center S (``model_state["center"]``) follows Eq. 4 with rate alpha every T steps.
+
+Choices the paper leaves open (METHODS.md):
+  * Ls trains the L2S module only: the backbone feature is given to L2S under stop_gradient
+    (``l2s.feature_gradient``), and the rescaled loss does not reach r (``l2s.rescale_gradient``).
+  * S starts at the mean closeness of the first regions seen (``l2s.center_init=0``) or at a
+    given value in px; Eq. 4's "random initialisation" leaves the scale of S undefined.
+  * T (``l2s.center_update_every``) counts steps; the configs set it to one epoch.
+
+Counting: regression N_f = sum Y - sum Y_d + sum Y'_d, returned as one density map (the
+re-prediction's mass moved back to the image pixels under the box). Localization: minima of the
+initial map outside the box plus minima of the re-prediction mapped back to the image
+(``points_fn``, on the host).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from crowdjax.autoscale import l2s as l2s_lib
+from crowdjax.autoscale import online_gt, selection
+from crowdjax.data import labels
+from crowdjax.losses import center as center_lib
+from crowdjax.losses import dce as dce_lib
+from crowdjax.methods.base import Method
+from crowdjax.models import importers
+from crowdjax.models.autoscale_net import AutoScaleNet
+
+OUTPUT_STRIDE = 1
+HEADS = {"regression": "density", "localization": "distance"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Model.
+
+
+def _mode(config) -> str:
+    return "regression" if config.method == "autoscale_reg" else "localization"
+
+
+def _use_l2s(config) -> bool:
+    return bool(config.model.get("use_l2s", True))
+
+
+def _edges(config) -> tuple[float, ...]:
+    return tuple(config.loss.get("distance_edges") or labels.DEFAULT_DISTANCE_EDGES)
+
+
+def make_model(config) -> AutoScaleNet:
+    pretrained = config.model.get("pretrained")
+    convention = importers.input_convention_for_file(pretrained).name if pretrained else "imagenet"
+    return AutoScaleNet(
+        head=HEADS[_mode(config)],
+        num_classes=len(_edges(config)),
+        width=config.model.get("width", 1.0),
+        use_l2s=_use_l2s(config),
+        feature_stride=config.model.get("feature_stride", 1),
+        l2s_output=config.model.get("l2s_output", "clamp"),
+        input_convention=convention,
+        dtype=jnp.bfloat16 if config.model.get("dtype") == "bfloat16" else jnp.float32,
+    )
+
+
+def initial_center_state(config) -> dict:
+    """The closeness center S of Eq. 2-4 and its accumulators over the update period T."""
+    init = float(config.l2s.get("center_init", 0.0))
+    return {
+        "value": jnp.asarray(init, jnp.float32),
+        "initialized": jnp.asarray(init > 0),
+        "delta_sum": jnp.zeros((), jnp.float32),  # sum_i (S - S_i r_i^2) since the last update
+        "regions": jnp.zeros((), jnp.float32),  # M
+        "steps": jnp.zeros((), jnp.int32),  # steps since the last update
+    }
+
+
+def init_variables(model, rng, config):
+    size = config.data.crop_size
+    h, w = (size, size) if isinstance(size, int) else size
+    variables = model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all)
+    variables = dict(variables)
+    if _use_l2s(config):
+        variables["center"] = initial_center_state(config)
+    return variables
+
+
+def load_pretrained(params, path, config):
+    new_params, _ = importers.load_pretrained(
+        params, path, arch="vgg16", input_convention=make_model(config).input_convention
+    )
+    return new_params
+
+
+# ----------------------------------------------------------------------------------------------
+# Dense regions and rescaling (shared by training and prediction).
+
+
+def canvas_shape(input_shape, config) -> tuple[int, int]:
+    """Static canvas (H_c, W_c): ``canvas_factor`` x the input, rounded up to a multiple of 8."""
+    factor = float(config.l2s.get("canvas_factor", 1.0))
+    return tuple(max(8, -(-round(s * factor) // 8) * 8) for s in input_shape)
+
+
+def dense_masks(out: dict, image_mask: jax.Array, config) -> jax.Array:
+    """Candidate dense pixels [B, H, W] bool of the initial prediction (no gradient)."""
+    mask = image_mask.astype(bool)
+    if _mode(config) == "regression":
+        density = jax.lax.stop_gradient(out["density"]) * mask
+        mean = density.sum(axis=(1, 2), keepdims=True) / jnp.maximum(
+            mask.sum(axis=(1, 2), keepdims=True), 1
+        )
+        factor = config.l2s.get("factor", selection.REGRESSION_FACTOR)
+        return mask & (density > factor * mean)
+    classes = jnp.argmax(out["logits"], axis=-1)
+    return mask & (classes < config.l2s.get("max_class", selection.LOCALIZATION_MAX_CLASS))
+
+
+def _boxes_host(masks: np.ndarray, connectivity: int):
+    boxes, found = [], []
+    for m in np.asarray(masks):
+        box, ok = selection.largest_region_box_host(m, connectivity=connectivity)
+        boxes.append(box)
+        found.append(ok)
+    return np.stack(boxes).astype(np.int32), np.asarray(found, bool)
+
+
+def select_boxes(masks: jax.Array, image_mask: jax.Array, config):
+    """Largest region's box [B, 4] (x0, y0, w, h) and whether it is used [B] (area > J)."""
+    connectivity = int(config.l2s.get("connectivity", 8))
+    how = config.l2s.get("selection", "device")
+    if how == "device":
+        fn = functools.partial(selection.largest_region_box, connectivity=connectivity)
+        boxes, found = jax.vmap(fn)(masks)
+    elif how == "host":
+        b = masks.shape[0]
+        shapes = (
+            jax.ShapeDtypeStruct((b, 4), jnp.int32),
+            jax.ShapeDtypeStruct((b,), jnp.bool_),
+        )
+        boxes, found = jax.pure_callback(
+            functools.partial(_boxes_host, connectivity=connectivity),
+            shapes,
+            masks,
+            vmap_method="sequential",
+        )
+    else:
+        raise ValueError(f"l2s.selection must be 'device' or 'host', got {how!r}")
+    default_j = (
+        selection.REGRESSION_MIN_AREA_RATIO
+        if _mode(config) == "regression"
+        else selection.LOCALIZATION_MIN_AREA_RATIO
+    )
+    ratio = config.l2s.get("area_ratio") or default_j
+    area = image_mask.astype(jnp.float32).sum(axis=(1, 2))  # real pixels, not the padding
+    used = found & (boxes[:, 2] * boxes[:, 3] > ratio * area)
+    return boxes, used
+
+
+def rescale_region(images, boxes, scale, config):
+    """The fitted boxes [B, 4], the rescaled regions [B, H_c, W_c, 3] and their masks."""
+    shape = canvas_shape(images.shape[1:3], config)
+    fitted = l2s_lib.fit_box_to_canvas(boxes, scale, shape)
+    canvas, mask = l2s_lib.affine_sample(images, fitted, scale, shape)
+    return fitted, canvas, mask
+
+
+def _extent(mask: jax.Array) -> jax.Array:
+    """(rows, cols) [B, 2] of the valid top-left area of canvas masks [B, H_c, W_c]."""
+    return jnp.stack([mask[:, :, 0].sum(1), mask[:, 0, :].sum(1)], axis=1).astype(jnp.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses.
+
+
+def _pixel_loss(out: dict, target, mask, config) -> jax.Array:
+    """Per-image loss [B] of the fused output plus ``side_weight`` x each side output."""
+    cfg = config.loss
+    reduction = cfg.get("reduction", "sum")
+    if _mode(config) == "regression":
+
+        def one(pred):
+            err = jnp.square(pred - target) * mask
+            total = err.sum(axis=(1, 2))
+            if reduction == "mean":
+                total = total / jnp.maximum(mask.sum(axis=(1, 2)), 1.0)
+            return total
+
+        fused = one(out["density"])
+    else:
+        kind = cfg.get("classification", "dce")
+        if kind == "dce":
+            fn = functools.partial(
+                dce_lib.dce_loss, weight_gradient=bool(cfg.get("dce_weight_gradient", False))
+            )
+        elif kind == "ce":
+            fn = dce_lib.cross_entropy_loss
+        elif kind == "focal":
+            fn = functools.partial(dce_lib.focal_loss, gamma=float(cfg.get("focal_gamma", 2.0)))
+        else:
+            raise ValueError(f"loss.classification must be dce, ce or focal, got {kind!r}")
+        one = lambda logits: fn(logits, target, mask=mask, reduction=reduction)
+        fused = one(out["logits"])
+    side_weight = float(cfg.get("side_weight", 0.0))
+    if side_weight:
+        fused = fused + side_weight * sum(one(side) for side in out["side_outputs"])
+    return fused
+
+
+def _online_target(points, point_mask, canvas_mask, config):
+    """GT of the rescaled regions from the scaled points (Sec 3.4 / 3.5 online GT)."""
+    shape = canvas_mask.shape[1:]
+    if _mode(config) == "regression":
+        sigma = float(config.data.get("density_sigma") or 0.0)
+        return online_gt.density_map(
+            points, point_mask, shape, sigma=sigma, extent=_extent(canvas_mask)
+        )
+    return online_gt.distance_label_map(points, point_mask, shape, edges=_edges(config))
+
+
+def _initial_target(batch, config):
+    if _mode(config) == "regression":
+        return batch["density"].astype(jnp.float32)
+    return batch["distance_label"].astype(jnp.int32)
+
+
+def update_center_state(state: dict, scales, closeness, mask, config) -> dict:
+    """Eq. 4 over a period of T steps: accumulate sum_i (S - S_i r_i^2) and M, then update."""
+    scales, closeness = jax.lax.stop_gradient((scales, closeness))
+    valid = mask.astype(jnp.float32)
+    regions = valid.sum()
+    # Data-driven start (choice): the mean closeness of the first regions seen.
+    first = jnp.sum(closeness * valid) / jnp.maximum(regions, 1.0)
+    start = ~state["initialized"] & (regions > 0)
+    value = jnp.where(start, first, state["value"])
+    delta_sum = state["delta_sum"] + jnp.sum(valid * (value - closeness * jnp.square(scales)))
+    regions = state["regions"] + regions
+    steps = state["steps"] + 1
+    period = int(config.l2s.get("center_update_every", 1))
+    due = steps >= period
+    alpha = float(config.l2s.get("center_alpha", 1e-3))
+    new_value = value - alpha * delta_sum / (1.0 + regions)
+    return {
+        "value": jnp.where(due, new_value, value),
+        "initialized": state["initialized"] | start,
+        "delta_sum": jnp.where(due, 0.0, delta_sum),
+        "regions": jnp.where(due, 0.0, regions),
+        "steps": jnp.where(due, 0, steps),
+    }
+
+
+def loss_fn(params, model_state, batch, rng, *, model, config):
+    """AutoScale objective (Eq. 6 / Eq. 8); see the module doc for the steps."""
+    del rng
+    images = batch["image"]
+    image_mask = batch["image_mask"].astype(jnp.float32)
+    use_l2s = _use_l2s(config)
+    out = model.apply({"params": params}, images, return_features=use_l2s)
+    initial = _pixel_loss(out, _initial_target(batch, config), image_mask, config)
+    metrics = {"initial": initial.mean()}
+    if _mode(config) == "regression":
+        count = (out["density"] * image_mask).sum(axis=(1, 2))
+    if not use_l2s:
+        loss = initial.mean()
+        if _mode(config) == "regression":
+            metrics["count_mae"] = jnp.abs(count - batch["count"]).mean()
+        return loss, (metrics, model_state)
+
+    cfg = config.l2s
+    boxes, used = select_boxes(dense_masks(out, image_mask, config), image_mask, config)
+    features = out["features"]
+    if not cfg.get("feature_gradient", False):
+        features = jax.lax.stop_gradient(features)
+    scale = model.apply({"params": params}, features, boxes, method=model.scale)
+
+    # Center loss on the GT closeness of the heads inside each dense box (Eq. 1-3).
+    points, point_mask = batch["points"], batch["point_mask"]
+    _, in_box = l2s_lib.rescale_points(points, point_mask, boxes, jnp.ones_like(scale))
+    closeness = center_lib.closeness(points, in_box)
+    regions = used & (in_box.sum(axis=1) >= 2)
+    center = model_state["center"]
+    s_now = jnp.where(
+        center["initialized"],
+        center["value"],
+        jnp.sum(closeness * regions) / jnp.maximum(regions.sum(), 1),
+    )
+    center_loss = center_lib.center_loss(
+        scale, closeness, jax.lax.stop_gradient(s_now), mask=regions
+    )
+
+    # Re-prediction on the rescaled region against online GT.
+    r = scale if cfg.get("rescale_gradient", False) else jax.lax.stop_gradient(scale)
+    fitted, canvas, canvas_mask = rescale_region(images, boxes, r, config)
+    canvas_points, canvas_point_mask = l2s_lib.rescale_points(
+        points, point_mask, fitted, r, canvas_shape=canvas_mask.shape[1:]
+    )
+    target = _online_target(canvas_points, canvas_point_mask, canvas_mask, config)
+    out2 = model.apply({"params": params}, canvas)
+    rescaled = _pixel_loss(out2, target, canvas_mask, config) * used
+
+    batch_size = images.shape[0]
+    weight = float(config.loss.get("center_weight", 1.0))
+    loss = (initial + rescaled).mean() + weight * center_loss / batch_size
+    new_state = {
+        **model_state,
+        "center": update_center_state(center, scale, closeness, regions, config),
+    }
+    used_f = used.astype(jnp.float32)
+    metrics.update(
+        rescaled=rescaled.mean(),
+        center_loss=center_loss / batch_size,
+        center=s_now,
+        selected=used_f.mean(),
+        scale=jnp.sum(scale * used_f) / jnp.maximum(used_f.sum(), 1.0),
+    )
+    if _mode(config) == "regression":
+        inside = (out["density"] * l2s_lib.box_mask(fitted, images.shape[1:3])).sum(axis=(1, 2))
+        repredicted = (out2["density"] * canvas_mask).sum(axis=(1, 2))
+        final = jnp.where(used, count - inside + repredicted, count)
+        metrics["count_mae"] = jnp.abs(final - batch["count"]).mean()
+    return loss, (metrics, new_state)
+
+
+# ----------------------------------------------------------------------------------------------
+# Prediction.
+
+
+def predict_fn(variables, images, *, model, config, image_mask=None):
+    """Regression: the final density [B, H, W] (sum = N_f). Localization: a dict of class maps,
+    boxes and scales for :func:`points_fn` (heads are found on the host)."""
+    if image_mask is None:
+        image_mask = jnp.ones(images.shape[:3], bool)
+    params = {"params": variables["params"]}
+    use_l2s = _use_l2s(config)
+    out = model.apply(params, images, return_features=use_l2s)
+    regression = _mode(config) == "regression"
+    mask = image_mask.astype(bool)
+    last = len(_edges(config)) - 1
+    if regression:
+        initial = out["density"] * mask
+    else:
+        classes = jnp.where(mask, jnp.argmax(out["logits"], axis=-1), last)
+        result = {"classes": classes.astype(jnp.int8)}
+    if not use_l2s:
+        return initial if regression else result
+
+    boxes, used = select_boxes(dense_masks(out, mask, config), mask, config)
+    scale = model.apply(params, out["features"], boxes, method=model.scale)
+    fitted, canvas, canvas_mask = rescale_region(images, boxes, scale, config)
+    out2 = model.apply(params, canvas)
+    if regression:
+        moved = l2s_lib.canvas_mass_to_image(
+            out2["density"] * canvas_mask, fitted, scale, images.shape[1:3]
+        )
+        inside = l2s_lib.box_mask(fitted, images.shape[1:3])
+        composed = initial * (1.0 - inside) + moved
+        return jnp.where(used[:, None, None], composed, initial)
+    canvas_classes = jnp.where(canvas_mask > 0, jnp.argmax(out2["logits"], axis=-1), last)
+    result.update(
+        canvas_classes=canvas_classes.astype(jnp.int8),
+        box=fitted,
+        scale=scale,
+        used=used,
+        canvas_extent=_extent(canvas_mask),
+    )
+    return result
+
+
+def heads_from_classes(classes: np.ndarray, max_class: int) -> np.ndarray:
+    """Head points [N, 2] (x, y): centroids of the regional minima of class <= ``max_class``."""
+    return labels.local_minima(np.asarray(classes, np.int32), max_label=max_class)
+
+
+def points_fn(outputs: dict, image_shape, config) -> np.ndarray:
+    """Predicted heads [N, 2] (x, y) of one image from :func:`predict_fn`'s outputs (numpy).
+
+    Minima of the initial class map outside the fitted dense box, plus minima of the
+    re-prediction (its valid area) mapped back to the image: ``x0 + x' / r``.
+    """
+    h, w = image_shape
+    max_class = int(config.eval.get("minima_max_class", 5))
+    points = heads_from_classes(outputs["classes"][:h, :w], max_class)
+    if "canvas_classes" not in outputs or not bool(outputs["used"]):
+        return points
+    x0, y0, bw, bh = (int(v) for v in outputs["box"])
+    r = float(outputs["scale"])
+    inside = (
+        (points[:, 0] >= x0)
+        & (points[:, 0] < x0 + bw)
+        & (points[:, 1] >= y0)
+        & (points[:, 1] < y0 + bh)
+    )
+    rows, cols = (int(v) for v in outputs["canvas_extent"])
+    zoomed = heads_from_classes(outputs["canvas_classes"][:rows, :cols], max_class)
+    mapped = np.stack([x0 + zoomed[:, 0] / r, y0 + zoomed[:, 1] / r], axis=1).astype(np.float32)
+    return np.concatenate([points[~inside], mapped.reshape(-1, 2)], axis=0)
+
+
+def _method(name: str, **extra) -> Method:
+    return Method(
+        name=name,
+        make_model=make_model,
+        init_variables=init_variables,
+        loss_fn=loss_fn,
+        predict_fn=predict_fn,
+        output_stride=lambda config: OUTPUT_STRIDE,
+        load_pretrained=load_pretrained,
+        **extra,
+    )
+
+
+REGRESSION = _method("autoscale_reg")
+LOCALIZATION = _method("autoscale_loc", points_fn=points_fn)
