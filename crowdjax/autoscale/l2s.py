@@ -145,9 +145,12 @@ def fit_box_to_canvas(box: jax.Array, scale: jax.Array, canvas_shape: Sequence[i
     hc, wc = (int(s) for s in canvas_shape)
     box = box.astype(jnp.int32)
     r = scale.astype(jnp.float32)
-    # floor(W_c / r) with a small guard so that r * w <= W_c holds in float32 as well.
-    max_w = jnp.floor(wc / r * (1 - 1e-6)).astype(jnp.int32)
-    max_h = jnp.floor(hc / r * (1 - 1e-6)).astype(jnp.int32)
+
+    def largest(n):  # floor(n / r), lowered by one where float32 rounding gives r * m > n
+        m = jnp.floor(n / r)
+        return jnp.where(m * r > n, m - 1, m).astype(jnp.int32)
+
+    max_w, max_h = largest(wc), largest(hc)
     w = jnp.clip(jnp.minimum(box[:, 2], max_w), 1, None)
     h = jnp.clip(jnp.minimum(box[:, 3], max_h), 1, None)
     x0 = box[:, 0] + (box[:, 2] - w) // 2
