@@ -11,6 +11,8 @@ The number of epochs is not given in the paper: 200 here.
 
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from configs import common
@@ -75,6 +77,8 @@ def autoscale_config(
     config.train.checkpoint_every = train_images
 
     config.eval.minima_max_class = 5  # Localization: minima of class <= 5 are heads.
+    # Regression heads: density peaks above 0.3 x the peak of one isolated head's Gaussian.
+    config.eval.peak_threshold = 0.3 / (2 * math.pi * sigma**2)
     return config
 
 

@@ -458,3 +458,24 @@ def test_dce_is_the_localization_loss():
         np.testing.assert_allclose(
             np.asarray(got), np.asarray(fn(logits, target, mask=mask)), rtol=1e-6
         )
+
+
+def test_imagenet_vgg16_weights_load_into_the_fpn_backbone(tmp_path):
+    from tests.models import reference
+
+    config = _config("loc")
+    model = autoscale.make_model(config)
+    variables = _variables(model, config)
+    convs = reference.random_vgg_convs("vgg16", config.model.width)
+    path = str(tmp_path / "vgg16.npz")
+    np.savez(path, **reference.torchvision_state_dict(convs, "vgg16"))
+    params = autoscale.load_pretrained(jax.device_get(variables["params"]), path, config)
+    backbone = params["fpn"]["backbone"]
+    for name in ("conv1_1", "conv3_2", "conv4_3"):
+        np.testing.assert_array_equal(np.asarray(backbone[name]["kernel"]), convs[name][0])
+        np.testing.assert_array_equal(np.asarray(backbone[name]["bias"]), convs[name][1])
+    # Heads and L2S keep their values.
+    np.testing.assert_array_equal(
+        np.asarray(params["l2s"]["fc1"]["kernel"]),
+        np.asarray(variables["params"]["l2s"]["fc1"]["kernel"]),
+    )

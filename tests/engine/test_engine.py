@@ -12,6 +12,7 @@ import time
 
 import jax
 import numpy as np
+import pytest
 
 from crowdjax import checkpointing, trainer
 from tests.engine.conftest import REPO, run_script
@@ -34,6 +35,26 @@ def _train_args(data_dir: str, workdir: str, steps: int) -> list[str]:
 def test_eight_devices_equal_one_device(tiny_data_dir):
     proc = run_script(
         ["tests/engine/one_vs_eight.py", tiny_data_dir],
+        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert abs(result["loss_1"] - result["loss_8"]) <= 1e-5 * max(1.0, abs(result["loss_1"]))
+    assert result["param_diff"] <= 1e-5, result
+
+
+@pytest.mark.slow
+def test_autoscale_step_on_eight_devices_equals_one_device(tiny_data_dir):
+    # The whole AutoScale step (selection, L2S, re-prediction, center state) sharded over 8
+    # devices, with the selection on the host (pure_callback) there and in the jit on 1 device.
+    proc = run_script(
+        [
+            "tests/engine/one_vs_eight.py",
+            tiny_data_dir,
+            "autoscale_synthetic:tiny",
+            "l2s.area_ratio=0.01",
+            "8:l2s.selection=host",
+        ],
         env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

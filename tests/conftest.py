@@ -1,0 +1,22 @@
+"""Session-wide test settings.
+
+XLA compilations are cached on disk for the session (a fresh directory each run, shared with the
+subprocesses the tests start): the tiny variants of configs that differ only in data settings
+compile the same programs, and a cache hit turns a 70 s CPU compile into a few seconds. Results
+are unaffected: the cache key is the full program and the compiler options.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import os
+import shutil
+import tempfile
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="crowdjax-xla-cache-")
+    atexit.register(functools.partial(shutil.rmtree, _cache, ignore_errors=True))
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
