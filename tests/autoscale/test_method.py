@@ -53,6 +53,13 @@ def _variables(model, config, seed=0):
     return variables
 
 
+def _apply(model):
+    """Jitted forward pass and scale predictor (eager op-by-op execution is slow on CPU)."""
+    forward = jax.jit(lambda v, x, f=False: model.apply(v, x, return_features=f), static_argnums=2)
+    scale = jax.jit(lambda v, feats, boxes: model.apply(v, feats, boxes, method=model.scale))
+    return forward, scale
+
+
 def _batch(seed=0, b=2, pad_cols=0):
     """A training batch whose GT comes from crowdjax.data.labels (the host reference)."""
     rng = np.random.default_rng(seed)
@@ -260,10 +267,10 @@ def test_loss_without_l2s_is_the_initial_loss(mode):
     model = autoscale.make_model(config)
     variables = _variables(model, config)
     batch = _batch(pad_cols=6)
-    loss, (metrics, state) = autoscale.loss_fn(
-        variables["params"], {}, batch, None, model=model, config=config
-    )
-    out = model.apply(variables, batch["image"])
+    loss, (metrics, state) = jax.jit(
+        lambda p, b: autoscale.loss_fn(p, {}, b, None, model=model, config=config)
+    )(variables["params"], batch)
+    out = _apply(model)[0](variables, batch["image"])
     target = batch["density"] if mode == "reg" else batch["distance_label"].astype(int)
     want = _numpy_pixel_loss(out, target, batch["image_mask"], config).mean()
     np.testing.assert_allclose(float(loss), want, rtol=1e-4)
@@ -282,7 +289,8 @@ def test_loss_with_l2s_matches_an_independent_recomputation(mode):
     )(params, state, batch)
 
     # Recompute every term step by step on the host.
-    out = model.apply(variables, batch["image"], return_features=True)
+    forward, scale = _apply(model)
+    out = forward(variables, batch["image"], True)
     target = batch["density"] if mode == "reg" else batch["distance_label"].astype(int)
     initial = _numpy_pixel_loss(out, target, batch["image_mask"], config)
     dense = np.asarray(autoscale.dense_masks(out, jnp.asarray(batch["image_mask"]), config))
@@ -293,7 +301,7 @@ def test_loss_with_l2s_matches_an_independent_recomputation(mode):
         found.append(ok and box[2] * box[3] > 0.01 * H * W)
     boxes, used = np.stack(boxes), np.array(found)
     assert used.any(), "the test needs at least one selected region"
-    r = np.asarray(model.apply(variables, out["features"], jnp.asarray(boxes), method=model.scale))
+    r = np.asarray(scale(variables, out["features"], jnp.asarray(boxes)))
     assert np.all((r > 0.5) & (r < 3))
 
     rescaled = np.zeros(4)
@@ -322,7 +330,7 @@ def test_loss_with_l2s_matches_an_independent_recomputation(mode):
             gt[:eh, :ew] = labels.density_map(scaled, (eh, ew), sigma=3.0)
         else:
             gt = labels.distance_label_map(scaled, (H, W))
-        out2 = model.apply(variables, canvas)
+        out2 = forward(variables, canvas)
         rescaled[i] = _numpy_pixel_loss(out2, gt[None], np.asarray(cmask), config)[0]
     center = closeness[has_region].mean()  # data-driven start of S
     center_loss = 0.5 * np.sum(((closeness * r**2 - center) ** 2)[has_region])
@@ -339,12 +347,12 @@ def test_center_loss_alone_trains_l2s_and_not_the_counting_network():
     variables = _variables(model, config, seed=1)
     batch = _batch(seed=2, b=4)
     state = {"center": variables["center"]}
-    grads = jax.grad(
-        lambda p: autoscale.loss_fn(p, state, batch, None, model=model, config=config)[0]
+    grads = jax.jit(
+        jax.grad(lambda p: autoscale.loss_fn(p, state, batch, None, model=model, config=config)[0])
     )(variables["params"])
     config.loss.center_weight = 0.0
-    grads_no_center = jax.grad(
-        lambda p: autoscale.loss_fn(p, state, batch, None, model=model, config=config)[0]
+    grads_no_center = jax.jit(
+        jax.grad(lambda p: autoscale.loss_fn(p, state, batch, None, model=model, config=config)[0])
     )(variables["params"])
     # The FPN sees the same gradient with or without Ls (features go to L2S under stop_gradient).
     for a, b in zip(
@@ -366,17 +374,17 @@ def test_regression_prediction_counts_n_f():
     variables = _variables(model, config, seed=1)
     batch = _batch(seed=2, b=4, pad_cols=8)
     images, image_mask = jnp.asarray(batch["image"]), jnp.asarray(batch["image_mask"])
-    density = autoscale.predict_fn(
-        variables, images, model=model, config=config, image_mask=image_mask
-    )
-    out = model.apply(variables, images, return_features=True)
+    predict = jax.jit(functools.partial(autoscale.predict_fn, model=model, config=config))
+    density = predict(variables, images, image_mask=image_mask)
+    forward, scale = _apply(model)
+    out = forward(variables, images, True)
     y = np.asarray(out["density"]) * batch["image_mask"]
     boxes, used = autoscale.select_boxes(
         autoscale.dense_masks(out, image_mask, config), image_mask, config
     )
-    r = model.apply(variables, out["features"], boxes, method=model.scale)
+    r = scale(variables, out["features"], boxes)
     fitted, canvas, cmask = autoscale.rescale_region(images, boxes, r, config)
-    y2 = np.asarray(model.apply(variables, canvas)["density"]) * np.asarray(cmask)
+    y2 = np.asarray(forward(variables, canvas)["density"]) * np.asarray(cmask)
     assert np.asarray(used).any()
     for i in range(4):
         x0, y0, w, h = np.asarray(fitted[i])
@@ -426,12 +434,9 @@ def test_localization_predict_outputs_and_padding():
     model = autoscale.make_model(config)
     variables = _variables(model, config)
     batch = _batch(pad_cols=8)
-    out = autoscale.predict_fn(
-        variables,
-        jnp.asarray(batch["image"]),
-        model=model,
-        config=config,
-        image_mask=jnp.asarray(batch["image_mask"]),
+    predict = jax.jit(functools.partial(autoscale.predict_fn, model=model, config=config))
+    out = predict(
+        variables, jnp.asarray(batch["image"]), image_mask=jnp.asarray(batch["image_mask"])
     )
     assert set(out) == {"classes", "canvas_classes", "box", "scale", "used", "canvas_extent"}
     assert np.all(np.asarray(out["classes"])[:, :, W - 8 :] == 10)  # padding is background

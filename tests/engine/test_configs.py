@@ -15,7 +15,7 @@ from tests.engine.conftest import REPO, run_script
 CONFIG_FILES = sorted(
     os.path.basename(p)[:-3]
     for p in glob.glob(os.path.join(REPO, "configs", "*.py"))
-    if not os.path.basename(p).startswith(("_", "common", "uot_common"))
+    if not os.path.basename(p).startswith(("_", "common")) and not p.endswith("_common.py")
 )
 
 
