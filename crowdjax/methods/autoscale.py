@@ -373,9 +373,7 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     fitted, canvas, canvas_mask = rescale_region(images, boxes, scale, config)
     out2 = model.apply(params, canvas)
     if regression:
-        moved = l2s_lib.canvas_mass_to_image(
-            out2["density"] * canvas_mask, fitted, scale, images.shape[1:3]
-        )
+        moved = _move_back(out2["density"] * canvas_mask, canvas_mask, fitted, scale, images.shape)
         inside = l2s_lib.box_mask(fitted, images.shape[1:3])
         composed = initial * (1.0 - inside) + moved
         return jnp.where(used[:, None, None], composed, initial)
@@ -390,6 +388,23 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     return result
 
 
+def _move_back(density, canvas_mask, box, scale, image_shape):
+    """The re-predicted density on image pixels: the mean of the canvas pixels landing on each
+    image pixel, rescaled so that the box holds exactly the canvas mass (sum Y'_d).
+
+    Summing the canvas pixels per image pixel alone (``canvas_mass_to_image``) also preserves the
+    mass, but at a non-integer r the number of canvas pixels per image pixel alternates (e.g. 2, 3,
+    2, ...), which draws a grid of false density peaks.
+    """
+    shape = image_shape[1:3]
+    mass = l2s_lib.canvas_mass_to_image(density, box, scale, shape)
+    hits = l2s_lib.canvas_mass_to_image(canvas_mask, box, scale, shape)
+    mean = mass / jnp.maximum(hits, 1.0)
+    total, spread = mass.sum(axis=(1, 2)), mean.sum(axis=(1, 2))
+    factor = jnp.where(spread != 0, total / jnp.where(spread != 0, spread, 1.0), 0.0)
+    return mean * factor[:, None, None]
+
+
 def heads_from_classes(classes: np.ndarray, max_class: int) -> np.ndarray:
     """Head points [N, 2] (x, y): centroids of the regional minima of class <= ``max_class``."""
     return labels.local_minima(np.asarray(classes, np.int32), max_label=max_class)
@@ -402,7 +417,7 @@ def points_fn(outputs: dict, image_shape, config) -> np.ndarray:
     re-prediction (its valid area) mapped back to the image: ``x0 + x' / r``.
     """
     h, w = image_shape
-    max_class = int(config.eval.get("minima_max_class", 5))
+    max_class = int(config.eval.get("minima_max_class", 7))
     points = heads_from_classes(outputs["classes"][:h, :w], max_class)
     if "canvas_classes" not in outputs or not bool(outputs["used"]):
         return points

@@ -425,7 +425,8 @@ def test_localization_points_recover_heads_outside_and_inside_the_box():
     assert np.all(d.min(1) < 1e-4) and np.all(d.min(0) < 1e-4)
     outputs["used"] = np.bool_(False)  # no region: the initial map alone
     np.testing.assert_allclose(
-        autoscale.points_fn(outputs, (H, W), config), labels.local_minima(classes, max_label=5)
+        autoscale.points_fn(outputs, (H, W), config),
+        labels.local_minima(classes, max_label=config.eval.minima_max_class),
     )
 
 
