@@ -20,8 +20,11 @@ Two implementations with identical results:
 
 Speed (median per call, 2-core CPU under load, crowd-like density maps, no accelerator was
 available): 64 x 64: host 0.18 ms vs jnp 0.60 ms (batch 1), 1.2 vs 6.2 ms (batch 8); 128 x 128:
-0.41 vs 2.2 ms, 2.4 vs 34 ms; 512 x 512: 12 vs 68 ms. On CPU run the host version between jitted
-calls; the jnp version keeps a whole AutoScale step under one jit (worth measuring on a GPU).
+0.41 vs 2.2 ms, 2.4 vs 34 ms; 512 x 512: 12 vs 68 ms. Inside a whole AutoScale train step the jnp
+version is still the faster one, because the host version has to leave the jitted program
+(``jax.pure_callback``): ``benchmarks/autoscale_step.py`` on this CPU gives 20.9 vs 18.7 img/s
+(regression, 128 x 128, batch 8, width 1/8) and 1.80 vs 1.75 img/s (localization, 256 x 256,
+batch 4). The methods therefore select in the jit by default (``l2s.selection="device"``).
 
 Boxes are ``(x0, y0, w, h)`` int32 in map pixels (x0, y0 the top-left pixel; w, h in pixels), as
 ``cv2.boundingRect``; the AutoScale FPN has output stride 1, so map pixels are image pixels.
