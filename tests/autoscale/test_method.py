@@ -485,3 +485,25 @@ def test_imagenet_vgg16_weights_load_into_the_fpn_backbone(tmp_path):
         np.asarray(params["l2s"]["fc1"]["kernel"]),
         np.asarray(variables["params"]["l2s"]["fc1"]["kernel"]),
     )
+
+
+def test_evaluation_uses_the_methods_own_head_locations():
+    from crowdjax import evaluation
+
+    gt = np.array([[3.5, 4.5], [10.5, 2.5], [7.5, 7.5]], np.float32)
+    pred = gt[:2] + [[1.0, 0.0], [5.0, 0.0]]  # one head 1 px off, one 5 px off, one missed
+    density = evaluation.points_to_map(pred, (12, 16), 1)
+    assert density.shape == (12, 16) and density.sum() == 2 and density[4, 4] == 1
+    record = {
+        "image_id": "a",
+        "gt_count": 3.0,
+        "pred_count": 2.0,
+        "density": np.zeros_like(density),  # peaks of this map would find no head at all
+        "points": gt,
+        "pred_points": pred,
+        "image_shape": (12, 16),
+    }
+    results = evaluation.summarize([record], stride=1, peak_threshold=0.5, detailed=True)
+    assert results["mae"] == 1.0
+    np.testing.assert_allclose(results["precision@4"], 0.5)
+    np.testing.assert_allclose(results["recall@8"], 2 / 3)
