@@ -15,15 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import jax
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.train_step import images_per_second  # noqa: E402
 from configs import autoscale_common  # noqa: E402
-from crowdjax import sharding, trainer  # noqa: E402
 from crowdjax.data import labels  # noqa: E402
 
 
@@ -52,19 +51,6 @@ def crowd_batch(batch: int, size: int, points: int, sigma: float, seed: int = 0)
         domain=np.zeros((batch,), np.int32),
     )
     return out
-
-
-def images_per_second(config, batch: dict, steps: int) -> float:
-    setup = trainer.Setup(config)
-    state = setup.init(jax.random.key(0))
-    global_batch = sharding.host_to_global(batch, setup.mesh)
-    state, metrics = setup.train_step(state, global_batch)  # Compile + warm-up.
-    jax.block_until_ready(metrics)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = setup.train_step(state, global_batch)
-    jax.block_until_ready(metrics)
-    return steps * batch["image"].shape[0] / (time.perf_counter() - t0)
 
 
 def main() -> None:
