@@ -103,8 +103,8 @@ def predict_split(
                 "image_id": _text(batch["image_id"][i]),
                 "gt_count": float(batch["count"][i]),
             }
+            shape = _real_shape(batch["image_mask"][i])
             if method.points_fn is not None:  # Localization: count = number of heads found.
-                shape = _real_shape(batch["image_mask"][i])
                 points = np.asarray(
                     method.points_fn({k: v[i] for k, v in fetched.items()}, shape, config),
                     np.float32,
@@ -121,13 +121,13 @@ def predict_split(
                         record["pred_points"], batch["image_mask"][i].shape, stride
                     )
                 record["points"] = batch["points"][i][batch["point_mask"][i]]
-                record["image_shape"] = _real_shape(batch["image_mask"][i])
+                record["image_shape"] = shape
                 if "roi" in batch:
                     record["roi"] = batch["roi"][i]
             if len(records) < keep_images:
                 from crowdjax.visualize import denormalize
 
-                h, w = _real_shape(batch["image_mask"][i])
+                h, w = shape
                 record["image"] = denormalize(batch["image"][i][:h, :w])
             record["categories"] = {
                 key: batch[key][i].item() for key in batch.get("category_keys", ())

@@ -106,11 +106,21 @@ def select_dense_region_host(
       boxes: [B, 4] int32 (x0, y0, w, h); valid: [B] bool.
     """
     mask = _dense_mask(np.asarray(dense_map), mode, factor, max_class)
-    ratio = _default_ratio(mode, min_area_ratio)
+    ratio = default_area_ratio(mode, min_area_ratio)
+    return largest_region_boxes_host(mask, connectivity=connectivity, min_area_ratio=ratio)
+
+
+def largest_region_boxes_host(masks, *, connectivity: int = 8, min_area_ratio: float = 0.0):
+    """:func:`largest_region_box_host` of each mask of a [B, H, W] batch.
+
+    Returns:
+      boxes: [B, 4] int32 (x0, y0, w, h); valid: [B] bool.
+    """
     out = [
-        largest_region_box_host(m, connectivity=connectivity, min_area_ratio=ratio) for m in mask
+        largest_region_box_host(m, connectivity=connectivity, min_area_ratio=min_area_ratio)
+        for m in np.asarray(masks)
     ]
-    boxes = np.stack([b for b, _ in out]) if out else np.zeros((0, 4), np.int32)
+    boxes = np.stack([b for b, _ in out]).astype(np.int32) if out else np.zeros((0, 4), np.int32)
     return boxes, np.array([v for _, v in out], bool)
 
 
@@ -124,7 +134,8 @@ def _dense_mask(dense_map, mode, factor, max_class):
     raise ValueError(f"mode must be 'regression' or 'localization', got {mode!r}")
 
 
-def _default_ratio(mode, min_area_ratio):
+def default_area_ratio(mode: str, min_area_ratio: float | None = None) -> float:
+    """``min_area_ratio`` if given, else the paper's J for ``mode`` (0.1 / 0.02)."""
     if min_area_ratio is not None:
         return float(min_area_ratio)
     return REGRESSION_MIN_AREA_RATIO if mode == "regression" else LOCALIZATION_MIN_AREA_RATIO
@@ -260,7 +271,7 @@ def select_dense_region(
       box covers no more than J of the image: skip the re-prediction).
     """
     mask = _dense_mask(dense_map, mode, factor, max_class)
-    ratio = _default_ratio(mode, min_area_ratio)
+    ratio = default_area_ratio(mode, min_area_ratio)
     fn = lambda m: largest_region_box(
         m, connectivity=connectivity, min_area_ratio=ratio, max_iters=max_iters
     )

@@ -135,17 +135,10 @@ def dense_masks(out: dict, image_mask: jax.Array, config) -> jax.Array:
         )
         factor = config.l2s.get("factor", selection.REGRESSION_FACTOR)
         return mask & (density > factor * mean)
-    classes = jnp.argmax(out["logits"], axis=-1)
-    return mask & (classes < config.l2s.get("max_class", selection.LOCALIZATION_MAX_CLASS))
-
-
-def _boxes_host(masks: np.ndarray, connectivity: int):
-    boxes, found = [], []
-    for m in np.asarray(masks):
-        box, ok = selection.largest_region_box_host(m, connectivity=connectivity)
-        boxes.append(box)
-        found.append(ok)
-    return np.stack(boxes).astype(np.int32), np.asarray(found, bool)
+    max_class = config.l2s.get("max_class", selection.LOCALIZATION_MAX_CLASS)
+    return mask & selection.dense_mask_localization(
+        jnp.argmax(out["logits"], axis=-1), max_class=max_class
+    )
 
 
 def select_boxes(masks: jax.Array, image_mask: jax.Array, config):
@@ -162,22 +155,27 @@ def select_boxes(masks: jax.Array, image_mask: jax.Array, config):
             jax.ShapeDtypeStruct((b,), jnp.bool_),
         )
         boxes, found = jax.pure_callback(
-            functools.partial(_boxes_host, connectivity=connectivity),
+            functools.partial(selection.largest_region_boxes_host, connectivity=connectivity),
             shapes,
             masks,
             vmap_method="sequential",
         )
     else:
         raise ValueError(f"l2s.selection must be 'device' or 'host', got {how!r}")
-    default_j = (
-        selection.REGRESSION_MIN_AREA_RATIO
-        if _mode(config) == "regression"
-        else selection.LOCALIZATION_MIN_AREA_RATIO
-    )
-    ratio = config.l2s.get("area_ratio") or default_j
+    ratio = selection.default_area_ratio(_mode(config), config.l2s.get("area_ratio") or None)
     area = image_mask.astype(jnp.float32).sum(axis=(1, 2))  # real pixels, not the padding
     used = found & (boxes[:, 2] * boxes[:, 3] > ratio * area)
     return boxes, used
+
+
+def dense_region_scale(params, model, out, image_mask, config, *, feature_gradient=False):
+    """Boxes [B, 4], their use [B] and the L2S scale r [B] of the initial prediction ``out``."""
+    boxes, used = select_boxes(dense_masks(out, image_mask, config), image_mask, config)
+    features = out["features"]
+    if not feature_gradient:
+        features = jax.lax.stop_gradient(features)
+    scale = model.apply({"params": params}, features, boxes, method=model.scale)
+    return boxes, used, scale
 
 
 def rescale_region(images, boxes, scale, config):
@@ -291,11 +289,9 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
         return loss, (metrics, model_state)
 
     cfg = config.l2s
-    boxes, used = select_boxes(dense_masks(out, image_mask, config), image_mask, config)
-    features = out["features"]
-    if not cfg.get("feature_gradient", False):
-        features = jax.lax.stop_gradient(features)
-    scale = model.apply({"params": params}, features, boxes, method=model.scale)
+    boxes, used, scale = dense_region_scale(
+        params, model, out, image_mask, config, feature_gradient=cfg.get("feature_gradient", False)
+    )
 
     # Center loss on the GT closeness of the heads inside each dense box (Eq. 1-3).
     points, point_mask = batch["points"], batch["point_mask"]
@@ -354,9 +350,9 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     boxes and scales for :func:`points_fn` (heads are found on the host)."""
     if image_mask is None:
         image_mask = jnp.ones(images.shape[:3], bool)
-    params = {"params": variables["params"]}
+    params = variables["params"]
     use_l2s = _use_l2s(config)
-    out = model.apply(params, images, return_features=use_l2s)
+    out = model.apply({"params": params}, images, return_features=use_l2s)
     regression = _mode(config) == "regression"
     mask = image_mask.astype(bool)
     last = len(_edges(config)) - 1
@@ -368,10 +364,9 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     if not use_l2s:
         return initial if regression else result
 
-    boxes, used = select_boxes(dense_masks(out, mask, config), mask, config)
-    scale = model.apply(params, out["features"], boxes, method=model.scale)
+    boxes, used, scale = dense_region_scale(params, model, out, mask, config)
     fitted, canvas, canvas_mask = rescale_region(images, boxes, scale, config)
-    out2 = model.apply(params, canvas)
+    out2 = model.apply({"params": params}, canvas)
     if regression:
         moved = _move_back(out2["density"] * canvas_mask, canvas_mask, fitted, scale, images.shape)
         inside = l2s_lib.box_mask(fitted, images.shape[1:3])
