@@ -17,6 +17,7 @@ from crowdjax.autoscale import l2s, online_gt, selection
 from crowdjax.data import labels
 from crowdjax.losses import dce
 from crowdjax.methods import autoscale
+from tests.models import reference
 
 H, W = 48, 40
 
@@ -36,17 +37,7 @@ def _config(mode="reg", **l2s_options):
 def _variables(model, config, seed=0):
     """Random He-scaled variables (eval_shape + numpy: no per-shape init compiles)."""
     x = jnp.zeros((1, H, W, 3))
-    shapes = jax.eval_shape(
-        functools.partial(model.init, method=model.init_all), jax.random.key(0), x
-    )
-    rng = np.random.default_rng(seed)
-
-    def draw(leaf):
-        if len(leaf.shape) == 4:
-            return rng.normal(0, math.sqrt(2.0 / math.prod(leaf.shape[:3])), leaf.shape)
-        return rng.normal(0, 0.1, leaf.shape)
-
-    params = jax.tree.map(lambda leaf: jnp.asarray(draw(leaf), leaf.dtype), shapes["params"])
+    params = reference.random_variables(model, x, seed, method=model.init_all)["params"]
     variables = {"params": params}
     if config.model.use_l2s:
         variables["center"] = autoscale.initial_center_state(config)
@@ -467,8 +458,6 @@ def test_dce_is_the_localization_loss():
 
 
 def test_imagenet_vgg16_weights_load_into_the_fpn_backbone(tmp_path):
-    from tests.models import reference
-
     config = _config("loc")
     model = autoscale.make_model(config)
     variables = _variables(model, config)

@@ -146,14 +146,17 @@ def torch_vgg_features(state_dict, arch, *, drop_last_pool=True):
     return nn.Sequential(*layers).double().eval()
 
 
-def random_variables(model, x, seed=0):
+def random_variables(model, x, seed=0, method=None):
     """Variables for ``model`` with random He-scaled numpy values, shapes from ``jax.eval_shape``.
 
     Avoids ``model.init``, whose random initialisers compile once per parameter shape (slow on CPU).
+    ``method``: the module method ``init`` runs (e.g. one that touches every submodule).
     """
+    import functools
+
     import jax
 
-    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)
+    shapes = jax.eval_shape(functools.partial(model.init, method=method), jax.random.PRNGKey(0), x)
     rng = np.random.default_rng(seed)
 
     def draw(leaf):
