@@ -1,36 +1,44 @@
 """Evaluate a trained model: MAE, RMSE, NAE, GAME(0-3), localization P/R/F, per-category.
 
-  python eval.py --config=configs/uot_shb.py --workdir=workdirs/uot_shb --split=test
-  python eval.py --config=configs/quickstart.py --checkpoint=workdirs/quickstart/best \
-      --save_images=8
+  python eval.py --workdir=workdirs/uot_shb                      # every entry of config.evals
+  python eval.py --workdir=workdirs/uot_shb --dataset=shanghaitech/part_a --split=test
+  python eval.py --workdir=workdirs/quickstart --checkpoint=latest --save_images=8
+  python eval.py --config=configs/uot_shb.py --workdir=... --checkpoint=path/to/best
 
-Writes `<workdir>/eval_<split>.json` (and `images_<split>/*.png` with --save_images).
+The run's resolved config is read from `<workdir>/config.json` unless `--config` is given; only
+the checkpoint's variables are restored (never its optimizer state), so a run trained with any
+optimizer overrides evaluates from its workdir alone. By default the best checkpoint is
+evaluated, the one train.py's final evaluation reports. Writes `<workdir>/eval_<prefix>.json`
+(and `images_<prefix>/*.png` with --save_images).
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import evaluation, trainer
+from crowdjax import evaluation, run
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: workdirs/<config name>).")
-_SPLIT = flags.DEFINE_string("split", None, "Split to evaluate (default: config.eval.final_split).")
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "Checkpoint (workdir, its best/ or checkpoints/ dir, or a step dir)."
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (default: the workdir's config.json).", lock_config=True
 )
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
+_CHECKPOINT = flags.DEFINE_string(
+    "checkpoint", "best", "best, latest, or a path (a workdir, its best/ or checkpoints/, a step)."
+)
+_DATASET = flags.DEFINE_string("dataset", None, "Evaluate this data set (with --split).")
+_SPLIT = flags.DEFINE_string("split", None, "Evaluate this split (default with --dataset: test).")
 _SAVE_IMAGES = flags.DEFINE_integer("save_images", 0, "Write this many density overlays as PNG.")
-flags.mark_flags_as_required(["config"])
+flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     del argv
-    config = _CONFIG.value
-    workdir = _WORKDIR.value or trainer.default_workdir(flags.FLAGS["config"].config_filename)
-    evaluation.run_main(
+    config = _CONFIG.value if _CONFIG.value is not None else run.load_config(_WORKDIR.value)
+    evaluation.evaluate_checkpoint(
         config,
-        workdir,
-        split=_SPLIT.value,
+        _WORKDIR.value,
         checkpoint=_CHECKPOINT.value,
+        dataset=_DATASET.value,
+        split=_SPLIT.value,
         save_images=_SAVE_IMAGES.value,
     )
 

@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import uot_shb  # noqa: E402
-from crowdjax import registry, sharding, trainer  # noqa: E402
-from crowdjax.methods import uot  # noqa: E402
+from crowdjax import registry, run, sharding  # noqa: E402
+from crowdjax.methods.uot import method as uot  # noqa: E402
 
 
 def _mse_loss_fn(params, model_state, batch, rng, *, model, config):
@@ -48,7 +48,7 @@ def random_batch(batch: int, size: int, points: int, seed: int = 0) -> dict:
 
 
 def images_per_second(config, batch: dict, steps: int) -> float:
-    setup = trainer.Setup(config)
+    setup = run.Setup(config)
     state = setup.init(jax.random.key(0))
     global_batch = sharding.host_to_global(batch, setup.mesh)
     state, metrics = setup.train_step(state, global_batch)  # Compile + warm-up.

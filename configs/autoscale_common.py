@@ -21,20 +21,15 @@ MODES = {"reg": "autoscale_reg", "loc": "autoscale_loc"}
 
 
 def autoscale_config(
-    mode: str,
-    *,
-    dataset: str,
-    sigma: float,
-    crop_size: int,
-    train_images: int,
-    max_points: int = 4096,
-    epochs: int = 200,
+    mode: str, dataset: str, *, max_points: int = 4096, epochs: int = 200
 ) -> ml_collections.ConfigDict:
-    """mode: "reg" (density regression) or "loc" (localization by distance-label maps)."""
+    """mode: "reg" (density regression) or "loc" (localization by distance-label maps); dataset:
+    a data set of the catalog (`configs/datasets.py`, e.g. "shb"), whose sigma and crop it uses."""
     config = common.base_config()
     config.method = MODES[mode]
-    config.data.name = dataset
-    config.data.crop_size = crop_size
+    facts = common.use_dataset(config, dataset, family="autoscale")
+    train_images = facts.training_images(config.data.holdout_fraction)
+    sigma = facts.sigma["autoscale"]
     config.data.hflip = True
     config.data.scale_range = (0.8, 1.2)
     config.data.max_points = max_points
@@ -46,6 +41,7 @@ def autoscale_config(
     config.model.l2s_output = "sigmoid"  # r in (0.5, 3), smooth; "clamp": clip (see module doc).
 
     config.loss = ml_collections.ConfigDict()
+    config.loss.distance_edges = ()  # () = the builder's / paper's 11 class edges.
     config.loss.reduction = "sum"  # Sum over pixels, as Eq. 5 and Eq. 7.
     config.loss.side_weight = 0.0 if mode == "reg" else 1.0  # Deep supervision of side outputs.
     config.loss.classification = "dce"  # "dce" (Eq. 7), "ce" or "focal" (Table 12).

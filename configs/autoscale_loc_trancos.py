@@ -6,7 +6,7 @@ of AutoScale reports GAME(0-3) inside the ROI, which `eval.py` computes (the bui
 and the metrics mask with it).
 
   python train.py --config=configs/autoscale_loc_trancos.py --workdir=workdirs/autoscale_loc_trancos
-  python eval.py --config=configs/autoscale_loc_trancos.py --workdir=workdirs/autoscale_loc_trancos
+  python eval.py --workdir=workdirs/autoscale_loc_trancos
 
 Build the data first (see README):
   python -m crowdjax.data.build trancos --manual_dir=<download>
@@ -19,9 +19,5 @@ from configs import autoscale_common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config(
-        "loc", dataset="trancos", sigma=10.0, crop_size=384, train_images=403, max_points=1024
-    )
-    config.eval.split = "validation"
-    config.eval.final_split = "test"
+    config = autoscale_common.autoscale_config("loc", "trancos", max_points=1024)
     return autoscale_common.make_tiny(config) if variant == "tiny" else config

@@ -1,12 +1,12 @@
-"""AutoScale regression on JHU-Crowd++: 2272 train / 1600 test.
-
-Gaussian sigma 8 px, crop 512.
+"""AutoScale regression on JHU-Crowd++ (sizes, sigma, crop: configs/datasets.py, "jhu").
 
   python train.py --config=configs/autoscale_reg_jhu.py --workdir=workdirs/autoscale_reg_jhu
-  python eval.py --config=configs/autoscale_reg_jhu.py --workdir=workdirs/autoscale_reg_jhu
+  python eval.py --workdir=workdirs/autoscale_reg_jhu
 
 Build the data first (see README):
   python -m crowdjax.data.build jhu_crowd --manual_dir=<download>
+The checkpoint is selected on the validation split (official, or held out of train: see
+configs/datasets.py); the test split is evaluated at the end.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
 Paper results: see METHODS.md.
 ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
@@ -17,7 +17,5 @@ from configs import autoscale_common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config(
-        "reg", dataset="jhu_crowd", sigma=8.0, crop_size=512, train_images=2272, max_points=4096
-    )
+    config = autoscale_common.autoscale_config("reg", "jhu")
     return autoscale_common.make_tiny(config) if variant == "tiny" else config

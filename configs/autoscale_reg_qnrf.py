@@ -1,12 +1,12 @@
-"""AutoScale regression on UCF-QNRF: 1201 train / 334 test.
-
-Gaussian sigma 8 px, crop 512.
+"""AutoScale regression on UCF-QNRF (sizes, sigma, crop: configs/datasets.py, "qnrf").
 
   python train.py --config=configs/autoscale_reg_qnrf.py --workdir=workdirs/autoscale_reg_qnrf
-  python eval.py --config=configs/autoscale_reg_qnrf.py --workdir=workdirs/autoscale_reg_qnrf
+  python eval.py --workdir=workdirs/autoscale_reg_qnrf
 
 Build the data first (see README):
   python -m crowdjax.data.build ucf_qnrf --manual_dir=<download>
+The checkpoint is selected on the validation split (official, or held out of train: see
+configs/datasets.py); the test split is evaluated at the end.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
 Paper (Table 4, MAE/RMSE): 87.5/147.8.
 ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
@@ -17,7 +17,5 @@ from configs import autoscale_common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config(
-        "reg", dataset="ucf_qnrf", sigma=8.0, crop_size=512, train_images=1201, max_points=4096
-    )
+    config = autoscale_common.autoscale_config("reg", "qnrf")
     return autoscale_common.make_tiny(config) if variant == "tiny" else config

@@ -1,12 +1,12 @@
-"""AutoScale regression on ShanghaiTech part A: 300 train / 182 test.
-
-Gaussian sigma 4 px, crop 384.
+"""AutoScale regression on ShanghaiTech part A (sizes, sigma, crop: configs/datasets.py, "sha").
 
   python train.py --config=configs/autoscale_reg_sha.py --workdir=workdirs/autoscale_reg_sha
-  python eval.py --config=configs/autoscale_reg_sha.py --workdir=workdirs/autoscale_reg_sha
+  python eval.py --workdir=workdirs/autoscale_reg_sha
 
 Build the data first (see README):
   python -m crowdjax.data.build shanghaitech/part_a --manual_dir=<download>
+The checkpoint is selected on the validation split (official, or held out of train: see
+configs/datasets.py); the test split is evaluated at the end.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
 Paper (Table 4, MAE/RMSE): 60.5/100.4.
 ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
@@ -17,12 +17,5 @@ from configs import autoscale_common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config(
-        "reg",
-        dataset="shanghaitech/part_a",
-        sigma=4.0,
-        crop_size=384,
-        train_images=300,
-        max_points=4096,
-    )
+    config = autoscale_common.autoscale_config("reg", "sha")
     return autoscale_common.make_tiny(config) if variant == "tiny" else config

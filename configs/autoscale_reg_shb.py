@@ -1,12 +1,12 @@
-"""AutoScale regression on ShanghaiTech part B: 400 train / 316 test.
-
-Gaussian sigma 8 px, crop 512.
+"""AutoScale regression on ShanghaiTech part B (sizes, sigma, crop: configs/datasets.py, "shb").
 
   python train.py --config=configs/autoscale_reg_shb.py --workdir=workdirs/autoscale_reg_shb
-  python eval.py --config=configs/autoscale_reg_shb.py --workdir=workdirs/autoscale_reg_shb
+  python eval.py --workdir=workdirs/autoscale_reg_shb
 
 Build the data first (see README):
   python -m crowdjax.data.build shanghaitech/part_b --manual_dir=<download>
+The checkpoint is selected on the validation split (official, or held out of train: see
+configs/datasets.py); the test split is evaluated at the end.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
 Paper (Table 4, MAE/RMSE): 6.8/11.3.
 ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
@@ -17,12 +17,5 @@ from configs import autoscale_common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config(
-        "reg",
-        dataset="shanghaitech/part_b",
-        sigma=8.0,
-        crop_size=512,
-        train_images=400,
-        max_points=1024,
-    )
+    config = autoscale_common.autoscale_config("reg", "shb")
     return autoscale_common.make_tiny(config) if variant == "tiny" else config

@@ -16,14 +16,8 @@ from configs import autoscale_common
 def get_config(variant: str = ""):
     options = {v for v in variant.split(",") if v}
     mode = "loc" if "loc" in options else "reg"
-    config = autoscale_common.autoscale_config(
-        mode,
-        dataset="synthetic_crowd/street",
-        sigma=4.0,
-        crop_size=128,
-        train_images=400,
-        max_points=1024,
-    )
+    config = autoscale_common.autoscale_config(mode, "synthetic", max_points=1024)
+    config.data.crop_size = 128
     config.data.scale_range = (1.0, 1.0)
     config.model.width = 1 / 8
     config.model.feature_stride = 2
@@ -37,7 +31,5 @@ def get_config(variant: str = ""):
     config.train.log_every = 50
     config.train.eval_every = 200
     config.train.checkpoint_every = 200
-    config.eval.split = "validation"
-    config.eval.final_split = "test"
     config.eval.global_batch_size = 8
     return autoscale_common.make_tiny(config) if "tiny" in options else config

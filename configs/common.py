@@ -1,27 +1,39 @@
-"""Shared config blocks. Every config file is plain Python: `get_config(variant)` returns a
-ConfigDict; `variant="tiny"` shrinks the run (tiny model, synthetic data, a few steps) for tests.
+"""Shared config blocks: every default of a run's config is set here (data defaults in
+`crowdjax.data.pipeline.default_data_config`, optimizer defaults in
+`crowdjax.optimizers.default_optimizer_config`), and the code reads fields without defaults of
+its own. Every config file is plain Python: `get_config(variant)` returns a ConfigDict;
+`variant="tiny"` shrinks the run (tiny model, synthetic data, a few steps) for tests.
 """
 
 from __future__ import annotations
 
 import ml_collections
 
+from configs import datasets
 from crowdjax.data.pipeline import default_data_config
+from crowdjax.optimizers import default_optimizer_config
 
 TINY_DATA = "synthetic_crowd/tiny"
+
+
+def eval_entry(dataset: str = "", split: str = "test", *, during_training: bool = False):
+    """One entry of `config.evals` (see `crowdjax.evaluation`): "" = the first training set."""
+    return ml_collections.ConfigDict(
+        {"dataset": dataset, "split": split, "during_training": during_training}
+    )
 
 
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.method = ""
     config.seed = 0
-    config.init_from = ""  # Workdir or checkpoint whose params start this run (fine-tuning).
+    config.init_from = ""  # Workdir or checkpoint whose variables start this run (fine-tuning).
     config.distributed = ml_collections.ConfigDict()  # Multi-process runs (jax.distributed).
     config.distributed.auto = False  # True on TPU pods / SLURM: detect the cluster.
     config.distributed.coordinator_address = ""  # Or explicit, e.g. "127.0.0.1:1234".
     config.distributed.num_processes = 1
     config.distributed.process_id = 0
-    config.eval_at_end = True
+    config.eval_at_end = True  # Final evaluation of every entry on the selected checkpoint.
 
     config.data = default_data_config()
 
@@ -30,28 +42,46 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.pretrained = ""  # ImageNet VGG weights file (.pth/.npz/.safetensors/.h5).
     config.model.dtype = "float32"  # "bfloat16" computes in bf16 (params stay float32).
 
-    config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-5
-    config.optimizer.weight_decay = 0.0
-    config.optimizer.schedule = "constant"
-    config.optimizer.grad_clip_norm = 0.0
+    # One optimizer for every parameter, or one per parameter group of the method in
+    # `config.optimizers.<group>` (each a `default_optimizer_config`; see crowdjax.optimizers).
+    config.optimizer = default_optimizer_config()
+    config.optimizers = ml_collections.ConfigDict()
 
     config.train = ml_collections.ConfigDict()
     config.train.global_batch_size = 1
     config.train.num_steps = 1000
     config.train.log_every = 50
-    config.train.eval_every = 0
+    config.train.eval_every = 0  # Steps between evaluations of the during_training entries.
     config.train.checkpoint_every = 1000
     config.train.keep_checkpoints = 3
 
-    config.eval = ml_collections.ConfigDict()
-    config.eval.split = "test"  # Model selection split (the reference code selects on test).
-    config.eval.final_split = "test"
-    config.eval.global_batch_size = 1  # Raised to the device count when smaller.
+    # The evaluations of the run, by prefix (crowdjax.evaluation): validation during training,
+    # test at the end. "validation" is the official split, or held out of train (data.holdout_*).
+    config.evals = ml_collections.ConfigDict()
+    config.evals.val = eval_entry(split="validation", during_training=True)
+    config.evals.test = eval_entry(split="test")
+    # Model selection: the entry and metric that pick the best checkpoint. A test split is
+    # refused unless allow_test=True (reproducing a paper's protocol: optimistic numbers).
+    config.selection = ml_collections.ConfigDict()
+    config.selection.eval = "val"
+    config.selection.metric = "mae"
+    config.selection.allow_test = False
+
+    config.eval = ml_collections.ConfigDict()  # Settings shared by every evaluation.
+    config.eval.global_batch_size = 1  # Rounded up to a multiple of the device count.
     config.eval.peak_threshold = 0.1  # Density peaks (3x3 NMS) above this count as heads.
-    config.eval.report_baseline = True
     return config
+
+
+def use_dataset(config, key: str, *, family: str) -> datasets.DatasetFacts:
+    """Points `config.data` at a data set of the catalog (`configs/datasets.py`): its name,
+    holdout mode and the crop of the method family; returns its facts."""
+    facts = datasets.get(key)
+    config.data.name = facts.name
+    config.data.holdout_mode = facts.holdout_mode
+    if family in facts.crop:
+        config.data.crop_size = facts.crop[family]
+    return facts
 
 
 def steps_for_epochs(epochs: int, train_images: int, batch_size: int) -> int:
@@ -65,9 +95,11 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     code path end to end.
     """
     config.data.name = TINY_DATA
+    config.data.holdout_mode = "random"
+    for spec in config.evals.values():  # Cross-data-set entries evaluate the tiny data too.
+        spec.dataset = ""
     config.data.crop_size = 64
     config.data.max_points = 256
-    config.data.eval_split = "test"
     config.model.width = 1 / 16
     config.model.pretrained = ""
     config.train.global_batch_size = 2
@@ -75,7 +107,5 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.log_every = 2
     config.train.eval_every = 2
     config.train.checkpoint_every = 2
-    config.eval.split = "validation"
-    config.eval.final_split = "test"
     config.eval.global_batch_size = 2
     return config

@@ -7,13 +7,12 @@ import ml_collections
 from configs import common
 
 
-def uot_config(
-    *, dataset: str, crop_size: int, train_images: int, epochs: int = 1000
-) -> ml_collections.ConfigDict:
+def uot_config(dataset: str, *, epochs: int = 1000) -> ml_collections.ConfigDict:
+    """UOT on a data set of the catalog (`configs/datasets.py`, e.g. "shb")."""
     config = common.base_config()
     config.method = "uot"
-    config.data.name = dataset
-    config.data.crop_size = crop_size
+    facts = common.use_dataset(config, dataset, family="uot")
+    train_images = facts.training_images(config.data.holdout_fraction)
     config.data.hflip = True
     config.data.max_points = 4096
 

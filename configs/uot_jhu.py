@@ -1,10 +1,12 @@
-"""UOT on JHU-Crowd++: 2272 train / 500 val / 1600 test; crop 512.
+"""UOT on JHU-Crowd++ (sizes, crop and resize rule: configs/datasets.py, "jhu").
 
   python train.py --config=configs/uot_jhu.py --workdir=workdirs/uot_jhu
-  python eval.py --config=configs/uot_jhu.py --workdir=workdirs/uot_jhu
+  python eval.py --workdir=workdirs/uot_jhu
 
 Build the data first (see README):
   python -m crowdjax.data.build jhu_crowd --manual_dir=<download>
+The checkpoint is selected on the validation split (official, or held out of train: see
+configs/datasets.py); the test split is evaluated at the end.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
 Paper (MAE/RMSE): see METHODS.md; ImageNet VGG19 weights: --config.model.pretrained=<vgg19.pth>.
 """
@@ -14,6 +16,5 @@ from configs.uot_common import uot_config
 
 
 def get_config(variant: str = ""):
-    config = uot_config(dataset="jhu_crowd", crop_size=512, train_images=2272)
-    config.eval.split = "validation"
+    config = uot_config("jhu")
     return common.make_tiny(config) if variant == "tiny" else config

@@ -1,10 +1,12 @@
-"""UOT on ShanghaiTech part A: 300 train / 182 test; crop 256 (reference).
+"""UOT on ShanghaiTech part A (sizes, crop and resize rule: configs/datasets.py, "sha").
 
   python train.py --config=configs/uot_sha.py --workdir=workdirs/uot_sha
-  python eval.py --config=configs/uot_sha.py --workdir=workdirs/uot_sha
+  python eval.py --workdir=workdirs/uot_sha
 
 Build the data first (see README):
   python -m crowdjax.data.build shanghaitech/part_a --manual_dir=<download>
+The checkpoint is selected on the validation split (official, or held out of train: see
+configs/datasets.py); the test split is evaluated at the end.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
 Paper (MAE/RMSE): see METHODS.md; ImageNet VGG19 weights: --config.model.pretrained=<vgg19.pth>.
 """
@@ -14,5 +16,5 @@ from configs.uot_common import uot_config
 
 
 def get_config(variant: str = ""):
-    config = uot_config(dataset="shanghaitech/part_a", crop_size=256, train_images=300)
+    config = uot_config("sha")
     return common.make_tiny(config) if variant == "tiny" else config

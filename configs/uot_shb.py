@@ -1,10 +1,12 @@
-"""UOT on ShanghaiTech part B: 400 train / 316 test; crop 512.
+"""UOT on ShanghaiTech part B (sizes, crop and resize rule: configs/datasets.py, "shb").
 
   python train.py --config=configs/uot_shb.py --workdir=workdirs/uot_shb
-  python eval.py --config=configs/uot_shb.py --workdir=workdirs/uot_shb
+  python eval.py --workdir=workdirs/uot_shb
 
 Build the data first (see README):
   python -m crowdjax.data.build shanghaitech/part_b --manual_dir=<download>
+The checkpoint is selected on the validation split (official, or held out of train: see
+configs/datasets.py); the test split is evaluated at the end.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
 Paper (MAE/RMSE): see METHODS.md; ImageNet VGG19 weights: --config.model.pretrained=<vgg19.pth>.
 """
@@ -14,5 +16,5 @@ from configs.uot_common import uot_config
 
 
 def get_config(variant: str = ""):
-    config = uot_config(dataset="shanghaitech/part_b", crop_size=512, train_images=400)
+    config = uot_config("shb")
     return common.make_tiny(config) if variant == "tiny" else config

@@ -1,10 +1,16 @@
-"""Orbax checkpoints: the latest N training states, and the best one by validation MAE.
+"""Orbax checkpoints: the latest N training states, and the best one by the selection metric.
 
 Two managers under the workdir keep the two policies apart:
   <workdir>/checkpoints/<step>   latest `keep` states (resume after a kill continues from here)
-  <workdir>/best/<step>          the single state with the lowest validation MAE
-A state is the whole `TrainState` pytree (step, params, model state, optimizer state, rng), so a
-resumed run continues the same optimisation; the data order follows from (seed, step).
+  <workdir>/best/<step>          the single state with the best selection metric (lowest
+                                 validation MAE by default), saved with that metric
+Each checkpoint holds three items, so a reader restores only what it needs:
+  variables   {"params", **model_state}: all that evaluation, prediction and `init_from` read
+  opt_state   {optimizer group: optax state}: only a resumed run reads it
+  train       {"step", "rng"}
+The best checkpoint's metric is stored by orbax inside that checkpoint, so "which step is best"
+is only ever read from a committed checkpoint. `<workdir>/best_metrics.json` repeats it for
+people, written after the checkpoint is committed.
 """
 
 from __future__ import annotations
@@ -13,68 +19,132 @@ import json
 import os
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
+from crowdjax.run import TrainState, split_variables
 
-def _manager(directory: str, options: ocp.CheckpointManagerOptions) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+def _save_args(state: TrainState) -> ocp.args.Composite:
+    return ocp.args.Composite(
+        variables=ocp.args.StandardSave(state.variables),
+        opt_state=ocp.args.StandardSave(state.opt_state),
+        train=ocp.args.StandardSave({"step": state.step, "rng": state.rng}),
+    )
+
+
+def _read_only(directory: str) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+
+
+def _same_on_every_process(decision: bool) -> bool:
+    """Process 0's decision, taken by all (a save is a collective: all must agree)."""
+    if jax.process_count() == 1:
+        return decision
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(decision)))
 
 
 class Checkpoints:
-    """Latest-N and best-by-MAE checkpoints of a training run."""
+    """Latest-N and best-by-metric checkpoints of a training run.
 
-    def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
+    Args:
+      workdir: the run directory.
+      keep: latest checkpoints kept.
+      metric: name of the selection metric (e.g. "val/mae"), stored with the best checkpoint.
+      mode: "min" or "max": which values are better.
+      async_save: write the latest checkpoints in the background.
+    """
+
+    def __init__(
+        self,
+        workdir: str,
+        *,
+        keep: int = 3,
+        metric: str = "val/mae",
+        mode: str = "min",
+        async_save: bool = True,
+    ):
+        if mode not in ("min", "max"):
+            raise ValueError(f"selection mode must be 'min' or 'max', got {mode!r}")
+        self.metric, self.mode = metric, mode
         self._best_file = os.path.join(workdir, "best_metrics.json")
-        self.latest = _manager(
-            os.path.join(workdir, "checkpoints"),
-            ocp.CheckpointManagerOptions(
+        self.latest = ocp.CheckpointManager(
+            os.path.abspath(os.path.join(workdir, "checkpoints")),
+            options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=async_save
             ),
         )
-        self.best = _manager(
-            os.path.join(workdir, "best"),
-            ocp.CheckpointManagerOptions(
+        self.best = ocp.CheckpointManager(
+            os.path.abspath(os.path.join(workdir, "best")),
+            options=ocp.CheckpointManagerOptions(
                 max_to_keep=1,
-                best_fn=lambda metrics: metrics["mae"],
-                best_mode="min",
+                best_fn=lambda metrics: metrics["value"],
+                best_mode=mode,
                 keep_checkpoints_without_metrics=False,
                 create=True,
-                enable_async_checkpointing=async_save,
+                # Synchronous: the record of the best step exists only once it is committed.
+                enable_async_checkpointing=False,
             ),
         )
 
-    def save(self, step: int, state) -> None:
-        self.latest.save(step, args=ocp.args.StandardSave(state), force=True)
+    def save(self, step: int, state: TrainState) -> None:
+        """Saves a latest checkpoint (no-op when this step is already saved)."""
+        if step in self.latest.all_steps():
+            return
+        self.latest.save(step, args=_save_args(state), force=True)
 
-    def save_if_best(self, step: int, state, mae: float) -> bool:
-        """Saves `state` when its validation MAE is the best so far; returns whether it was."""
-        best = self.best_metrics()
-        if best is not None and mae >= best["mae"]:
-            return False
-        self.best.save(
-            step, args=ocp.args.StandardSave(state), metrics={"mae": float(mae)}, force=True
+    def best_record(self) -> dict | None:
+        """{"step", "metric", "value"} of the committed best checkpoint, or None."""
+        step = self.best.best_step()
+        if step is None:
+            return None
+        return {"step": int(step), "metric": self.metric, "value": self.best.metrics(step)["value"]}
+
+    def save_if_best(self, step: int, state: TrainState, value: float) -> bool:
+        """Saves `state` when `value` beats the best so far (NaN never does); returns whether.
+
+        Every process takes process 0's decision.
+        """
+        best = self.best_record()
+        better = bool(np.isfinite(value)) and (
+            best is None or (value < best["value"] if self.mode == "min" else value > best["value"])
         )
+        if not _same_on_every_process(better):
+            return False
+        if step in self.best.all_steps():  # Re-run of a step already saved as best.
+            return True
+        self.best.save(step, args=_save_args(state), metrics={"value": float(value)}, force=True)
+        self.best.wait_until_finished()
         if jax.process_index() == 0:
             with open(self._best_file, "w") as f:
-                json.dump({"step": int(step), "mae": float(mae)}, f)
+                json.dump({"step": int(step), "metric": self.metric, "value": float(value)}, f)
         return True
 
-    def best_metrics(self) -> dict | None:
-        """{"step", "mae"} of the best checkpoint so far (survives restarts), or None."""
-        if not os.path.exists(self._best_file):
-            return None
-        with open(self._best_file) as f:
-            return json.load(f)
-
-    def latest_step(self) -> int | None:
-        return self.latest.latest_step()
-
-    def restore_latest(self, abstract_state):
-        """Restores the latest state into the shardings/dtypes of `abstract_state`, or None."""
+    def restore_latest(self, abstract_state: TrainState) -> TrainState | None:
+        """The latest state, restored into the shardings/dtypes of `abstract_state`, or None."""
         step = self.latest.latest_step()
         if step is None:
             return None
-        return self.latest.restore(step, args=ocp.args.StandardRestore(abstract_state))
+        restored = self.latest.restore(
+            step,
+            args=ocp.args.Composite(
+                variables=ocp.args.StandardRestore(abstract_state.variables),
+                opt_state=ocp.args.StandardRestore(abstract_state.opt_state),
+                train=ocp.args.StandardRestore(
+                    {"step": abstract_state.step, "rng": abstract_state.rng}
+                ),
+            ),
+        )
+        params, model_state = split_variables(restored["variables"])
+        return TrainState(
+            step=restored["train"]["step"],
+            params=params,
+            model_state=model_state,
+            opt_state=restored["opt_state"],
+            rng=restored["train"]["rng"],
+        )
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -85,32 +155,100 @@ class Checkpoints:
         self.best.close()
 
 
-def restore_state(path: str, abstract_state):
-    """Restores a state from a workdir, a manager directory or one step directory.
+def initial_state(setup, ckpts: Checkpoints) -> tuple[TrainState, str]:
+    """The state a run starts from, and where it came from.
 
-    Accepts `<workdir>` (best checkpoint if any, else latest), `<workdir>/checkpoints`,
-    `<workdir>/best`, or a step directory such as `<workdir>/checkpoints/120`.
+    Order: the workdir's latest checkpoint ("resume": step, variables, optimizer states, rng),
+    else `config.init_from` ("init_from": its variables only, so a second stage may change its
+    optimizer), else the method's pretrained backbone ("pretrained"), else a fresh init
+    ("scratch"). Every optimizer group starts fresh unless the run resumes.
     """
+    from crowdjax.metric_writers import log
+
+    config = setup.config
+    restored = ckpts.restore_latest(setup.abstract_with_shardings())
+    if restored is not None:
+        log(f"resuming from step {int(restored.step)} ({ckpts.latest.directory})")
+        return restored, "resume"
+    state = setup.init(jax.random.key(config.seed))
+    if config.init_from:
+        variables, info = restore_variables(config.init_from, setup.abstract_variables())
+        log(f"initialising variables from {info['path']} ({info['kind']} step {info['step']})")
+        origin = "init_from"
+    elif config.model.pretrained and setup.method.load_pretrained is not None:
+        log(f"loading pretrained backbone weights from {config.model.pretrained}")
+        variables = setup.method.load_pretrained(
+            jax.device_get(state.variables), config.model.pretrained, config
+        )
+        variables = setup.replicate(variables)
+        origin = "pretrained"
+    else:
+        return state, "scratch"
+    params, model_state = split_variables(dict(variables))
+    return (
+        state.replace(
+            params=params, model_state=model_state, opt_state=setup.init_opt_state(params)
+        ),
+        origin,
+    )
+
+
+def find_checkpoint(path: str, *, prefer: str = "best") -> tuple[str, int, str]:
+    """(manager directory, step, kind) of the checkpoint that `path` names.
+
+    Accepts a workdir (its best checkpoint if it has one and `prefer` is "best", else its
+    latest), `<workdir>/best`, `<workdir>/checkpoints`, or one step directory such as
+    `<workdir>/checkpoints/120`. kind is "best" or "latest".
+    """
+    if prefer not in ("best", "latest"):
+        raise ValueError(f"prefer must be 'best' or 'latest', got {prefer!r}")
     path = os.path.abspath(path)
-    candidates = [os.path.join(path, "best"), os.path.join(path, "checkpoints"), path]
-    for directory in candidates:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such checkpoint or workdir")
+    parent, leaf = os.path.split(path)
+    if leaf.isdigit() and os.path.isdir(path):  # One step directory.
+        kind = "best" if os.path.basename(parent) == "best" else "latest"
+        return parent, int(leaf), kind
+    order = ["best", "checkpoints"] if prefer == "best" else ["checkpoints", "best"]
+    candidates = [(os.path.join(path, d), d) for d in order] + [(path, leaf)]
+    for directory, name in candidates:
         if not os.path.isdir(directory):
             continue
-        manager = ocp.CheckpointManager(
-            directory, options=ocp.CheckpointManagerOptions(read_only=True)
-        )
-        step = manager.best_step() if directory.endswith("best") else manager.latest_step()
+        manager = _read_only(directory)
+        best = name == "best"
+        step = manager.best_step() if best else manager.latest_step()
         if step is None:
             step = manager.latest_step()
         if step is not None:
-            return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-    # A single step directory (as written by a manager: <step>/default/...).
-    item = os.path.join(path, "default") if os.path.isdir(os.path.join(path, "default")) else path
-    if os.path.isdir(item):
-        return ocp.StandardCheckpointer().restore(item, abstract_state)
-    raise FileNotFoundError(f"{path}: no checkpoint found")
+            return directory, int(step), "best" if best else "latest"
+    raise FileNotFoundError(f"{path}: no checkpoint found (looked in {order} and the directory)")
 
 
-def abstract_like(state):
-    """ShapeDtypeStructs (with shardings) of a concrete or abstract state, for restoring."""
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+def restore_variables(path: str, abstract_variables: dict, *, prefer: str = "best"):
+    """Restores only {"params", **model_state} of a checkpoint (see `find_checkpoint`).
+
+    The optimizer state is not read, so a run trained with other optimizer settings (or
+    another number of parameter groups) restores all the same.
+
+    Returns:
+      (variables, info) with info = {"path", "step", "kind"} and, for a best checkpoint, the
+      selection "metric" value stored with it.
+    """
+    directory, step, kind = find_checkpoint(path, prefer=prefer)
+    manager = _read_only(directory)
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(variables=ocp.args.StandardRestore(abstract_variables)),
+        )
+    except ValueError as e:
+        raise ValueError(
+            f"{directory}/{step}: its variables do not fit this config's model (was it trained "
+            f"with another method or model settings? eval.py reads the workdir's config.json "
+            f"when --config is not given). Orbax says: {e}"
+        ) from e
+    info = {"path": os.path.join(directory, str(step)), "step": step, "kind": kind}
+    metrics = manager.metrics(step) if kind == "best" else None
+    if metrics:
+        info["value"] = metrics["value"]
+    return restored["variables"], info

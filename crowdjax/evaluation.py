@@ -1,61 +1,116 @@
-"""Whole-image evaluation: predicted density maps -> counts -> the papers' metrics.
+"""Evaluators: the config's list of evaluations, on whole images, with streaming metrics.
 
-Images of any size are padded to a few size buckets by the input pipeline (`image_mask` marks real
-pixels), so the jitted prediction compiles once per bucket. The count of an image is the sum of its
-density over the real pixels (the mask is sum-pooled to the output stride, so partly padded output
-pixels count in proportion).
+`config.evals` lists the evaluations of a run (big_vision's evaluators), each under its prefix:
+  config.evals.<prefix>.dataset          a data set name; "" = the first training data set
+  config.evals.<prefix>.split            a split, as `crowdjax.data.splits` resolves it
+  config.evals.<prefix>.during_training  also evaluated every `train.eval_every` steps
+e.g. per-data-set results of joint training, cross-data-set evaluation, or the target domain of
+an adaptation. `config.selection` names the entry and metric that select the best checkpoint
+(`selection_entry`); a test split may select it only when `config.selection.allow_test` says so
+(a paper's protocol, whose numbers are optimistic).
+
+Images of any size are padded to a few size buckets by the input pipeline (`image_mask` marks
+real pixels), so the jitted prediction compiles once per bucket; batches are padded to a multiple
+of the device count. Metrics stream: each image's counts, GAME cells and matched points are
+accumulated as its batch arrives and its maps are dropped, so memory stays flat in the number of
+images. Counting, GAME and localization all count the same region (`metrics.game_cell_counts`):
+the real pixels of the image, within the region of interest on data sets that have one (Mall,
+UCSD, TRANCOS), so MAE equals GAME(0) everywhere.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
+import re
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from crowdjax import metrics as metrics_lib
 from crowdjax import sharding
-from crowdjax.data import datasets, pipeline
+from crowdjax.data import datasets, pipeline, splits, transforms
 from crowdjax.metric_writers import log
 
-
-def mask_at_stride(image_mask: jax.Array, stride: int) -> jax.Array:
-    """Fraction of real pixels in each output pixel: [B, H, W] -> [B, H/s, W/s]."""
-    b, h, w = image_mask.shape
-    mask = image_mask.astype(jnp.float32).reshape(b, h // stride, stride, w // stride, stride)
-    return mask.mean(axis=(2, 4))
+SELECTION_MODES = {"mae": "min", "rmse": "min", "nae": "min", "game0": "min", "af": "max"}
 
 
-def make_predict_fn(setup):
-    """Jitted (variables, images, image_mask) -> dict of [B, ...] arrays.
+# ----------------------------------------------------------------------------------------------
+# The evaluation list and model selection.
 
-    Holds "density" [B, h, w] (masked to the real pixels) and "count" [B] when the method predicts
-    a density, plus whatever else the method returns for its `points_fn`.
-    """
-    method, model, config = setup.method, setup.model, setup.config
-    stride = method.output_stride(config)
 
-    def predict(variables, images, image_mask):
-        out = method.predict_fn(
-            variables, images, model=model, config=config, image_mask=image_mask
-        )
-        out = dict(out) if isinstance(out, dict) else {"density": out}
-        if "density" in out:
-            density = out["density"]
-            density = (
-                density
-                * mask_at_stride(image_mask, stride)[:, : density.shape[1], : density.shape[2]]
+@dataclasses.dataclass(frozen=True)
+class EvalEntry:
+    """One evaluation of a run: a data set and a split, reported under `prefix`."""
+
+    prefix: str
+    dataset: str
+    split: str
+    during_training: bool = False
+
+
+def eval_entries(config) -> list[EvalEntry]:
+    """The entries of `config.evals`, data sets resolved ("" = the first training data set)."""
+    first = pipeline.dataset_names(config.data)[0]
+    entries = []
+    for prefix, spec in config.evals.items():
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", prefix):
+            raise ValueError(f"evaluation prefix {prefix!r}: use letters, digits, '_', '.', '-'")
+        entries.append(
+            EvalEntry(
+                prefix=prefix,
+                dataset=spec.dataset or first,
+                split=spec.split,
+                during_training=bool(spec.during_training),
             )
-            out.update(density=density, count=density.sum(axis=(1, 2)))
-        return out
+        )
+    if not entries:
+        raise ValueError("config.evals lists no evaluation")
+    return entries
 
-    return jax.jit(
-        predict,
-        in_shardings=(setup.replicated, setup.batch_sharding, setup.batch_sharding),
-        out_shardings=setup.batch_sharding,
-    )
+
+def selection_entry(config) -> tuple[EvalEntry, str, str]:
+    """(entry, metric, mode) that select the best checkpoint; checks the protocol.
+
+    Raises:
+      ValueError: unknown entry or metric, or a test split without `selection.allow_test`.
+    """
+    entries = {e.prefix: e for e in eval_entries(config)}
+    name, metric = config.selection.eval, config.selection.metric
+    if name not in entries:
+        raise ValueError(f"config.selection.eval={name!r} is none of config.evals {list(entries)}")
+    if metric not in SELECTION_MODES:
+        raise ValueError(f"config.selection.metric={metric!r}; use one of {list(SELECTION_MODES)}")
+    entry = entries[name]
+    if splits.is_test_split(config.data, entry.split) and not config.selection.allow_test:
+        raise ValueError(
+            f"the checkpoint would be selected on the test split {entry.split!r} of "
+            f"{entry.dataset!r} (config.evals.{name}). Select on a validation split (the default), "
+            "or set config.selection.allow_test=True to reproduce a paper's protocol (its "
+            "numbers are optimistic)."
+        )
+    return entry, metric, SELECTION_MODES[metric]
+
+
+def selection_info(config) -> dict:
+    """What selects the checkpoint, for logs and every eval JSON."""
+    entry, metric, mode = selection_entry(config)
+    view = splits.resolve(config.data, entry.dataset, entry.split)
+    return {
+        "eval": entry.prefix,
+        "dataset": entry.dataset,
+        "split": entry.split,
+        "split_description": view.description,
+        "metric": metric,
+        "mode": mode,
+        "test_split": splits.is_test_split(config.data, entry.split),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Streaming metrics.
 
 
 def points_to_map(points: np.ndarray, shape, stride: int) -> np.ndarray:
@@ -69,71 +124,90 @@ def points_to_map(points: np.ndarray, shape, stride: int) -> np.ndarray:
     return out
 
 
-def variables_of(state) -> dict:
-    return {"params": state.params, **state.model_state}
+class StreamingMetrics:
+    """Per-image accumulation of counting (per category), GAME and localization metrics.
 
+    Only small per-image records are kept (names, counts, per-level errors, matches), never a
+    map, so memory is flat in the number of images.
 
-def predict_split(
-    setup, state, split: str, *, keep_density: bool = False, keep_images: int = 0
-) -> list[dict]:
-    """Runs the model over every image of `split`; returns one record per image."""
-    config, method = setup.config, setup.method
-    stride = method.output_stride(config)
-    if getattr(setup, "predict", None) is None:  # Compiled once per run (per bucket shape).
-        setup.predict = make_predict_fn(setup)
-    predict = setup.predict
-    variables = variables_of(state)
-    batch_size = int(config.eval.get("global_batch_size", jax.device_count()))
-    sharding.check_batch_size(batch_size, setup.mesh)
-    records = []
-    for host_batch in pipeline.eval_iterator(
-        config.data,
-        split,
-        batch_size=batch_size,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-    ):
-        inputs = sharding.host_to_global(
-            {"image": host_batch["image"], "image_mask": host_batch["image_mask"]}, setup.mesh
+    Args:
+      peak_threshold: density peaks (3x3 NMS) above it are the heads of density methods.
+      detailed: also GAME(0-3) and localization P/R/F.
+    """
+
+    def __init__(self, *, peak_threshold: float, detailed: bool):
+        self.peak_threshold = float(peak_threshold)
+        self.detailed = detailed
+        self.counting = metrics_lib.CountingMetrics()
+        self.game = metrics_lib.GameMetrics(levels=(0, 1, 2, 3))
+        self.localization = metrics_lib.LocalizationMetrics()
+        self.per_image: list[dict] = []
+
+    def add(
+        self,
+        *,
+        image_id: str,
+        gt_points: np.ndarray,
+        pred_map: np.ndarray,
+        stride: int,
+        region: np.ndarray,
+        pred_points: np.ndarray | None = None,
+        categories: dict | None = None,
+    ) -> dict:
+        """Adds one image; returns its record (image_id, gt_count, pred_count, categories).
+
+        Args:
+          image_id: the image's name.
+          gt_points: [P, 2] annotated (x, y) pixels.
+          pred_map: [ceil(H/s), ceil(W/s)] predicted density at stride s over the image (for
+            localization methods, `points_to_map` of their points at stride 1).
+          stride: the stride s of `pred_map`.
+          region: [H, W] the pixels that count on the image grid: the ROI where the data set
+            has one, else all ones. An output pixel's density is weighted by the fraction of its
+            s x s block in the region (so padding beyond the image never counts), and a head is
+            counted when its pixel is in the region (`metrics.game_cell_counts`).
+          pred_points: [N, 2] a localization method's heads (else density peaks are used).
+          categories: {grouping: label} of the image.
+        """
+        pred_cells, gt_cells = metrics_lib.game_cell_counts(
+            pred_map, gt_points, level=0, stride=stride, roi=region
         )
-        fetched = sharding.global_to_host(predict(variables, inputs["image"], inputs["image_mask"]))
-        batch = _gather_host_batch(host_batch)
-        for i in np.flatnonzero(batch["valid"]):
-            record = {
-                "image_id": _text(batch["image_id"][i]),
-                "gt_count": float(batch["count"][i]),
-            }
-            shape = _real_shape(batch["image_mask"][i])
-            if method.points_fn is not None:  # Localization: count = number of heads found.
-                points = np.asarray(
-                    method.points_fn({k: v[i] for k, v in fetched.items()}, shape, config),
-                    np.float32,
-                ).reshape(-1, 2)
-                record["pred_points"] = points
-                record["pred_count"] = float(len(points))
-            else:
-                record["pred_count"] = float(fetched["count"][i])
-            if keep_density:
-                if "density" in fetched:
-                    record["density"] = fetched["density"][i]
-                else:
-                    record["density"] = points_to_map(
-                        record["pred_points"], batch["image_mask"][i].shape, stride
-                    )
-                record["points"] = batch["points"][i][batch["point_mask"][i]]
-                record["image_shape"] = shape
-                if "roi" in batch:
-                    record["roi"] = batch["roi"][i]
-            if len(records) < keep_images:
-                from crowdjax.visualize import denormalize
+        record = {
+            "image_id": image_id,
+            "gt_count": float(gt_cells.sum()),
+            "pred_count": float(pred_cells.sum()),
+            "categories": dict(categories or {}),
+        }
+        categories = {k: [v] for k, v in record["categories"].items()} or None
+        self.counting.update(
+            [record["pred_count"]], [record["gt_count"]], names=[image_id], categories=categories
+        )
+        if self.detailed:
+            self.game.update(pred_map, gt_points, stride=stride, roi=region, name=image_id)
+            if pred_points is None:
+                pred_points = metrics_lib.density_to_points(
+                    pred_map, threshold=self.peak_threshold, stride=stride
+                )
+            # Heads outside the region are not counted, nor matched.
+            gt = np.asarray(gt_points, np.float64).reshape(-1, 2)
+            pred = np.asarray(pred_points, np.float64).reshape(-1, 2)
+            gt = gt[metrics_lib.points_in_roi(gt, region)]
+            pred = pred[metrics_lib.points_in_roi(pred, region)]
+            self.localization.update(pred, gt, name=image_id)
+        self.per_image.append(record)
+        return record
 
-                h, w = shape
-                record["image"] = denormalize(batch["image"][i][:h, :w])
-            record["categories"] = {
-                key: batch[key][i].item() for key in batch.get("category_keys", ())
-            }
-            records.append(record)
-    return records
+    def result(self) -> dict:
+        results = self.counting.result()
+        results.pop("records")
+        if self.detailed:
+            for part in (self.game.result(), self.localization.result()):
+                results.update({k: v for k, v in part.items() if k != "records"})
+        return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluating one entry.
 
 
 def _gather_host_batch(host_batch: dict) -> dict:
@@ -156,120 +230,229 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def summarize(records, *, stride: int, peak_threshold: float, detailed: bool) -> dict:
-    """Counting metrics (per category too) and, when `detailed`, GAME(0-3) and localization."""
-    counting = metrics_lib.CountingMetrics()
-    categories = sorted({k for r in records for k in r.get("categories", {})})
-    counting.update(
-        [r["pred_count"] for r in records],
-        [r["gt_count"] for r in records],
-        names=[r["image_id"] for r in records],
-        categories={k: [r["categories"][k] for r in records] for k in categories} or None,
-    )
-    results = counting.result()
-    results.pop("records", None)
-    if not detailed:
-        return results
-    game = metrics_lib.GameMetrics(levels=(0, 1, 2, 3))
-    loc = metrics_lib.LocalizationMetrics()
-    for r in records:
-        h, w = r["image_shape"]
-        density = r["density"][: -(-h // stride), : -(-w // stride)]
-        roi = r["roi"][:h, :w] if r.get("roi") is not None else None
-        game.update(density, r["points"], stride=stride, roi=roi, name=r["image_id"])
-        if "pred_points" in r:  # The method's own head locations.
-            peaks = r["pred_points"]
-        else:
-            peaks = metrics_lib.density_to_points(density, threshold=peak_threshold, stride=stride)
-        loc.update(peaks, r["points"], name=r["image_id"])
-    for part in (game.result(), loc.result()):
-        results.update({k: v for k, v in part.items() if k != "records"})
-    return results
-
-
-def mean_count_baseline(data_config, *, train_split: str | None = None) -> float:
-    """Mean GT count of the training split: the 'predict the mean' baseline."""
-    source = datasets.data_source(
-        pipeline.dataset_names(data_config)[0],
-        train_split or data_config.train_split,
-        data_dir=data_config.get("data_dir"),
-    )
-    return float(np.mean([source[i]["count"] for i in range(len(source))]))
+def stream_predictions(setup, variables, dataset: str, split: str):
+    """Yields (host batch of every process, fetched predictions, index) per real image."""
+    predict = setup.predict
+    for host_batch in pipeline.eval_iterator(
+        setup.config.data,
+        split,
+        batch_size=setup.eval_batch_size(),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        output_stride=setup.output_stride,
+        name=dataset,
+    ):
+        inputs = sharding.host_to_global(
+            {"image": host_batch["image"], "image_mask": host_batch["image_mask"]}, setup.mesh
+        )
+        fetched = sharding.global_to_host(predict(variables, inputs["image"], inputs["image_mask"]))
+        batch = _gather_host_batch(host_batch)
+        for i in np.flatnonzero(batch["valid"]):
+            yield batch, fetched, int(i)
 
 
 def evaluate(
     setup,
-    state,
-    split: str,
+    variables,
+    entry: EvalEntry,
     *,
-    workdir=None,
-    writer=None,
-    step=None,
-    detailed=False,
+    final: bool = False,
     save_images: int = 0,
+    workdir: str | None = None,
+    writer=None,
+    step: int | None = None,
+    info: dict | None = None,
 ) -> dict:
-    """Counting metrics on `split` (plus GAME and localization when `detailed`).
+    """Metrics of `variables` on one entry: counting metrics, and GAME and localization too in a
+    `final` evaluation (the run's report, marked "final" in `metrics.jsonl`).
 
-    Writes `<workdir>/eval_<split>.json` when a workdir is given.
+    Writes `<workdir>/eval_<prefix>.json` (with `info`: the checkpoint and what selected it, and
+    every image's counts) when a workdir is given, and a line to `writer` at `step`.
     """
-    records = predict_split(
-        setup, state, split, keep_density=detailed or save_images > 0, keep_images=save_images
-    )
-    results = summarize(
-        records,
-        stride=setup.method.output_stride(setup.config),
-        peak_threshold=setup.config.eval.get("peak_threshold", 0.1),
-        detailed=detailed,
-    )
-    summary = {k: v for k, v in results.items() if np.isscalar(v)}
+    config, method = setup.config, setup.method
+    stride = setup.output_stride
+    peak_threshold = float(config.eval.peak_threshold)
+    stream = StreamingMetrics(peak_threshold=peak_threshold, detailed=final)
+    images = []  # At most `save_images` records with their maps, for the PNGs.
+    for batch, fetched, i in stream_predictions(setup, variables, entry.dataset, entry.split):
+        shape = _real_shape(batch["image_mask"][i])
+        h, w = shape
+        gt_points = batch["points"][i][batch["point_mask"][i]]
+        region = batch["roi"][i][:h, :w] if "roi" in batch else np.ones(shape, np.uint8)
+        pred_points = None
+        if method.points_fn is not None:  # Localization: the method's own heads.
+            one = {k: v[i] for k, v in fetched.items()}
+            pred_points = np.asarray(method.points_fn(one, shape, config), np.float32)
+            pred_points = pred_points.reshape(-1, 2)
+            pred_map, map_stride = points_to_map(pred_points, shape, 1), 1
+        else:
+            pred_map = fetched["density"][i][: -(-h // stride), : -(-w // stride)]
+            map_stride = stride
+        record = stream.add(
+            image_id=_text(batch["image_id"][i]),
+            gt_points=gt_points,
+            pred_map=pred_map,
+            stride=map_stride,
+            region=region,
+            pred_points=pred_points,
+            categories={k: batch[k][i].item() for k in batch["category_keys"]},
+        )
+        if len(images) < save_images:
+            from crowdjax.visualize import denormalize
+
+            images.append(
+                {
+                    **record,
+                    "image": denormalize(batch["image"][i][:h, :w]),
+                    "density": pred_map,
+                    "stride": map_stride,
+                    "points": gt_points,
+                    "pred_points": pred_points,
+                }
+            )
+    results = stream.result()
+    baseline = mean_count_baseline(config.data, entry.dataset)
+    gt = np.array([r["gt_count"] for r in stream.per_image], np.float64)
+    results["baseline_mae"] = float(np.mean(np.abs(gt - baseline))) if gt.size else float("nan")
+    summary = {k: v for k, v in results.items() if isinstance(v, float | int)}
     log(
-        f"eval {split}"
+        f"eval {entry.prefix} ({entry.dataset} {entry.split})"
         + (f" step {step}" if step is not None else "")
         + ": "
-        + " ".join(f"{k} {v:.4g}" for k, v in summary.items() if isinstance(v, float | int))
+        + " ".join(f"{k} {v:.4g}" for k, v in summary.items())
     )
     if writer is not None and step is not None:
-        writer.write(step, summary, split=split)
+        writer.write(
+            step,
+            summary,
+            split=entry.prefix,
+            dataset=entry.dataset,
+            data_split=entry.split,
+            **({"final": True} if final else {}),
+        )
     if workdir is not None and jax.process_index() == 0:
-        results["per_image"] = [
-            {
-                k: r[k]
-                for k in r
-                if k not in ("density", "points", "pred_points", "roi", "image_shape", "image")
-            }
-            for r in records
-        ]
-        with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
-            json.dump(results, f, indent=1, default=float)
-        if save_images:
+        view = splits.resolve(config.data, entry.dataset, entry.split)
+        document = {
+            "prefix": entry.prefix,
+            "dataset": entry.dataset,
+            "split": entry.split,
+            "split_description": view.description,
+            **(info or {}),
+            **results,
+            "per_image": stream.per_image,
+        }
+        with open(os.path.join(workdir, f"eval_{entry.prefix}.json"), "w") as f:
+            json.dump(document, f, indent=1, default=float)
+        if images:
             from crowdjax import visualize
 
             visualize.save_density_overlays(
-                records[:save_images],
-                os.path.join(workdir, f"images_{split}"),
-                stride=setup.method.output_stride(setup.config),
-                peak_threshold=setup.config.eval.get("peak_threshold", 0.1),
+                images,
+                os.path.join(workdir, f"images_{entry.prefix}"),
+                peak_threshold=peak_threshold,
             )
     return results
 
 
-def mean_baseline_mae(data_config, split: str) -> float:
-    """MAE on `split` of always predicting the mean training count."""
-    mean = mean_count_baseline(data_config)
-    source = datasets.data_source(
-        pipeline.dataset_names(data_config)[0], split, data_dir=data_config.get("data_dir")
-    )
-    return float(np.mean([abs(source[i]["count"] - mean) for i in range(len(source))]))
+# ----------------------------------------------------------------------------------------------
+# The mean-count baseline.
 
 
-def run_main(config, workdir: str, *, split=None, checkpoint=None, save_images: int = 0) -> dict:
-    """What `eval.py` runs: restore a checkpoint and write `<workdir>/eval_<split>.json`."""
-    from crowdjax import checkpointing, trainer
+@functools.lru_cache(maxsize=64)
+def _view_counts(view: splits.SplitView, data_dir: str | None) -> np.ndarray:
+    source = pipeline.raw_source(view.dataset, view.source_split, data_dir=data_dir)
+    with_roi = "roi" in datasets.get_builder(view.dataset, data_dir=data_dir).info.features
+    indices = range(len(source)) if view.indices is None else view.indices
+    counts = []
+    for i in indices:
+        record = source[i]
+        points = np.asarray(record["points"], np.float64).reshape(-1, 2)
+        if with_roi:
+            roi = transforms.decode_tensor(record["roi"], np.uint8)
+            counts.append(metrics_lib.points_in_roi(points, roi).sum())
+        else:
+            counts.append(len(points))
+    return np.asarray(counts, np.float64)
 
-    setup = trainer.Setup(config)
-    path = checkpoint or workdir
-    state = checkpointing.restore_state(path, setup.abstract_with_shardings())
-    log(f"restored step {int(state.step)} from {path}")
+
+def gt_counts(data_config, dataset: str, split: str) -> np.ndarray:
+    """GT counts [N] of a split as the metrics count them (inside the ROI where there is one)."""
+    view = splits.resolve(data_config, dataset, split)
+    return _view_counts(view, data_config.data_dir or None)
+
+
+def mean_count_baseline(data_config, dataset: str) -> float:
+    """The 'predict the training mean count' baseline for evaluating on `dataset`: the mean
+    count of its training split when it is a training data set, else of all training data."""
+    names = pipeline.dataset_names(data_config)
+    train = [dataset] if dataset in names else names
+    counts = np.concatenate([gt_counts(data_config, n, data_config.train_split) for n in train])
+    return float(counts.mean()) if counts.size else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# eval.py: a trained checkpoint on any data set and split.
+
+
+def _prefix_for(config, dataset: str, split: str) -> str:
+    for entry in eval_entries(config):
+        if (entry.dataset, entry.split) == (dataset, split):
+            return entry.prefix
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{dataset}-{split}")
+
+
+def evaluate_checkpoint(
+    config,
+    workdir: str,
+    *,
+    checkpoint: str = "best",
+    dataset: str | None = None,
+    split: str | None = None,
+    save_images: int = 0,
+) -> dict:
+    """What `eval.py` runs: restores a checkpoint's variables (never its optimizer state) and
+    evaluates every entry of `config.evals`, or only `dataset`/`split` when either is given.
+
+    Args:
+      config: the run's config (eval.py reads the workdir's config.json by default).
+      workdir: where the eval JSONs go, and the checkpoint's run.
+      checkpoint: "best" (the default, as train.py's final evaluation), "latest", or a path (a
+        workdir, its best/ or checkpoints/, or one step directory).
+      dataset, split: one evaluation instead of the config's list ("" / None: the first training
+        data set, or the "test" split).
+
+    Returns:
+      {prefix: metrics}.
+    """
+    from crowdjax import checkpointing
+    from crowdjax.run import Setup
+
+    sharding.maybe_initialize_distributed(config)
+    setup = Setup(config)
+    if checkpoint in ("best", "latest"):
+        variables, info = checkpointing.restore_variables(
+            workdir, setup.abstract_variables(), prefer=checkpoint
+        )
+    else:
+        variables, info = checkpointing.restore_variables(checkpoint, setup.abstract_variables())
+    log(f"evaluating the {info['kind']} checkpoint, step {info['step']} ({info['path']})")
+    if dataset or split:
+        dataset = dataset or pipeline.dataset_names(config.data)[0]
+        split = split or config.data.test_split
+        entries = [EvalEntry(_prefix_for(config, dataset, split), dataset, split)]
+    else:
+        entries = eval_entries(config)
     os.makedirs(workdir, exist_ok=True)
-    split = split or config.eval.get("final_split") or config.eval.split
-    return evaluate(setup, state, split, workdir=workdir, detailed=True, save_images=save_images)
+    info = {"checkpoint": info, "selected_by": selection_info(config)}
+    return {
+        entry.prefix: evaluate(
+            setup,
+            variables,
+            entry,
+            final=True,
+            save_images=save_images,
+            workdir=workdir,
+            info=info,
+        )
+        for entry in entries
+    }

@@ -29,19 +29,39 @@ class MetricWriter:
 
     def __init__(self, workdir: str, *, tensorboard: bool = True):
         self.enabled = jax.process_index() == 0
+        self._path = os.path.join(workdir, "metrics.jsonl")
         self._file = None
         self._tb = None
         if self.enabled:
             os.makedirs(workdir, exist_ok=True)
-            self._file = open(os.path.join(workdir, "metrics.jsonl"), "a")  # noqa: SIM115
+            self._file = open(self._path, "a")  # noqa: SIM115
             if tensorboard:
                 self._tb = _tensorboard_writer(os.path.join(workdir, "tensorboard"))
 
-    def write(self, step: int, metrics: dict, *, split: str = "train") -> None:
+    def drop(self, predicate) -> int:
+        """Removes the lines already written for which `predicate(record)` holds; returns how
+        many. A resumed run drops the steps after its checkpoint, which it trains and logs again,
+        so no step is logged twice."""
+        if not self.enabled:
+            return 0
+        self._file.close()
+        with open(self._path) as f:
+            lines = [line for line in f if line.strip()]
+        kept = [line for line in lines if not predicate(json.loads(line))]
+        if len(kept) != len(lines):
+            with open(self._path + ".tmp", "w") as f:
+                f.writelines(kept)
+            os.replace(self._path + ".tmp", self._path)
+        self._file = open(self._path, "a")  # noqa: SIM115
+        return len(lines) - len(kept)
+
+    def write(self, step: int, metrics: dict, *, split: str = "train", **fields) -> None:
+        """One line: {"step", "split" (train or an evaluation's prefix), **fields, **metrics}."""
         if not self.enabled:
             return
         values = {k: _to_python(v) for k, v in metrics.items()}
-        self._file.write(json.dumps({"step": int(step), "split": split, **values}) + "\n")
+        record = {"step": int(step), "split": split, **fields, **values}
+        self._file.write(json.dumps(record) + "\n")
         self._file.flush()
         if self._tb is not None:
             for key, value in values.items():

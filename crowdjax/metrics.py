@@ -46,6 +46,7 @@ __all__ = [
     "localization_metrics",
     "match_points",
     "peak_mask",
+    "points_in_roi",
 ]
 
 
@@ -183,6 +184,16 @@ def _roi_weights(roi: np.ndarray, shape: tuple[int, int], stride: int) -> tuple[
     return padded.reshape(h, stride, w, stride).mean(axis=(1, 3)), True
 
 
+def points_in_roi(points, roi) -> np.ndarray:
+    """bool [P]: whether each (x, y) point's image pixel (floor(y), floor(x)), clipped to the
+    image, is inside the image-grid ROI [H, W]."""
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    roi = np.asarray(roi)
+    r = np.clip(np.floor(points[:, 1]), 0, roi.shape[0] - 1).astype(np.int64)
+    c = np.clip(np.floor(points[:, 0]), 0, roi.shape[1] - 1).astype(np.int64)
+    return roi[r, c] > 0
+
+
 def game_cell_counts(
     density, gt_points, *, level: int, stride: int = 1, roi=None, point_mask=None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -217,10 +228,7 @@ def game_cell_counts(
         weights, on_image = _roi_weights(np.asarray(roi), (h, w), stride)
         density = density * weights
         if on_image:
-            roi = np.asarray(roi)
-            r = np.clip(np.floor(points[:, 1]), 0, roi.shape[0] - 1).astype(np.int64)
-            c = np.clip(np.floor(points[:, 0]), 0, roi.shape[1] - 1).astype(np.int64)
-            inside = roi[r, c] > 0
+            inside = points_in_roi(points, roi)
         else:
             inside = weights[rows, cols] > 0
         rows, cols = rows[inside], cols[inside]

@@ -1,6 +1,7 @@
 """The one registry of counting methods: name -> "module" defining `METHOD`, or "module:NAME".
 
-Modules are imported on first use, so importing crowdjax stays light.
+Modules are imported on first use, so importing crowdjax stays light. A method of your own needs
+no edit here: `config.method = "my_package.my_module:METHOD"` names it directly.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import importlib
 from crowdjax.methods.base import Method
 
 _METHODS = {
-    "uot": "crowdjax.methods.uot",
-    "autoscale_reg": "crowdjax.methods.autoscale:REGRESSION",
-    "autoscale_loc": "crowdjax.methods.autoscale:LOCALIZATION",
+    "uot": "crowdjax.methods.uot.method",
+    "autoscale_reg": "crowdjax.methods.autoscale.method:REGRESSION",
+    "autoscale_loc": "crowdjax.methods.autoscale.method:LOCALIZATION",
 }
 
 
@@ -21,8 +22,19 @@ def method_names() -> list[str]:
 
 
 def get_method(name: str) -> Method:
-    """Returns the registered method `name`; an unknown name lists the valid ones."""
-    if name not in _METHODS:
-        raise ValueError(f"unknown method {name!r}; registered methods: {method_names()}")
-    module, _, attr = _METHODS[name].partition(":")
-    return getattr(importlib.import_module(module), attr or "METHOD")
+    """Returns the registered method `name` (or the `Method` at "module:ATTR"); an unknown name
+    lists the valid ones."""
+    if name in _METHODS:
+        target = _METHODS[name]
+    elif ":" in name:
+        target = name
+    else:
+        raise ValueError(
+            f"unknown method {name!r}; registered methods: {method_names()} (or give "
+            "'module:ATTR' naming a crowdjax.methods.base.Method)"
+        )
+    module, _, attr = target.partition(":")
+    method = getattr(importlib.import_module(module), attr or "METHOD")
+    if not isinstance(method, Method):
+        raise TypeError(f"{target} is a {type(method).__name__}, not a crowdjax Method")
+    return method

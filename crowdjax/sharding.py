@@ -24,13 +24,13 @@ def maybe_initialize_distributed(config) -> None:
     `config.distributed.coordinator_address` with `num_processes` and `process_id` (e.g. two
     processes on localhost). Neither: a single process.
     """
-    spec = config.get("distributed")
-    if not spec or not (spec.get("auto") or spec.get("coordinator_address")):
+    spec = config.distributed
+    if not (spec.auto or spec.coordinator_address):
         return
     # CPU processes (tests, localhost runs) need gloo for cross-process collectives; GPU and TPU
     # backends ignore this option.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if spec.get("auto"):
+    if spec.auto:
         jax.distributed.initialize()
     else:
         jax.distributed.initialize(

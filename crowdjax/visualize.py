@@ -52,7 +52,7 @@ def _caption(image: np.ndarray, text: str) -> np.ndarray:
 def render_record(record: dict, *, pred_points: np.ndarray | None = None) -> np.ndarray:
     """Side-by-side panel (RGB uint8) for one evaluated image."""
     image = record["image"]
-    left = draw_points(image, record.get("points", np.zeros((0, 2))), color=(0, 255, 0))
+    left = draw_points(image, record["points"], color=(0, 255, 0))
     if pred_points is not None:
         left = draw_points(left, pred_points, color=(255, 0, 0), marker="cross")
     right = density_overlay(image, record["density"])
@@ -61,13 +61,12 @@ def render_record(record: dict, *, pred_points: np.ndarray | None = None) -> np.
     return np.concatenate([left, np.full((left.shape[0], 4, 3), 255, np.uint8), right], 1)
 
 
-def save_density_overlays(
-    records: list[dict], outdir: str, *, stride: int, peak_threshold: float = 0.1
-) -> list[str]:
-    """Writes one PNG per record (records need image, density, points, counts); returns paths.
+def save_density_overlays(records: list[dict], outdir: str, *, peak_threshold: float) -> list[str]:
+    """Writes one PNG per record; returns the paths.
 
-    Predicted heads are the record's `pred_points` when the method gives them, else the 3x3 peaks
-    of the density above `peak_threshold`.
+    A record holds image (RGB uint8), density [h, w] at its `stride`, points (GT), image_id,
+    gt_count, pred_count and, for localization methods, pred_points; without pred_points the
+    predicted heads drawn are the 3x3 peaks of the density above `peak_threshold`.
     """
     from crowdjax import localization
 
@@ -77,7 +76,7 @@ def save_density_overlays(
         peaks = record.get("pred_points")  # A localization method's own heads.
         if peaks is None:
             peaks = localization.density_to_points(
-                record["density"], threshold=peak_threshold, stride=stride
+                record["density"], threshold=peak_threshold, stride=record["stride"]
             )
         panel = render_record(record, pred_points=peaks)
         name = os.path.splitext(os.path.basename(record["image_id"]))[0] + ".png"

@@ -85,8 +85,9 @@ def data_source(name: str, split: str, *, data_dir: str | None = None):
             f"data set {name!r} is not prepared in {builder.data_dir}. Build it with:\n  "
             + build_command(name, data_dir=data_dir)
         )
-    if split not in builder.info.splits:
-        raise DataError(
-            f"data set {name!r} has no split {split!r}; splits: {list(builder.info.splits)}"
-        )
+    for part in split.split("+"):  # "fold1+fold2", "test[:25]": each named split must exist
+        if part.split("[")[0] not in builder.info.splits:
+            raise DataError(
+                f"data set {name!r} has no split {part!r}; splits: {list(builder.info.splits)}"
+            )
     return builder.as_data_source(split=split)

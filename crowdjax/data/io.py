@@ -29,15 +29,6 @@ def require_file(path: str | os.PathLike) -> str:
     return path
 
 
-def read_image_bytes(path: str | os.PathLike) -> bytes:
-    """Reads an image file as encoded bytes, checking that it decodes."""
-    path = require_file(path)
-    with open(path, "rb") as f:
-        data = f.read()
-    decode_image(data, name=path)  # Fails early on truncated or corrupt files.
-    return data
-
-
 def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     """Decodes encoded image bytes to RGB uint8 [H, W, 3]; grayscale and RGBA become RGB."""
     if not data:
@@ -63,13 +54,6 @@ def to_rgb(image: np.ndarray, *, name: str = "<array>") -> np.ndarray:
     if image.ndim == 3 and image.shape[2] == 4:
         return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     raise DataError(f"{name}: unsupported image shape {image.shape}")
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Reads an image file as RGB uint8 [H, W, 3]."""
-    path = require_file(path)
-    with open(path, "rb") as f:
-        return decode_image(f.read(), name=path)
 
 
 def encode_image(image: np.ndarray, *, ext: str = ".jpg", quality: int = 95) -> bytes:

@@ -12,7 +12,8 @@ Batch contract (numpy dict, this process's part of the global batch, b = global 
   points          float32 [b, P, 2]     (x, y) in crop pixels, zeros past the real ones
   point_mask      bool    [b, P]
   count           float32 [b]           points in the crop
-  domain          int32   [b]           index of the example's data set in `name`
+  domain          int32   [b]           index of the example's data set in `name`, or the
+                                          label a preparation gave the image (`domain_labels`)
   image_mask      bool    [b, h, w]     True on real image pixels, False on padding
   distance_label  uint8   [b, h, w]     only with `with_distance_label`
   roi             uint8   [b, h, w]     only when every data set has a region of interest
@@ -39,7 +40,8 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from crowdjax.data import datasets, transforms
+from crowdjax.data import datasets, splits, transforms
+from crowdjax.data.io import DataError
 
 
 def default_data_config() -> ml_collections.ConfigDict:
@@ -49,7 +51,13 @@ def default_data_config() -> ml_collections.ConfigDict:
       name: data set `builder[/config]`, or a list (or comma-separated string) of several mixed
         in one training stream; example domain = position in the list.
       data_dir: root of the prepared data sets ("" or None: `datasets.default_data_dir()`).
-      train_split, eval_split: split names.
+      train_split: the training split ("+" joins several, e.g. UCF_CC_50 folds).
+      test_split: the test split (model selection may read it only when asked by name).
+      holdout_fraction, holdout_seed, holdout_mode: a data set without an official validation
+        split gets one held out of `train_split` (`crowdjax.data.splits`): that fraction, drawn
+        with that seed, as "random" images or a "block" of consecutive frames; 0 = none.
+      target: domain adaptation: a data set whose training images (never their labels) are
+        paired with every training batch ("" = none).
       crop_size: training crop, int or (h, w) px; smaller images are padded (`image_mask`).
       hflip: random horizontal flip (p = 0.5).
       scale_range: (lo, hi) random image scale factor, uniform; (1, 1) = off. Ground truth is then
@@ -73,7 +81,11 @@ def default_data_config() -> ml_collections.ConfigDict:
             "name": "synthetic_crowd/street",
             "data_dir": "",
             "train_split": "train",
-            "eval_split": "test",
+            "test_split": "test",
+            "holdout_fraction": 0.1,
+            "holdout_seed": 0,
+            "holdout_mode": "random",
+            "target": "",
             "crop_size": 512,
             "hflip": True,
             "scale_range": (1.0, 1.0),
@@ -128,6 +140,27 @@ def raw_source(name: str, split: str, *, data_dir: str | None = None):
     return source.__class__(dataset_info=source.dataset_info, split=split, decoders=skip)
 
 
+class _Subset:
+    """Random access to some positions of a source (a split held out of, or kept from, train)."""
+
+    def __init__(self, source, indices):
+        self.source, self.indices = source, np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        return self.source[int(self.indices[i])]
+
+
+def split_source(data_config, name: str, split: str):
+    """Raw source (see `raw_source`) of the examples that `split` means (`crowdjax.data.splits`:
+    e.g. "train" without its held-out validation part)."""
+    view = splits.resolve(data_config, name, split)
+    source = raw_source(name, view.source_split, data_dir=data_config.data_dir or None)
+    return source if view.indices is None else _Subset(source, view.indices)
+
+
 def _is_zlib(feature) -> bool:
     if not isinstance(feature, tfds.features.Tensor):
         return False
@@ -147,6 +180,7 @@ def train_iterator(
     process_index: int = 0,
     process_count: int = 1,
     output_stride: int | None = None,
+    domain_labels=None,
 ) -> Iterator[dict]:
     """Infinite iterator of this process's training batches, from global batch `start_step`.
 
@@ -157,6 +191,9 @@ def train_iterator(
       start_step: index of the first global batch (a resumed run passes its step).
       process_index, process_count: this process and the number of processes (multi-host).
       output_stride: overrides `data_config.output_stride` (the method's stride).
+      domain_labels: optional {data set: {image_id: label}} giving every training image the
+        `domain` label of a preparation (e.g. DKPNet's clusters) instead of its data set index;
+        an image without a label is an error naming it.
     """
     return iter(
         train_dataset(
@@ -167,8 +204,18 @@ def train_iterator(
             process_index=process_index,
             process_count=process_count,
             output_stride=output_stride,
+            domain_labels=domain_labels,
         )
     )
+
+
+def target_config(data_config) -> ml_collections.ConfigDict:
+    """The data config of `data_config.target` (same settings, the target's name)."""
+    if not data_config.target:
+        raise ValueError("data.target names no data set")
+    config = ml_collections.ConfigDict(data_config.to_dict(), type_safe=False)
+    config.name, config.target = data_config.target, ""
+    return config
 
 
 def paired_train_iterator(
@@ -181,10 +228,14 @@ def paired_train_iterator(
     process_index: int = 0,
     process_count: int = 1,
     output_stride: int | None = None,
+    domain_labels=None,
+    target_keys: Sequence[str] | None = None,
 ) -> Iterator[dict]:
     """Source and target streams in step (ASNet): yields `{"source": batch, "target": batch}`.
 
     Target domains are numbered after the source ones; the target stream has its own seed.
+    `target_keys` keeps only those fields of the target batches (the trainer keeps "image" and
+    "image_mask": a method never sees the target's labels). `domain_labels` apply to the source.
     """
     kwargs = dict(
         global_batch_size=global_batch_size,
@@ -193,14 +244,15 @@ def paired_train_iterator(
         process_count=process_count,
         output_stride=output_stride,
     )
-    source = train_dataset(source_config, seed=seed, **kwargs)
+    source = train_dataset(source_config, seed=seed, domain_labels=domain_labels, **kwargs)
     target = train_dataset(
         target_config,
         seed=_derive(seed, 3),
         domain_offset=len(dataset_names(source_config)),
         **kwargs,
     )
-    return ({"source": s, "target": t} for s, t in zip(source, target, strict=True))
+    keep = (lambda b: {k: b[k] for k in target_keys}) if target_keys else (lambda b: b)
+    return ({"source": s, "target": keep(t)} for s, t in zip(source, target, strict=True))
 
 
 def train_dataset(
@@ -213,91 +265,105 @@ def train_dataset(
     process_count: int = 1,
     output_stride: int | None = None,
     domain_offset: int = 0,
+    domain_labels=None,
 ) -> grain.IterDataset:
     """The grain dataset behind `train_iterator` (same arguments; `domain_offset` shifts ids)."""
     local_batch = _local_batch_size(global_batch_size, process_index, process_count)
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
     names = dataset_names(data_config)
-    data_dir = data_config.get("data_dir")
-    split = data_config.get("train_split", "train")
     stride = int(output_stride or data_config.output_stride)
     sources, maps = [], []
-    for domain, name in enumerate(names):
-        source = grain.MapDataset.source(raw_source(name, split, data_dir=data_dir))
-        sources.append(source.map(functools.partial(_tag, domain=domain)))
-        maps.append(_train_transform(data_config, name, stride, domain + domain_offset))
+    for index, name in enumerate(names):
+        source = grain.MapDataset.source(split_source(data_config, name, data_config.train_split))
+        labels = None
+        if domain_labels is not None:
+            if name not in domain_labels:
+                raise DataError(f"domain_labels has no labels for data set {name!r}")
+            labels = dict(domain_labels[name])
+        tag = functools.partial(
+            _tag, dataset=name, index=index, domain=index + domain_offset, labels=labels
+        )
+        sources.append(source.map(tag))
+        maps.append(_train_transform(data_config, name, stride))
     with_roi = all(m.with_roi for m in maps)  # One key set for every example of a batch.
     maps = [dataclasses.replace(m, with_roi=with_roi) for m in maps]
 
-    if data_config.get("balanced_domains", False) and len(sources) > 1:
+    if data_config.balanced_domains and len(sources) > 1:
         # Round robin over per-domain infinite streams: equal shares in every batch.
         parts = [s.shuffle(seed=_derive(seed, 1, d)).repeat() for d, s in enumerate(sources)]
         ds = grain.MapDataset.mix(parts)
     else:
         ds = grain.MapDataset.concatenate(sources) if len(sources) > 1 else sources[0]
         ds = ds.shuffle(seed=_derive(seed, 1)).repeat()
-    ds = ds.random_map(_ByDomain(tuple(maps)), seed=_derive(seed, 2))
+    ds = ds.random_map(_ByDataset(tuple(maps)), seed=_derive(seed, 2))
     # Consecutive local batches i*P, ..., i*P + P - 1 make up global batch i; process p keeps
     # the p-th of them, so global batch i is the same function of (seed, i) for any P.
     ds = ds.batch(local_batch, drop_remainder=True)[process_index::process_count][start_step:]
-    return _to_iter(ds, data_config, processes=int(data_config.get("worker_processes", 0)))
+    return _to_iter(ds, data_config, processes=int(data_config.worker_processes))
 
 
-def _train_transform(data_config, name: str, stride: int, domain: int):
+def _train_transform(data_config, name: str, stride: int):
     crop = crop_shape(data_config)
     if crop[0] % stride or crop[1] % stride:
         raise ValueError(f"data.crop_size {crop} is not divisible by the output stride {stride}")
-    lo, hi = (float(s) for s in data_config.get("scale_range", (1.0, 1.0)))
+    lo, hi = (float(s) for s in data_config.scale_range)
     if not 0 < lo <= hi:
         raise ValueError(f"data.scale_range must satisfy 0 < lo <= hi, got {(lo, hi)}")
     if int(data_config.max_points) < 1:
         raise ValueError(f"data.max_points must be >= 1, got {data_config.max_points}")
-    if float(data_config.get("color_jitter", 0.0)) < 0:
+    if float(data_config.color_jitter) < 0:
         raise ValueError(f"data.color_jitter must be >= 0, got {data_config.color_jitter}")
-    builder = datasets.get_builder(name, data_dir=data_config.get("data_dir"))
+    builder = datasets.get_builder(name, data_dir=data_config.data_dir or None)
     recipe = builder.builder_config
-    sigma = data_config.get("density_sigma")
+    sigma = data_config.density_sigma
     if sigma:  # None or 0: the builder's kernel (0 can be set from the command line).
         kernel = transforms.Kernel(sigma=float(sigma))
     else:
         kernel = transforms.Kernel(
-            sigma=float(getattr(recipe, "sigma", 4.0)),
-            adaptive=bool(getattr(recipe, "adaptive", False)),
-            beta=float(getattr(recipe, "beta", 0.3)),
-            k=int(getattr(recipe, "k", 3)),
+            sigma=float(recipe.sigma),
+            adaptive=bool(recipe.adaptive),
+            beta=float(recipe.beta),
+            k=int(recipe.k),
         )
     edges = None
-    if data_config.get("with_distance_label", False):
-        edges = tuple(getattr(recipe, "distance_edges", transforms.labels.DEFAULT_DISTANCE_EDGES))
+    if data_config.with_distance_label:
+        edges = tuple(recipe.distance_edges)
     return transforms.TrainTransform(
         crop_size=crop,
         max_points=int(data_config.max_points),
         output_stride=stride,
-        hflip=bool(data_config.get("hflip", False)),
+        hflip=bool(data_config.hflip),
         scale_range=(lo, hi),
-        color_jitter=float(data_config.get("color_jitter", 0.0)),
+        color_jitter=float(data_config.color_jitter),
         kernel=kernel,
         regenerate=bool(sigma),
         distance_edges=edges,
         with_roi="roi" in builder.info.features,
-        domain=domain,
     )
 
 
-def _tag(record: dict, *, domain: int) -> dict:
-    record["domain"] = domain
+def _tag(record: dict, *, dataset: str, index: int, domain: int, labels) -> dict:
+    """Marks a record with its data set (which transform) and its domain label."""
+    record["dataset_index"] = index
+    if labels is None:
+        record["domain"] = domain
+    else:
+        image_id = transforms.text(record["image_id"])
+        if image_id not in labels:
+            raise DataError(f"{dataset}/{image_id}: the preparation gave no domain label to it")
+        record["domain"] = int(labels[image_id])
     return record
 
 
 @dataclasses.dataclass(frozen=True)
-class _ByDomain:
-    """Applies each domain's transform (its builder's kernel) to that domain's records."""
+class _ByDataset:
+    """Applies each data set's transform (its builder's kernel) to that data set's records."""
 
     maps: tuple[transforms.TrainTransform, ...]
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict:
-        return self.maps[record["domain"]](record, rng)
+        return self.maps[record["dataset_index"]](record, rng)
 
 
 def _derive(seed: int, *path: int) -> int:
@@ -319,9 +385,9 @@ def _local_batch_size(global_batch_size: int, process_index: int, process_count:
 
 
 def _to_iter(ds: grain.MapDataset, data_config, *, processes: int = 0) -> grain.IterDataset:
-    threads = int(data_config.get("worker_threads", 0)) or min(16, os.cpu_count() or 1)
+    threads = int(data_config.worker_threads) or min(16, os.cpu_count() or 1)
     options = grain.ReadOptions(
-        num_threads=threads, prefetch_buffer_size=max(1, int(data_config.get("prefetch", 4)))
+        num_threads=threads, prefetch_buffer_size=max(1, int(data_config.prefetch))
     )
     it = ds.to_iter_dataset(options)
     if processes > 0:
@@ -385,7 +451,7 @@ def eval_plan(
 
 def eval_iterator(
     data_config,
-    split: str | None = None,
+    split: str,
     *,
     batch_size: int,
     process_index: int = 0,
@@ -405,24 +471,28 @@ def eval_iterator(
 
     Args:
       data_config: see `default_data_config` (eval_buckets, eval_bucket_multiple, threads).
-      split: split name (default `data_config.eval_split`).
+      split: split name, as `crowdjax.data.splits` resolves it (e.g. "validation" held out of
+        the training split).
       batch_size: global evaluation batch size (divisible by `process_count`).
       output_stride: bucket sides must be divisible by it (default `data_config.output_stride`).
-      name: which data set of `data_config.name` (default: the first).
+      name: the data set (default: the first of `data_config.name`); any prepared data set
+        (cross-data-set evaluation).
     """
     local = _local_batch_size(batch_size, process_index, process_count)
     name = name or dataset_names(data_config)[0]
-    split = split or data_config.get("eval_split", "test")
-    data_dir = data_config.get("data_dir")
-    stride = int(output_stride or data_config.get("output_stride", 1))
-    multiple = int(data_config.get("eval_bucket_multiple", 64))
-    buckets = [tuple(int(s) for s in b) for b in data_config.get("eval_buckets", ())]
+    data_dir = data_config.data_dir or None
+    stride = int(output_stride or data_config.output_stride)
+    multiple = int(data_config.eval_bucket_multiple)
+    buckets = [tuple(int(s) for s in b) for b in data_config.eval_buckets]
     for h, w in [*buckets, (multiple, multiple)]:
         if h % stride or w % stride:
             raise ValueError(
                 f"evaluation bucket size {(h, w)} is not divisible by the output stride {stride}"
             )
-    shapes, counts = split_index(name, split, data_dir)
+    view = splits.resolve(data_config, name, split)
+    shapes, counts = split_index(name, view.source_split, data_dir)
+    if view.indices is not None:
+        shapes, counts = shapes[list(view.indices)], counts[list(view.indices)]
     max_points = max(64, math.ceil(int(counts.max(initial=0)) / 64) * 64)
     features = datasets.get_builder(name, data_dir=data_dir).info.features
     category_keys = tuple(
@@ -438,7 +508,7 @@ def eval_iterator(
             slots.append((bucket, i if i >= 0 else indices[0], i >= 0))
     load = functools.partial(
         _eval_slot,
-        source=raw_source(name, split, data_dir=data_dir),
+        source=split_source(data_config, name, split),
         max_points=max_points,
         category_keys=category_keys,
         with_roi="roi" in features,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -27,9 +26,6 @@ DARK_CLOTHING = ((40, 40, 50), (70, 40, 40), (40, 60, 80), (90, 90, 95), (60, 70
 
 _SHIFT = 4
 _ONE = 1 << _SHIFT
-
-RadiusFn = Callable[[np.ndarray | float], np.ndarray]
-
 
 @dataclasses.dataclass
 class Background:

@@ -305,7 +305,8 @@ class TrainTransform:
     density sum-pooled to `output_stride`, points padded to `max_points`.
 
     Returns a dict: image float32 [h, w, 3], density float32 [h/s, w/s], points float32 [P, 2]
-    (crop pixels), point_mask bool [P], count float32 (points in the crop), domain int32,
+    (crop pixels), point_mask bool [P], count float32 (points in the crop), domain int32 (the
+    record's "domain" when it has one, else `domain`),
     image_mask bool [h, w]; distance_label uint8 [h, w] when `distance_edges` is set (padding:
     last class); roi uint8 [h, w] when `with_roi`.
     """
@@ -376,7 +377,7 @@ class TrainTransform:
             "points": points,
             "point_mask": point_mask,
             "count": np.float32(point_mask.sum()),
-            "domain": np.int32(self.domain),
+            "domain": np.int32(record.get("domain", self.domain)),
             "image_mask": image_mask(ch, cw, h, w),
         }
         if "distance_label" in maps:

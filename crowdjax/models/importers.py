@@ -330,46 +330,17 @@ def fill_vgg_params(params, weights: VGGWeights, *, backbone: Sequence[str] | No
         kernel, bias = weights.convs[name]
         where = "/".join((*backbone, name))
         sub[name] = {
-            "kernel": _cast(kernel, leaf["kernel"], f"{where}/kernel", path),
-            "bias": _cast(bias, leaf["bias"], f"{where}/bias", path),
+            "kernel": cast_like(kernel, leaf["kernel"], f"{where}/kernel", path),
+            "bias": cast_like(bias, leaf["bias"], f"{where}/bias", path),
         }
     return new
 
 
-def _cast(value: np.ndarray, leaf, key: str, path: str):
+def cast_like(value: np.ndarray, leaf, key: str, path: str):
+    """`value` as a jnp array of `leaf`'s dtype; a shape mismatch names the file and the key."""
     if tuple(value.shape) != tuple(leaf.shape):
         raise ValueError(
             f"{path}: {key} has shape {tuple(value.shape)} in the file but {tuple(leaf.shape)} in "
             "the model (full-width weights need width=1; kernels must be HWIO)"
         )
     return jnp.asarray(value, dtype=leaf.dtype)
-
-
-def load_bayesian_regressor(params, path: str) -> dict:
-    """Loads a PyTorch Bayesian-loss / UOT regressor checkpoint into :class:`UOTRegressor` params.
-
-    The checkpoint holds ``features.*`` (VGG19) and ``reg_layer.{0,2,4}.weight/bias`` (the head).
-
-    Args:
-      params: UOTRegressor params (``variables["params"]``: "backbone", "reg_conv1", ...).
-      path: .pth / .npz / .safetensors state dict.
-
-    Returns:
-      New params with backbone and head replaced (input convention "imagenet").
-    """
-    weights = read_vgg_weights(path)
-    if weights.arch != "vgg19":
-        raise ValueError(f"{path}: holds {weights.arch} weights, expected vgg19")
-    new = fill_vgg_params(params, weights, backbone=("backbone",))
-    extra = weights.extra
-    for name, idx in (("reg_conv1", 0), ("reg_conv2", 2), ("reg_out", 4)):
-        keys = [k for k in extra if k.endswith(f"reg_layer.{idx}.weight")]
-        if len(keys) != 1:
-            raise ValueError(f"{path}: expected one 'reg_layer.{idx}.weight', found {keys}")
-        w = np.transpose(extra[keys[0]], (2, 3, 1, 0))
-        b = extra[keys[0][: -len("weight")] + "bias"]
-        new[name] = {
-            "kernel": _cast(w, new[name]["kernel"], f"{name}/kernel", path),
-            "bias": _cast(b, new[name]["bias"], f"{name}/bias", path),
-        }
-    return new

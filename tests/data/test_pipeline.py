@@ -8,6 +8,7 @@ import tensorflow_datasets as tfds
 
 from crowdjax.data import datasets, labels, pipeline
 from crowdjax.data import transforms as T
+from crowdjax.data.io import DataError
 from tfds_builders.base import CrowdBuilder, CrowdConfig
 
 TRAIN_SIZES = {"a": 10, "b": 5}
@@ -69,7 +70,9 @@ def _config(data_dir, name="pipeline_test_crowd/a", **overrides):
     config.update(
         dict(name=name, data_dir=data_dir, crop_size=(32, 48), max_points=16, output_stride=4)
     )
-    config.update(dict(worker_threads=2, prefetch=2, **overrides))
+    # The whole training split unless a test holds part of it out.
+    config.update(dict(worker_threads=2, prefetch=2, holdout_fraction=0.0))
+    config.update(overrides)
     return config
 
 
@@ -206,10 +209,10 @@ def test_max_points_overflow_names_the_image(data_dir):
 
 
 def test_density_sigma_regenerates_with_the_method_kernel(data_dir):
-    stored = pipeline._train_transform(_config(data_dir), "pipeline_test_crowd/a", 4, 0)
+    stored = pipeline._train_transform(_config(data_dir), "pipeline_test_crowd/a", 4)
     assert stored.kernel == T.Kernel(sigma=1.5) and not stored.regenerate  # builder's recipe
     config = _config(data_dir, density_sigma=3.0)
-    regen = pipeline._train_transform(config, "pipeline_test_crowd/a", 4, 0)
+    regen = pipeline._train_transform(config, "pipeline_test_crowd/a", 4)
     assert regen.kernel == T.Kernel(sigma=3.0) and regen.regenerate
 
 
@@ -330,3 +333,104 @@ def test_dataset_names_accepts_str_list_and_comma_list():
     assert pipeline.dataset_names(config) == ["x/a", "y"]
     config.name = ["x/a", "y"]
     assert pipeline.dataset_names(config) == ["x/a", "y"]
+
+
+# ---------------------------------------------------------------------- held-out validation
+
+
+def _train_ids(config, steps=12, batch=4):
+    """Image ids seen by the training stream: crops larger than the images, no flip, so every
+    example is a whole image, recognised by its size and pixels."""
+    big = _config(
+        config.data_dir,
+        crop_size=(72, 72),
+        output_stride=1,
+        hflip=False,
+        holdout_fraction=config.holdout_fraction,
+    )
+    reference = datasets.data_source("pipeline_test_crowd/a", "train", data_dir=config.data_dir)
+    ids = {}
+    for i in range(len(reference)):
+        image = T.normalize(reference[i]["image"])
+        ids[(image.shape[:2], round(float(image.sum(dtype=np.float64)), 2))] = reference[i][
+            "image_id"
+        ].decode()
+    seen = set()
+    for b in _take(pipeline.train_iterator(big, global_batch_size=batch, seed=5), steps):
+        for k in range(batch):
+            mask = b["image_mask"][k]
+            h, w = int(mask.any(1).sum()), int(mask.any(0).sum())
+            total = round(float(b["image"][k][:h, :w].sum(dtype=np.float64)), 2)
+            seen.add(ids[((h, w), total)])
+    return seen
+
+
+def test_heldout_validation_images_never_reach_the_training_stream(data_dir):
+    config = _config(data_dir, holdout_fraction=0.3)
+    val = [
+        str(i)
+        for b in pipeline.eval_iterator(config, "validation", batch_size=2)
+        for i in b["image_id"][b["valid"]]
+    ]
+    train_eval = [
+        str(i)
+        for b in pipeline.eval_iterator(config, "train", batch_size=2)
+        for i in b["image_id"][b["valid"]]
+    ]
+    assert len(val) == 3 and len(train_eval) == 7  # 30% of the 10 training images
+    assert set(val).isdisjoint(train_eval)
+    assert sorted(val + train_eval) == [f"a_train_{i}.png" for i in range(10)]
+    # 12 batches of 4 = 48 crops, several epochs of the 7 kept images: all of them, none held out.
+    assert _train_ids(config) == set(train_eval)
+    # Without a holdout the stream cycles through all 10 (so the check above can fail).
+    assert _train_ids(_config(data_dir, holdout_fraction=0.0)) == set(val + train_eval)
+
+
+def test_a_data_set_without_validation_and_no_holdout_says_so(data_dir):
+    config = _config(data_dir, holdout_fraction=0.0)
+    with pytest.raises(DataError, match="no validation split and data.holdout_fraction is 0"):
+        pipeline.eval_iterator(config, "validation", batch_size=2)
+
+
+def test_domain_labels_replace_the_data_set_index(data_dir):
+    source = datasets.data_source("pipeline_test_crowd/a", "train", data_dir=data_dir)
+    # Label = number of heads mod 3; whole-image crops keep every head, so a batch shows it.
+    labels_by_id = {source[i]["image_id"].decode(): len(source[i]["points"]) % 3 for i in range(10)}
+    config = _config(data_dir, crop_size=(72, 72), output_stride=1)
+    batches = pipeline.train_iterator(
+        config,
+        global_batch_size=5,
+        seed=0,
+        domain_labels={"pipeline_test_crowd/a": labels_by_id},
+    )
+    domains = []
+    for batch in _take(batches, 4):
+        np.testing.assert_array_equal(batch["domain"], batch["point_mask"].sum(1) % 3)
+        domains.extend(batch["domain"])
+    assert len(set(domains)) > 1
+    missing = dict(list(labels_by_id.items())[:-1])
+    with pytest.raises(DataError, match=r"pipeline_test_crowd/a/a_train_\d\.png: the preparation"):
+        _take(
+            pipeline.train_iterator(
+                config,
+                global_batch_size=10,
+                seed=0,
+                domain_labels={"pipeline_test_crowd/a": missing},
+            ),
+            1,
+        )
+
+
+def test_paired_target_keeps_only_the_requested_keys(data_dir):
+    source = _config(data_dir, target="pipeline_test_crowd/b")
+    pair = next(
+        pipeline.paired_train_iterator(
+            source,
+            pipeline.target_config(source),
+            global_batch_size=2,
+            seed=0,
+            target_keys=("image", "image_mask"),
+        )
+    )
+    assert set(pair["target"]) == {"image", "image_mask"}
+    assert pair["target"]["image"].shape == pair["source"]["image"].shape

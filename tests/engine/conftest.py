@@ -33,3 +33,21 @@ def run_script(args: list[str], *, env_extra: dict | None = None, timeout: int =
         timeout=timeout,
         **kwargs,
     )
+
+
+# Small builders with random images (tests/data/test_pipeline.py): one with a region of interest.
+EXTRA = ("pipeline_test_crowd/a", "pipeline_test_roi_crowd/a")
+
+
+@pytest.fixture(scope="session")
+def extra_data_dir(tiny_data_dir) -> str:
+    """The tiny data plus two more data sets in the same directory (registered for the session;
+    evaluation tests use them as other data sets and as a data set with an ROI)."""
+    from tests.data import test_pipeline
+
+    with pytest.MonkeyPatch.context() as mp:
+        for builder in (test_pipeline.PipelineTestCrowd, test_pipeline.PipelineTestRoiCrowd):
+            mp.setitem(datasets.BUILDER_MODULES, builder.name, test_pipeline.__name__)
+        for name in EXTRA:
+            datasets.build(name, data_dir=tiny_data_dir)
+        yield tiny_data_dir

@@ -4,7 +4,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from crowdjax.methods import uot
+from crowdjax.methods.uot import method as uot
 
 
 def _loss_fn(params, model_state, batch, rng, *, model, config):

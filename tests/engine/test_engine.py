@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import signal
@@ -14,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from crowdjax import checkpointing, trainer
+from crowdjax import checkpointing, run
 from tests.engine.conftest import REPO, run_script
 
 TINY_ARGS = ["train.py", "--config=configs/quickstart.py:tiny"]
@@ -32,59 +31,78 @@ def _train_args(data_dir: str, workdir: str, steps: int) -> list[str]:
     ]
 
 
-def test_eight_devices_equal_one_device(tiny_data_dir):
+def _one_vs_eight(data_dir: str, *cases: str) -> list[dict]:
     proc = run_script(
-        ["tests/engine/one_vs_eight.py", tiny_data_dir],
+        ["tests/engine/one_vs_eight.py", data_dir, *cases],
         env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [r["case"] for r in results] == list(cases)
+    return results
+
+
+def _assert_equal_steps(result: dict) -> None:
     assert abs(result["loss_1"] - result["loss_8"]) <= 1e-5 * max(1.0, abs(result["loss_1"]))
-    assert result["param_diff"] <= 1e-5, result
+    # Every part of the model (and its state) moved, and 8 devices agree with 1 to 1e-3 of the
+    # size of that part's update.
+    assert result["param_update"] > 0
+    assert result["worst_ratio"] <= 1e-3, result
+
+
+def test_eight_devices_equal_one_device(tiny_data_dir):
+    """UOT, a two-player method with optimizer groups on paired streams, and a BatchNorm model
+    (synchronised statistics: the running averages are compared too)."""
+    uot, two_player, batch_norm = _one_vs_eight(
+        tiny_data_dir,
+        "quickstart",
+        "tests.engine.toy_configs:two_player",
+        "tests.engine.toy_configs:batch_norm",
+    )
+    for result in (uot, two_player, batch_norm):
+        _assert_equal_steps(result)
+    assert {"params/critic", "params/generator"} <= set(two_player["parts"])
+    assert "state/batch_stats" in batch_norm["parts"] and batch_norm["state_update"] > 0
 
 
 @pytest.mark.slow
 def test_autoscale_step_on_eight_devices_equals_one_device(tiny_data_dir):
     # The whole AutoScale step (selection, L2S, re-prediction, center state) sharded over 8
     # devices, with the selection on the host (pure_callback) there and in the jit on 1 device.
-    proc = run_script(
-        [
-            "tests/engine/one_vs_eight.py",
-            tiny_data_dir,
-            "autoscale_synthetic:tiny",
-            "l2s.area_ratio=0.01",
-            "8:l2s.selection=host",
-        ],
-        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    (result,) = _one_vs_eight(
+        tiny_data_dir, "autoscale_synthetic:tiny;l2s.area_ratio=0.01;8:l2s.selection=host"
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert abs(result["loss_1"] - result["loss_8"]) <= 1e-5 * max(1.0, abs(result["loss_1"]))
-    assert result["param_diff"] <= 1e-5, result
+    _assert_equal_steps(result)
 
 
 def _final_params(workdir: str, steps: int):
     from configs import quickstart
 
-    setup = trainer.Setup(quickstart.get_config("tiny"), devices=jax.devices()[:1])
-    state = checkpointing.restore_state(
-        os.path.join(workdir, "checkpoints", str(steps)), setup.abstract_with_shardings()
+    setup = run.Setup(quickstart.get_config("tiny"), devices=jax.devices()[:1])
+    variables, info = checkpointing.restore_variables(
+        os.path.join(workdir, "checkpoints", str(steps)), setup.abstract_variables()
     )
-    assert int(state.step) == steps
-    return jax.device_get(state.params)
+    assert info["step"] == steps
+    return jax.device_get(variables["params"])
+
+
+def _logged_train_steps(workdir: str) -> list[int]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r["step"] for r in map(json.loads, f) if r["split"] == "train"]
 
 
 def test_resume_after_kill_reaches_same_parameters(tiny_data_dir, tmp_path):
     steps = 8
     straight = str(tmp_path / "straight")
-    proc = run_script(_train_args(tiny_data_dir, straight, steps))
+    proc = run_script([*_train_args(tiny_data_dir, straight, steps), "--config.train.log_every=1"])
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     # Kill the second run with SIGKILL as soon as its step-4 checkpoint is on disk.
     killed = str(tmp_path / "killed")
+    args = [*_train_args(tiny_data_dir, killed, steps), "--config.train.log_every=1"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     child = subprocess.Popen(
-        [sys.executable, *_train_args(tiny_data_dir, killed, steps)],
+        [sys.executable, *args],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -99,13 +117,16 @@ def test_resume_after_kill_reaches_same_parameters(tiny_data_dir, tmp_path):
     child.wait()
     assert not os.path.isdir(os.path.join(killed, "checkpoints", str(steps)))
 
-    proc = run_script(_train_args(tiny_data_dir, killed, steps))
+    proc = run_script(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resuming from step" in proc.stdout
 
     a, b = _final_params(straight, steps), _final_params(killed, steps)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+    # One line per logged step, none twice, none lost (steps after the checkpoint were logged
+    # by the killed run and again by the resumed one).
+    assert _logged_train_steps(killed) == _logged_train_steps(straight) == list(range(1, 9))
 
 
 def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
@@ -141,5 +162,5 @@ def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
     a, b = _final_params(str(tmp_path / "multi"), 4), _final_params(str(tmp_path / "single"), 4)
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
-    # Only process 0 writes logs.
-    assert len(glob.glob(str(tmp_path / "multi" / "metrics.jsonl"))) == 1
+    # Only process 0 writes logs: each logged step once (two writers would give [2, 2, 4, 4]).
+    assert _logged_train_steps(str(tmp_path / "multi")) == [2, 4]

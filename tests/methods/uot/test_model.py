@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdjax.models import importers, uot_regressor
+from crowdjax.methods.uot import model as uot_regressor
+from crowdjax.models import importers
 from tests.models import reference
 
 W8 = 1 / 8
@@ -64,7 +65,7 @@ def test_matches_torch_reference(tmp_path, hw, activation):
     model = uot_regressor.UOTRegressor(width=W8, activation=activation)
     x = np.random.default_rng(1).normal(size=(2, *hw, 3)).astype(np.float32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(x))
-    params = importers.load_bayesian_regressor(shapes["params"], path)
+    params = uot_regressor.load_bayesian_regressor(shapes["params"], path)
     got = model.apply({"params": params}, jnp.asarray(x))
     with torch.no_grad():
         want = _torch_regressor(sd, activation)(torch.from_numpy(x).double().permute(0, 3, 1, 2))
@@ -124,7 +125,7 @@ def test_backbone_import_leaves_head(tmp_path):
         new["params"]["reg_out"]["kernel"], variables["params"]["reg_out"]["kernel"]
     )
     with pytest.raises(ValueError, match="reg_layer.0.weight"):
-        importers.load_bayesian_regressor(variables["params"], path)
+        uot_regressor.load_bayesian_regressor(variables["params"], path)
 
 
 def test_bad_inputs_raise():
@@ -147,7 +148,7 @@ def test_parameter_gradients_match_torch(tmp_path):
     x = rng.normal(size=(2, 64, 48, 3)).astype(np.float32)
     w = rng.normal(size=(2, 8, 6)).astype(np.float32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(x))
-    params = importers.load_bayesian_regressor(shapes["params"], str(tmp_path / "bl.npz"))
+    params = uot_regressor.load_bayesian_regressor(shapes["params"], str(tmp_path / "bl.npz"))
     loss = lambda p: jnp.sum(model.apply({"params": p}, jnp.asarray(x)) * w)
     grads = jax.jit(jax.grad(loss))(params)
     regressor = _torch_regressor(sd)

@@ -6,7 +6,7 @@ the paper. ``use_l2s=False`` is the FPN baseline of the ablation (no L2S paramet
 
 Entry points (``model.apply(variables, ..., method=...)``):
   * ``__call__(images, return_features=False)``: the FPN outputs (see
-    :class:`crowdjax.models.autoscale_fpn.AutoScaleFPN`).
+    :class:`crowdjax.methods.autoscale.fpn.AutoScaleFPN`).
   * ``scale(features, box)``: r [B] for dense boxes in image pixels (L2S, Sec 3.3).
 """
 
@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from crowdjax.autoscale.l2s import L2S
-from crowdjax.models.autoscale_fpn import AutoScaleFPN
+from crowdjax.methods.autoscale.fpn import AutoScaleFPN
+from crowdjax.methods.autoscale.l2s import L2S
 
 
 class AutoScaleNet(nn.Module):
@@ -31,7 +31,7 @@ class AutoScaleNet(nn.Module):
       width: channel multiplier of the FPN (the L2S module keeps its widths).
       use_l2s: build the L2S module (False: FPN baseline).
       feature_stride: stride of the feature given to L2S (1 as the reference).
-      l2s_output: "clamp" (paper) or "sigmoid" (see :class:`crowdjax.autoscale.l2s.L2S`).
+      l2s_output: "clamp" (paper) or "sigmoid" (see :class:`crowdjax.methods.autoscale.l2s.L2S`).
       input_convention: what the backbone weights expect.
       dtype: compute dtype.
     """

@@ -1,9 +1,9 @@
 """Learning to scale (AutoScale Sec 3.3): the L2S module and the differentiable rescaling.
 
 Geometry (whole module). A box is ``(x0, y0, w, h)`` in pixels of the map it refers to (integer
-valued, as :mod:`crowdjax.autoscale.selection` returns). Rescaling the box by ``r`` maps an image
-point (x, y) to the canvas point ``(r (x - x0), r (y - y0))``: pixel edges map to pixel edges,
-so canvas pixel (i, j), centred at (j + 0.5, i + 0.5), samples the image at
+valued, as :mod:`~crowdjax.methods.autoscale.dense_regions` returns). Rescaling the box by ``r``
+maps an image point (x, y) to the canvas point ``(r (x - x0), r (y - y0))``: pixel edges map to
+pixel edges, so canvas pixel (i, j), centred at (j + 0.5, i + 0.5), samples the image at
 ``(x0 + (j + 0.5) / r, y0 + (i + 0.5) / r)``: the half-pixel convention of ``cv2.resize`` and of
 the project's point coordinates. The reference code instead crops and resizes with
 ``align_corners=True`` to ``int(r h) x int(r w)``; we keep half-pixel so that

@@ -12,19 +12,19 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from crowdjax.autoscale import selection
+from crowdjax.methods.autoscale import dense_regions
 
 SHAPE = (24, 32)
 
 
 @functools.cache
 def _largest(connectivity):
-    fn = lambda m: selection.largest_region_box(m, connectivity=connectivity)
+    fn = lambda m: dense_regions.largest_region_box(m, connectivity=connectivity)
     return jax.jit(jax.vmap(fn))
 
 
 _select = jax.jit(
-    selection.select_dense_region,
+    dense_regions.select_dense_region,
     static_argnames=("mode", "factor", "max_class", "min_area_ratio", "connectivity"),
 )
 
@@ -66,7 +66,7 @@ def test_largest_region_box_against_cv2(connectivity):
     boxes, valid = _largest(connectivity)(jnp.asarray(masks))
     boxes, valid = np.asarray(boxes), np.asarray(valid)
     for m, box, ok in zip(masks, boxes, valid, strict=True):
-        host_box, host_ok = selection.largest_region_box_host(m, connectivity=connectivity)
+        host_box, host_ok = dense_regions.largest_region_box_host(m, connectivity=connectivity)
         np.testing.assert_array_equal(box, host_box)  # device == host exactly
         assert ok == host_ok
         area, ref_boxes = _cv2_largest(m, connectivity)
@@ -79,12 +79,12 @@ def test_largest_region_box_against_cv2(connectivity):
     assert tuple(boxes[-2]) == (2, 1, 15, 15)  # the serpentine is one region
     assert tuple(boxes[-1]) == ((1, 1, 2, 2) if connectivity == 8 else (1, 1, 1, 1))  # tie: first
     with pytest.raises(ValueError, match="connectivity"):
-        selection.largest_region_box(jnp.asarray(masks[0]), connectivity=6)
+        dense_regions.largest_region_box(jnp.asarray(masks[0]), connectivity=6)
 
 
 def test_connected_components_labels_are_first_raster_pixel():
     masks = _masks(3)
-    labels = np.asarray(jax.jit(jax.vmap(selection.connected_components))(jnp.asarray(masks)))
+    labels = np.asarray(jax.jit(jax.vmap(dense_regions.connected_components))(jnp.asarray(masks)))
     for m, lab in zip(masks, labels, strict=True):
         comp, num = ndimage.label(m, structure=np.ones((3, 3)))
         for k in range(1, num + 1):
@@ -99,7 +99,7 @@ def test_regression_mode_threshold_and_area_ratio():
     hand = np.zeros(SHAPE, np.float32)
     hand[2:8, 3:11] = 4.0
     hand[20, [0, 4, 8, 12, 16]] = 1.0
-    host = selection.select_dense_region_host
+    host = dense_regions.select_dense_region_host
     boxes, valid = host(hand[None])
     assert tuple(boxes[0]) == (3, 2, 8, 6) and not valid[0]  # 0.0625 <= J_r = 0.1: skip
     assert host(hand[None], min_area_ratio=0.06)[1][0]
@@ -124,7 +124,7 @@ def test_localization_mode_against_cv2():
     classes = rng.integers(0, 11, size=(3, *SHAPE))
     classes[0, 3:15, 2:20] = rng.integers(0, 5, size=(12, 18))  # a dense block
     boxes, valid = _select(jnp.asarray(classes), mode="localization")
-    hboxes, hvalid = selection.select_dense_region_host(classes, mode="localization")
+    hboxes, hvalid = dense_regions.select_dense_region_host(classes, mode="localization")
     np.testing.assert_array_equal(boxes, hboxes)
     np.testing.assert_array_equal(valid, hvalid)
     for c, box, ok in zip(classes, np.asarray(boxes), np.asarray(valid), strict=True):
@@ -132,6 +132,6 @@ def test_localization_mode_against_cv2():
         assert tuple(box) in ref_boxes
         assert ok == (box[2] * box[3] > 0.02 * c.size)  # J_l
     with pytest.raises(ValueError, match="mode"):
-        selection.select_dense_region(jnp.asarray(classes), mode="other")
+        dense_regions.select_dense_region(jnp.asarray(classes), mode="other")
     with pytest.raises(ValueError, match="B, H, W"):
-        selection.select_dense_region(jnp.asarray(classes[0]))
+        dense_regions.select_dense_region(jnp.asarray(classes[0]))

@@ -12,20 +12,20 @@ import jax.numpy as jnp
 
 from crowdjax.losses.uot import uot_loss
 from crowdjax.methods.base import Method
+from crowdjax.methods.uot.model import UOTRegressor
 from crowdjax.models import importers
-from crowdjax.models.uot_regressor import UOTRegressor
 
 OUTPUT_STRIDE = 8
 
 
 def make_model(config) -> UOTRegressor:
-    pretrained = config.model.get("pretrained")
+    pretrained = config.model.pretrained
     convention = importers.input_convention_for_file(pretrained).name if pretrained else "imagenet"
     return UOTRegressor(
-        width=config.model.get("width", 1.0),
-        activation=config.model.get("activation", "abs"),
+        width=config.model.width,
+        activation=config.model.activation,
         input_convention=convention,
-        dtype=jnp.bfloat16 if config.model.get("dtype") == "bfloat16" else jnp.float32,
+        dtype=jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32,
     )
 
 
@@ -36,22 +36,26 @@ def init_variables(model, rng, config):
 
 
 def loss_terms(density, batch, config):
-    """Per-image UOT values [B] for a predicted density [B, h, w] and a batch's points."""
+    """Per-image UOT values [B] for a predicted density [B, h, w] and a batch's points.
+
+    Every `config.loss` field of `configs/uot_common.py` reaches `uot_loss`; coordinates are
+    divided by `coord_scale`, 0 meaning the crop's longer side (as the reference code).
+    """
     cfg = config.loss
     h, w = batch["image"].shape[1:3]
-    coord_scale = cfg.get("coord_scale") or float(max(h, w))  # Crop size, as the reference.
-    options = {
-        k: cfg[k] for k in ("epsilon", "rho", "cost", "penalty", "solver", "max_iters") if k in cfg
-    }
-    if cfg.get("delta") is not None:
-        options["delta"] = cfg.delta
     return uot_loss(
         density,
         batch["points"],
         batch["point_mask"],
         stride=OUTPUT_STRIDE,
-        coord_scale=coord_scale,
-        **options,
+        coord_scale=float(cfg.coord_scale) or float(max(h, w)),
+        epsilon=cfg.epsilon,
+        rho=cfg.rho,
+        cost=cfg.cost,
+        penalty=cfg.penalty,
+        delta=cfg.delta,
+        solver=cfg.solver,
+        max_iters=cfg.max_iters,
     )
 
 
@@ -69,11 +73,11 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     return model.apply(variables, images)
 
 
-def load_pretrained(params, path, config):
-    new_params, _ = importers.load_pretrained(
-        params, path, arch="vgg19", input_convention=make_model(config).input_convention
+def load_pretrained(variables, path, config):
+    new_variables, _ = importers.load_pretrained(
+        variables, path, arch="vgg19", input_convention=make_model(config).input_convention
     )
-    return new_params
+    return new_variables
 
 
 METHOD = Method(

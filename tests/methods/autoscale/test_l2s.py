@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdjax.autoscale import l2s
+from crowdjax.methods.autoscale import l2s
 
 
 def _image(seed, h=17, w=23, c=3):

@@ -42,14 +42,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.autoscale import l2s as l2s_lib
-from crowdjax.autoscale import online_gt, selection
 from crowdjax.data import labels
 from crowdjax.losses import center as center_lib
 from crowdjax.losses import dce as dce_lib
+from crowdjax.methods.autoscale import dense_regions, online_gt
+from crowdjax.methods.autoscale import l2s as l2s_lib
+from crowdjax.methods.autoscale.model import AutoScaleNet
 from crowdjax.methods.base import Method
 from crowdjax.models import importers
-from crowdjax.models.autoscale_net import AutoScaleNet
 
 OUTPUT_STRIDE = 1
 HEADS = {"regression": "density", "localization": "distance"}
@@ -64,31 +64,31 @@ def _mode(config) -> str:
 
 
 def _use_l2s(config) -> bool:
-    return bool(config.model.get("use_l2s", True))
+    return bool(config.model.use_l2s)
 
 
 def _edges(config) -> tuple[float, ...]:
-    return tuple(config.loss.get("distance_edges") or labels.DEFAULT_DISTANCE_EDGES)
+    return tuple(config.loss.distance_edges or labels.DEFAULT_DISTANCE_EDGES)
 
 
 def make_model(config) -> AutoScaleNet:
-    pretrained = config.model.get("pretrained")
+    pretrained = config.model.pretrained
     convention = importers.input_convention_for_file(pretrained).name if pretrained else "imagenet"
     return AutoScaleNet(
         head=HEADS[_mode(config)],
         num_classes=len(_edges(config)),
-        width=config.model.get("width", 1.0),
+        width=config.model.width,
         use_l2s=_use_l2s(config),
-        feature_stride=config.model.get("feature_stride", 1),
-        l2s_output=config.model.get("l2s_output", "clamp"),
+        feature_stride=config.model.feature_stride,
+        l2s_output=config.model.l2s_output,
         input_convention=convention,
-        dtype=jnp.bfloat16 if config.model.get("dtype") == "bfloat16" else jnp.float32,
+        dtype=jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32,
     )
 
 
 def initial_center_state(config) -> dict:
     """The closeness center S of Eq. 2-4 and its accumulators over the update period T."""
-    init = float(config.l2s.get("center_init", 0.0))
+    init = float(config.l2s.center_init)
     return {
         "value": jnp.asarray(init, jnp.float32),
         "initialized": jnp.asarray(init > 0),
@@ -108,11 +108,11 @@ def init_variables(model, rng, config):
     return variables
 
 
-def load_pretrained(params, path, config):
-    new_params, _ = importers.load_pretrained(
-        params, path, arch="vgg16", input_convention=make_model(config).input_convention
+def load_pretrained(variables, path, config):
+    new_variables, _ = importers.load_pretrained(
+        variables, path, arch="vgg16", input_convention=make_model(config).input_convention
     )
-    return new_params
+    return new_variables
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,7 +121,7 @@ def load_pretrained(params, path, config):
 
 def canvas_shape(input_shape, config) -> tuple[int, int]:
     """Static canvas (H_c, W_c): ``canvas_factor`` x the input, rounded up to a multiple of 8."""
-    factor = float(config.l2s.get("canvas_factor", 1.0))
+    factor = float(config.l2s.canvas_factor)
     return tuple(max(8, -(-round(s * factor) // 8) * 8) for s in input_shape)
 
 
@@ -133,20 +133,20 @@ def dense_masks(out: dict, image_mask: jax.Array, config) -> jax.Array:
         mean = density.sum(axis=(1, 2), keepdims=True) / jnp.maximum(
             mask.sum(axis=(1, 2), keepdims=True), 1
         )
-        factor = config.l2s.get("factor", selection.REGRESSION_FACTOR)
+        factor = config.l2s.factor
         return mask & (density > factor * mean)
-    max_class = config.l2s.get("max_class", selection.LOCALIZATION_MAX_CLASS)
-    return mask & selection.dense_mask_localization(
+    max_class = config.l2s.max_class
+    return mask & dense_regions.dense_mask_localization(
         jnp.argmax(out["logits"], axis=-1), max_class=max_class
     )
 
 
 def select_boxes(masks: jax.Array, image_mask: jax.Array, config):
     """Largest region's box [B, 4] (x0, y0, w, h) and whether it is used [B] (area > J)."""
-    connectivity = int(config.l2s.get("connectivity", 8))
-    how = config.l2s.get("selection", "device")
+    connectivity = int(config.l2s.connectivity)
+    how = config.l2s.selection
     if how == "device":
-        fn = functools.partial(selection.largest_region_box, connectivity=connectivity)
+        fn = functools.partial(dense_regions.largest_region_box, connectivity=connectivity)
         boxes, found = jax.vmap(fn)(masks)
     elif how == "host":
         b = masks.shape[0]
@@ -155,14 +155,14 @@ def select_boxes(masks: jax.Array, image_mask: jax.Array, config):
             jax.ShapeDtypeStruct((b,), jnp.bool_),
         )
         boxes, found = jax.pure_callback(
-            functools.partial(selection.largest_region_boxes_host, connectivity=connectivity),
+            functools.partial(dense_regions.largest_region_boxes_host, connectivity=connectivity),
             shapes,
             masks,
             vmap_method="sequential",
         )
     else:
         raise ValueError(f"l2s.selection must be 'device' or 'host', got {how!r}")
-    ratio = selection.default_area_ratio(_mode(config), config.l2s.get("area_ratio") or None)
+    ratio = dense_regions.default_area_ratio(_mode(config), config.l2s.area_ratio or None)
     area = image_mask.astype(jnp.float32).sum(axis=(1, 2))  # real pixels, not the padding
     used = found & (boxes[:, 2] * boxes[:, 3] > ratio * area)
     return boxes, used
@@ -198,7 +198,7 @@ def _extent(mask: jax.Array) -> jax.Array:
 def _pixel_loss(out: dict, target, mask, config) -> jax.Array:
     """Per-image loss [B] of the fused output plus ``side_weight`` x each side output."""
     cfg = config.loss
-    reduction = cfg.get("reduction", "sum")
+    reduction = cfg.reduction
     if _mode(config) == "regression":
 
         def one(pred):
@@ -210,20 +210,18 @@ def _pixel_loss(out: dict, target, mask, config) -> jax.Array:
 
         fused = one(out["density"])
     else:
-        kind = cfg.get("classification", "dce")
+        kind = cfg.classification
         if kind == "dce":
-            fn = functools.partial(
-                dce_lib.dce_loss, weight_gradient=bool(cfg.get("dce_weight_gradient", False))
-            )
+            fn = functools.partial(dce_lib.dce_loss, weight_gradient=bool(cfg.dce_weight_gradient))
         elif kind == "ce":
             fn = dce_lib.cross_entropy_loss
         elif kind == "focal":
-            fn = functools.partial(dce_lib.focal_loss, gamma=float(cfg.get("focal_gamma", 2.0)))
+            fn = functools.partial(dce_lib.focal_loss, gamma=float(cfg.focal_gamma))
         else:
             raise ValueError(f"loss.classification must be dce, ce or focal, got {kind!r}")
         one = lambda logits: fn(logits, target, mask=mask, reduction=reduction)
         fused = one(out["logits"])
-    side_weight = float(cfg.get("side_weight", 0.0))
+    side_weight = float(cfg.side_weight)
     if side_weight:
         fused = fused + side_weight * sum(one(side) for side in out["side_outputs"])
     return fused
@@ -233,7 +231,7 @@ def _online_target(points, point_mask, canvas_mask, config):
     """GT of the rescaled regions from the scaled points (Sec 3.4 / 3.5 online GT)."""
     shape = canvas_mask.shape[1:]
     if _mode(config) == "regression":
-        sigma = float(config.data.get("density_sigma") or 0.0)
+        sigma = float(config.data.density_sigma or 0.0)
         return online_gt.density_map(
             points, point_mask, shape, sigma=sigma, extent=_extent(canvas_mask)
         )
@@ -258,9 +256,9 @@ def update_center_state(state: dict, scales, closeness, mask, config) -> dict:
     delta_sum = state["delta_sum"] + jnp.sum(valid * (value - closeness * jnp.square(scales)))
     regions = state["regions"] + regions
     steps = state["steps"] + 1
-    period = int(config.l2s.get("center_update_every", 1))
+    period = int(config.l2s.center_update_every)
     due = steps >= period
-    alpha = float(config.l2s.get("center_alpha", 1e-3))
+    alpha = float(config.l2s.center_alpha)
     new_value = value - alpha * delta_sum / (1.0 + regions)
     return {
         "value": jnp.where(due, new_value, value),
@@ -290,7 +288,7 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
 
     cfg = config.l2s
     boxes, used, scale = dense_region_scale(
-        params, model, out, image_mask, config, feature_gradient=cfg.get("feature_gradient", False)
+        params, model, out, image_mask, config, feature_gradient=cfg.feature_gradient
     )
 
     # Center loss on the GT closeness of the heads inside each dense box (Eq. 1-3).
@@ -309,7 +307,7 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
     )
 
     # Re-prediction on the rescaled region against online GT.
-    r = scale if cfg.get("rescale_gradient", False) else jax.lax.stop_gradient(scale)
+    r = scale if cfg.rescale_gradient else jax.lax.stop_gradient(scale)
     fitted, canvas, canvas_mask = rescale_region(images, boxes, r, config)
     canvas_points, canvas_point_mask = l2s_lib.rescale_points(
         points, point_mask, fitted, r, canvas_shape=canvas_mask.shape[1:]
@@ -319,7 +317,7 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
     rescaled = _pixel_loss(out2, target, canvas_mask, config) * used
 
     batch_size = images.shape[0]
-    weight = float(config.loss.get("center_weight", 1.0))
+    weight = float(config.loss.center_weight)
     loss = (initial + rescaled).mean() + weight * center_loss / batch_size
     new_state = {
         **model_state,
@@ -412,7 +410,7 @@ def points_fn(outputs: dict, image_shape, config) -> np.ndarray:
     re-prediction (its valid area) mapped back to the image: ``x0 + x' / r``.
     """
     h, w = image_shape
-    max_class = int(config.eval.get("minima_max_class", 7))
+    max_class = int(config.eval.minima_max_class)
     points = heads_from_classes(outputs["classes"][:h, :w], max_class)
     if "canvas_classes" not in outputs or not bool(outputs["used"]):
         return points

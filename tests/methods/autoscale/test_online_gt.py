@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdjax.autoscale import online_gt
 from crowdjax.data import labels
+from crowdjax.methods.autoscale import online_gt
 
 SHAPE = (37, 45)
 

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdjax.models.autoscale_fpn import AutoScaleFPN
+from crowdjax.methods.autoscale.fpn import AutoScaleFPN
 from tests.models import reference
 
 W8 = 1 / 8

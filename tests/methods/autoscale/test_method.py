@@ -13,19 +13,20 @@ import pytest
 
 from configs import autoscale_common
 from crowdjax import registry
-from crowdjax.autoscale import l2s, online_gt, selection
 from crowdjax.data import labels
 from crowdjax.losses import dce
-from crowdjax.methods import autoscale
+from crowdjax.methods.autoscale import dense_regions, l2s, online_gt
+from crowdjax.methods.autoscale import method as autoscale
 from tests.models import reference
 
 H, W = 48, 40
 
 
 def _config(mode="reg", **l2s_options):
-    config = autoscale_common.autoscale_config(
-        mode, dataset="synthetic_crowd/tiny", sigma=3.0, crop_size=(H, W), train_images=10
-    )
+    config = autoscale_common.autoscale_config(mode, "synthetic")
+    config.data.name = "synthetic_crowd/tiny"
+    config.data.density_sigma = 3.0
+    config.data.crop_size = (H, W)
     config.model.width = 1 / 16
     config.model.feature_stride = 2
     config.loss.side_weight = 0.5
@@ -175,7 +176,7 @@ def test_select_boxes_device_and_host_agree_and_use_the_real_area(mode):
     np.testing.assert_array_equal(np.asarray(dev[1]), np.asarray(host[1]))
     ratio = 0.1 if mode == "reg" else 0.02
     for m, im, box, used in zip(masks, image_mask, *map(np.asarray, dev), strict=True):
-        want_box, found = selection.largest_region_box_host(m)
+        want_box, found = dense_regions.largest_region_box_host(m)
         np.testing.assert_array_equal(box, want_box)
         assert used == (found and want_box[2] * want_box[3] > ratio * im.sum())
 
@@ -287,7 +288,7 @@ def test_loss_with_l2s_matches_an_independent_recomputation(mode):
     dense = np.asarray(autoscale.dense_masks(out, jnp.asarray(batch["image_mask"]), config))
     boxes, found = [], []
     for m in dense:
-        box, ok = selection.largest_region_box_host(m)
+        box, ok = dense_regions.largest_region_box_host(m)
         boxes.append(box)
         found.append(ok and box[2] * box[3] > 0.01 * H * W)
     boxes, used = np.stack(boxes), np.array(found)
@@ -464,12 +465,14 @@ def test_imagenet_vgg16_weights_load_into_the_fpn_backbone(tmp_path):
     convs = reference.random_vgg_convs("vgg16", config.model.width)
     path = str(tmp_path / "vgg16.npz")
     np.savez(path, **reference.torchvision_state_dict(convs, "vgg16"))
-    params = autoscale.load_pretrained(jax.device_get(variables["params"]), path, config)
+    loaded = autoscale.load_pretrained(jax.device_get(variables), path, config)
+    params = loaded["params"]
     backbone = params["fpn"]["backbone"]
     for name in ("conv1_1", "conv3_2", "conv4_3"):
         np.testing.assert_array_equal(np.asarray(backbone[name]["kernel"]), convs[name][0])
         np.testing.assert_array_equal(np.asarray(backbone[name]["bias"]), convs[name][1])
-    # Heads and L2S keep their values.
+    # Heads, L2S and the center state keep their values.
+    np.testing.assert_array_equal(loaded["center"]["value"], variables["center"]["value"])
     np.testing.assert_array_equal(
         np.asarray(params["l2s"]["fc1"]["kernel"]),
         np.asarray(variables["params"]["l2s"]["fc1"]["kernel"]),
@@ -483,16 +486,15 @@ def test_evaluation_uses_the_methods_own_head_locations():
     pred = gt[:2] + [[1.0, 0.0], [5.0, 0.0]]  # one head 1 px off, one 5 px off, one missed
     density = evaluation.points_to_map(pred, (12, 16), 1)
     assert density.shape == (12, 16) and density.sum() == 2 and density[4, 4] == 1
-    record = {
-        "image_id": "a",
-        "gt_count": 3.0,
-        "pred_count": 2.0,
-        "density": np.zeros_like(density),  # peaks of this map would find no head at all
-        "points": gt,
-        "pred_points": pred,
-        "image_shape": (12, 16),
-    }
-    results = evaluation.summarize([record], stride=1, peak_threshold=0.5, detailed=True)
-    assert results["mae"] == 1.0
+    stream = evaluation.StreamingMetrics(peak_threshold=0.5, detailed=True)
+    # The peaks of an empty map would find no head at all: the method's points are matched,
+    # and the count comes from the map (0 here, against 3 heads).
+    empty = np.zeros_like(density)
+    region = np.ones((12, 16), np.uint8)
+    stream.add(
+        image_id="a", gt_points=gt, pred_map=empty, stride=1, region=region, pred_points=pred
+    )
+    results = stream.result()
+    assert results["mae"] == 3.0
     np.testing.assert_allclose(results["precision@4"], 0.5)
     np.testing.assert_allclose(results["recall@8"], 2 / 3)

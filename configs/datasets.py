@@ -1,0 +1,111 @@
+"""Facts about each data set, in one place: every config reads them from here.
+
+Split sizes are those of the official releases (the builders check them against the files).
+`validation` is the size of an official validation split; where there is none (None), the
+engine holds `data.holdout_fraction` of the training split out for model selection (see
+`crowdjax.data.splits`), so a run trains on `training_images(...)` images. Gaussian sigmas and
+crop sizes are per method family, as each paper states them (METHODS.md); resize rules are applied
+by the builders and repeated here for the docs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFacts:
+    """One data set.
+
+    Attributes:
+      name: the data set, `builder[/config]`.
+      train, test: official split sizes (images).
+      validation: official validation split size, or None (held out of train).
+      sigma: fixed Gaussian sigma (px) per method family ("autoscale", ...); missing: the
+        builder's kernel.
+      crop: training crop (px) per method family.
+      resize: the builder's resize rule (documentation).
+      holdout_mode: "random" images, or a "block" of consecutive frames (video data sets, whose
+        neighbouring frames are near duplicates).
+    """
+
+    name: str
+    train: int
+    test: int
+    validation: int | None = None
+    sigma: dict = dataclasses.field(default_factory=dict)
+    crop: dict = dataclasses.field(default_factory=dict)
+    resize: str = "none"
+    holdout_mode: str = "random"
+
+    def training_images(self, holdout_fraction: float) -> int:
+        """Images in the training stream: all of train, or train without its held-out part."""
+        if self.validation is not None or holdout_fraction <= 0:
+            return self.train
+        return self.train - min(max(1, round(holdout_fraction * self.train)), self.train - 1)
+
+
+DATASETS = {
+    "sha": DatasetFacts(
+        "shanghaitech/part_a",
+        train=300,
+        test=182,
+        sigma={"autoscale": 4.0},
+        crop={"uot": 256, "autoscale": 384},
+        resize="none (geometry-adaptive kernels, beta 0.3, k 3)",
+    ),
+    "shb": DatasetFacts(
+        "shanghaitech/part_b",
+        train=400,
+        test=316,
+        sigma={"autoscale": 8.0},
+        crop={"uot": 512, "autoscale": 512},
+    ),
+    "qnrf": DatasetFacts(
+        "ucf_qnrf",
+        train=1201,
+        test=334,
+        sigma={"autoscale": 8.0},
+        crop={"uot": 512, "autoscale": 512},
+        resize="short side >= 512, long side <= 2048",
+    ),
+    "nwpu": DatasetFacts(
+        "nwpu_crowd",
+        train=3109,
+        validation=500,
+        test=1500,
+        sigma={"autoscale": 6.0},
+        crop={"uot": 384, "autoscale": 512},
+        resize="short side >= 512, long side <= 2048 (test labels are not public)",
+    ),
+    "jhu": DatasetFacts(
+        "jhu_crowd",
+        train=2272,
+        validation=500,
+        test=1600,
+        sigma={"autoscale": 8.0},
+        crop={"uot": 512, "autoscale": 512},
+        resize="short side >= 512, long side <= 2048",
+    ),
+    "trancos": DatasetFacts(
+        "trancos",
+        train=403,
+        validation=420,
+        test=421,
+        sigma={"autoscale": 10.0},
+        crop={"autoscale": 384},
+    ),
+    "mall": DatasetFacts("mall/full", train=800, test=1200, holdout_mode="block"),
+    "ucsd": DatasetFacts("ucsd/native", train=800, test=1200, holdout_mode="block"),
+    "ucf_cc_50": DatasetFacts("ucf_cc_50/clip", train=40, test=10),  # one fold of five tests
+    "synthetic": DatasetFacts(
+        "synthetic_crowd/street", train=400, validation=100, test=100, sigma={"autoscale": 4.0}
+    ),
+}
+
+
+def get(key: str) -> DatasetFacts:
+    """The facts of a data set by its short name; an unknown name lists the known ones."""
+    if key not in DATASETS:
+        raise ValueError(f"unknown data set {key!r}; known: {sorted(DATASETS)}")
+    return DATASETS[key]

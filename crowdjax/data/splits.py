@@ -1,0 +1,142 @@
+"""What a split name means: official splits, and a validation split held out of training.
+
+Model selection must not look at a test split. A data set with an official validation split
+(NWPU-Crowd, JHU-Crowd++, TRANCOS, synthetic_crowd) uses it as "validation". For the others
+(ShanghaiTech, UCF-QNRF, the UCF_CC_50 folds, Mall, UCSD), "validation" is a deterministic
+`data.holdout_fraction` of the training split (`data.train_split`), drawn by a permutation seeded
+by `data.holdout_seed` and the data set's name; the training split then means the remaining
+images everywhere (the training stream, evaluation, the mean-count baseline), so a held-out image
+never reaches training. `data.holdout_fraction = 0` keeps the whole training split (and leaves
+such a data set without "validation").
+
+Split names are TFDS names, joined with "+" for several (e.g. "fold1+fold2+fold3+fold4").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import zlib
+
+import numpy as np
+
+from crowdjax.data import datasets
+from crowdjax.data.io import DataError
+
+VALIDATION = "validation"
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitView:
+    """The examples that a split name of a data set stands for.
+
+    Attributes:
+      dataset: data set name, `builder[/config]`.
+      split: the name used in the config ("validation", "train", "test", "fold1+fold2", ...).
+      source_split: the TFDS split that is read.
+      indices: positions in `source_split` (sorted), or None for all of it.
+      size: number of examples.
+      description: how the split was made, for logs and eval JSONs.
+    """
+
+    dataset: str
+    split: str
+    source_split: str
+    indices: tuple[int, ...] | None
+    size: int
+    description: str
+
+
+HOLDOUT_MODES = ("random", "block")
+
+
+def holdout_indices(
+    dataset: str, split: str, size: int, *, fraction: float, seed: int, mode: str = "random"
+):
+    """Sorted positions [k] of the held-out part of a split of `size` examples.
+
+    k = round(fraction * size), at least 1 and at most size - 1. "random": k positions of a
+    permutation; "block": k consecutive positions from a random start (video frames, whose
+    neighbours are near duplicates, would otherwise leak into training). The draw depends only on
+    (seed, dataset, split), so every run and process holds out the same images.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError(f"data.holdout_fraction must be in (0, 1), got {fraction}")
+    if mode not in HOLDOUT_MODES:
+        raise ValueError(f"data.holdout_mode must be one of {HOLDOUT_MODES}, got {mode!r}")
+    if size < 2:
+        raise DataError(f"{dataset}/{split}: {size} image(s), too few to hold some out")
+    k = min(max(1, round(fraction * size)), size - 1)
+    key = zlib.crc32(f"{dataset}:{split}".encode())
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), key]))
+    if mode == "block":
+        start = int(rng.integers(0, size - k + 1))
+        return np.arange(start, start + k)
+    return np.sort(rng.permutation(size)[:k])
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve(
+    dataset: str,
+    split: str,
+    train_split: str,
+    fraction: float,
+    seed: int,
+    mode: str,
+    data_dir: str | None,
+) -> SplitView:
+    builder = datasets.get_builder(dataset, data_dir=data_dir)
+    official = builder.info.splits if builder.is_prepared() else {}
+    holdout = VALIDATION not in official and fraction > 0
+    if split == VALIDATION and VALIDATION not in official:
+        if not holdout:
+            raise DataError(
+                f"data set {dataset!r} has no validation split and data.holdout_fraction is 0: "
+                "set data.holdout_fraction > 0 to hold one out of the training split"
+            )
+        size = len(datasets.data_source(dataset, train_split, data_dir=data_dir))
+        held = holdout_indices(dataset, train_split, size, fraction=fraction, seed=seed, mode=mode)
+        return SplitView(
+            dataset,
+            split,
+            train_split,
+            tuple(int(i) for i in held),
+            len(held),
+            f"{len(held)} of the {size} images of {train_split!r} held out "
+            f"(fraction {fraction:g}, seed {seed}, {mode})",
+        )
+    if split == train_split and holdout:
+        size = len(datasets.data_source(dataset, train_split, data_dir=data_dir))
+        held = holdout_indices(dataset, train_split, size, fraction=fraction, seed=seed, mode=mode)
+        kept = np.setdiff1d(np.arange(size), held)
+        return SplitView(
+            dataset,
+            split,
+            train_split,
+            tuple(int(i) for i in kept),
+            len(kept),
+            f"{len(kept)} of the {size} images of {train_split!r} (the rest is the validation "
+            f"split; fraction {fraction:g}, seed {seed}, {mode})",
+        )
+    size = len(datasets.data_source(dataset, split, data_dir=data_dir))
+    return SplitView(dataset, split, split, None, size, f"the official {split!r} split")
+
+
+def resolve(data_config, dataset: str, split: str) -> SplitView:
+    """The examples of `split` of `dataset` under `data_config`'s holdout rule (module doc)."""
+    return _resolve(
+        dataset,
+        split,
+        str(data_config.train_split),
+        float(data_config.holdout_fraction),
+        int(data_config.holdout_seed),
+        str(data_config.holdout_mode),
+        data_config.data_dir or None,
+    )
+
+
+def is_test_split(data_config, split: str) -> bool:
+    """Whether `split` reads test images: the data config's `test_split`, or any split whose
+    name contains "test" (so a selection on it must be asked for by name)."""
+    parts = split.split("+")
+    return split == data_config.test_split or any("test" in part for part in parts)

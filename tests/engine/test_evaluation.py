@@ -1,0 +1,132 @@
+"""The evaluators: a list of evaluations over several data sets, counts of real pixels and inside
+the ROI, the per-entry baseline, any number of devices, flat memory, and the selection rule."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from crowdjax import checkpointing, evaluation, run, trainer
+from crowdjax.data import datasets
+from tests.engine import toy_configs
+from tests.engine.conftest import run_script
+
+STRIDE = 8
+
+
+def _constant_run(data_dir, workdir):
+    config = toy_configs.get_config("constant")
+    config.data.data_dir = data_dir
+    config.toy.stride = STRIDE
+    config.train.num_steps = 2
+    config.evals.other = common.eval_entry("pipeline_test_crowd/a", "test")  # another data set
+    config.evals.roi = common.eval_entry("pipeline_test_roi_crowd/a", "test")
+    results = trainer.run_main(config, str(workdir))
+    setup = run.Setup(config)
+    variables, _ = checkpointing.restore_variables(str(workdir), setup.abstract_variables())
+    return config, results, float(variables["params"]["c"])
+
+
+def test_every_entry_counts_the_real_pixels_inside_the_roi(extra_data_dir, tmp_path):
+    config, results, c = _constant_run(extra_data_dir, tmp_path)
+    assert set(results) == {"val", "test", "other", "roi"}
+    train = datasets.data_source("synthetic_crowd/tiny", "train", data_dir=extra_data_dir)
+    train_mean = np.mean([len(train[i]["points"]) for i in range(len(train))])
+    entries = {
+        "val": ("synthetic_crowd/tiny", "validation"),
+        "test": ("synthetic_crowd/tiny", "test"),
+        "other": ("pipeline_test_crowd/a", "test"),
+        "roi": ("pipeline_test_roi_crowd/a", "test"),
+    }
+    for prefix, (dataset, split) in entries.items():
+        document = json.load(open(tmp_path / f"eval_{prefix}.json"))
+        assert (document["dataset"], document["split"]) == (dataset, split)
+        source = datasets.data_source(dataset, split, data_dir=extra_data_dir)
+        examples = {source[i]["image_id"].decode(): source[i] for i in range(len(source))}
+        assert sorted(r["image_id"] for r in document["per_image"]) == sorted(examples)
+        gt_counts = []
+        for record in document["per_image"]:
+            example = examples[record["image_id"]]
+            h, w = example["image"].shape[:2]
+            points = example["points"]
+            if prefix == "roi":  # the density of the ROI's pixels, the heads on ROI pixels
+                roi = example["roi"]
+                area = roi.sum()
+                inside = roi[points[:, 1].astype(int), points[:, 0].astype(int)] > 0
+                gt = inside.sum()
+            else:  # padded to a bucket: only the h x w real pixels count
+                area, gt = h * w, len(points)
+            assert record["gt_count"] == gt
+            np.testing.assert_allclose(record["pred_count"], c * area / STRIDE**2, rtol=1e-5)
+            gt_counts.append(gt)
+        np.testing.assert_allclose(document["game0"], document["mae"], rtol=1e-12)
+        # The baseline: the training mean of this data set if it is trained on, else of all
+        # training data (here the tiny set either way), against this entry's counts.
+        np.testing.assert_allclose(
+            document["baseline_mae"], np.mean(np.abs(np.array(gt_counts) - train_mean)), rtol=1e-9
+        )
+        assert document["selected_by"]["eval"] == "val"
+        assert "held out" not in document["selected_by"]["split_description"]  # official split
+    roi_doc = json.load(open(tmp_path / "eval_roi.json"))
+    source = datasets.data_source("pipeline_test_roi_crowd/a", "test", data_dir=extra_data_dir)
+    total = sum(len(source[i]["points"]) for i in range(len(source)))
+    assert sum(r["gt_count"] for r in roi_doc["per_image"]) < total  # heads outside dropped
+
+
+def test_streaming_metrics_memory_is_flat_in_the_number_of_images():
+    """Peak memory of accumulating N images of 512 x 512 maps: the maps are not kept."""
+    rng = np.random.default_rng(0)
+    density = rng.uniform(0, 1e-3, (512, 512)).astype(np.float32)
+    points = rng.uniform(0, 512, (300, 2)).astype(np.float32)
+    region = np.ones((512, 512), np.uint8)
+
+    def peak(n: int) -> int:
+        stream = evaluation.StreamingMetrics(peak_threshold=0.9e-3, detailed=True)
+        tracemalloc.start()
+        for i in range(n):
+            stream.add(
+                image_id=f"{i}", gt_points=points, pred_map=density.copy(), stride=1, region=region
+            )
+        stream.result()
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return top
+
+    small, large = peak(5), peak(50)
+    map_bytes = density.nbytes
+    # 45 more images add less than one map (1 MB): a few kB of counts and matches each.
+    assert large - small < map_bytes, (small, large)
+
+
+def test_selection_on_a_test_split_must_be_asked_for():
+    config = toy_configs.get_config("constant")
+    config.selection.eval = "test"
+    with pytest.raises(ValueError, match="allow_test=True to reproduce a paper's protocol"):
+        evaluation.selection_entry(config)
+    config.selection.allow_test = True
+    entry, metric, mode = evaluation.selection_entry(config)
+    assert (entry.split, metric, mode) == ("test", "mae", "min")
+    config.selection.eval = "nope"
+    with pytest.raises(ValueError, match="none of config.evals"):
+        evaluation.selection_entry(config)
+
+
+def test_evaluation_on_eight_devices_equals_one(tiny_data_dir):
+    """Batch size 1 on 8 devices: batches are padded to the device count and masked."""
+    proc = run_script(
+        ["tests/engine/eval_devices.py", tiny_data_dir],
+        env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["batch_size_8"] == 8 and result["batch_size_1"] == 1
+    one, eight = result["counts_1"], result["counts_8"]
+    assert sorted(one) == sorted(eight) and len(one) == 4
+    for image_id, count in one.items():
+        np.testing.assert_allclose(eight[image_id], count, rtol=1e-4, atol=1e-5)
+    assert len(jax.devices()) >= 1

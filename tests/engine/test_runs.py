@@ -1,0 +1,119 @@
+"""Runs that survive what happens to runs: re-run when finished, killed during the final
+evaluation, evaluated from the workdir alone, and started from another run (`init_from`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from configs import quickstart
+from crowdjax import checkpointing, run, trainer
+from tests.engine.conftest import run_script
+
+TRAIN = ["train.py", "--config=configs/quickstart.py:tiny"]
+
+
+def _test_line(stdout: str) -> str:
+    (line,) = [x for x in stdout.splitlines() if x.startswith("test (")]
+    return line
+
+
+def test_a_finished_workdir_reruns_and_reports_the_same(tiny_data_dir, tmp_path):
+    workdir = str(tmp_path)
+    args = [*TRAIN, f"--workdir={workdir}", f"--config.data.data_dir={tiny_data_dir}"]
+    first = run_script(args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert re.search(r"final evaluation of the best checkpoint: .*'step': \d", first.stdout)
+    again = run_script(args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already trained 4 steps" in again.stdout
+    assert _test_line(again.stdout) == _test_line(first.stdout)
+    # Killed during its final evaluation: what is left is the checkpoint without the report.
+    test_json = json.load(open(tmp_path / "eval_test.json"))
+    os.remove(tmp_path / "final.json")
+    os.remove(tmp_path / "eval_test.json")
+    finished = run_script(args)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert _test_line(finished.stdout) == _test_line(first.stdout)
+    assert json.load(open(tmp_path / "eval_test.json"))["mae"] == test_json["mae"]
+    with open(tmp_path / "metrics.jsonl") as f:
+        finals = [(r["split"], r["step"]) for r in map(json.loads, f) if r.get("final")]
+    assert sorted(finals) == sorted(set(finals)) and len(finals) == 2  # test and val, once each
+
+
+def test_eval_py_needs_only_the_workdir_of_a_run_with_optimizer_overrides(tiny_data_dir, tmp_path):
+    # SGD with weight decay has another optimizer state than the config file's Adam: eval.py
+    # reads config.json and restores the variables only.
+    workdir = str(tmp_path)
+    proc = run_script(
+        [
+            *TRAIN,
+            f"--workdir={workdir}",
+            f"--config.data.data_dir={tiny_data_dir}",
+            "--config.train.num_steps=2",
+            "--config.optimizer.name=sgd",
+            "--config.optimizer.weight_decay=0.5",
+        ]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trained = json.load(open(tmp_path / "eval_test.json"))
+    os.remove(tmp_path / "eval_test.json")
+    proc = run_script(["eval.py", f"--workdir={workdir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    evaluated = json.load(open(tmp_path / "eval_test.json"))
+    assert evaluated["mae"] == trained["mae"]  # the same (best) checkpoint as train.py's report
+    assert evaluated["checkpoint"]["kind"] == "best" and evaluated["checkpoint"]["step"] == 2
+
+
+def test_init_from_takes_variables_only_so_a_second_stage_may_change_its_optimizer(
+    tiny_data_dir, tmp_path
+):
+    first = quickstart.get_config("tiny")
+    first.data.data_dir = tiny_data_dir
+    first.train.num_steps = 2
+    first.eval_at_end = False
+    trainer.run_main(first, str(tmp_path / "stage1"))
+    second = quickstart.get_config("tiny")
+    second.data.data_dir = tiny_data_dir
+    second.train.num_steps = 2
+    second.init_from = str(tmp_path / "stage1")
+    second.optimizer.name = "sgd"  # another optimizer state structure
+    second.optimizer.learning_rate = 0.0  # so the second stage keeps the first's variables
+    second.eval_at_end = False
+    trainer.run_main(second, str(tmp_path / "stage2"))
+    setup = run.Setup(second)
+    one, _ = checkpointing.restore_variables(str(tmp_path / "stage1"), setup.abstract_variables())
+    two, info = checkpointing.restore_variables(
+        str(tmp_path / "stage2"), setup.abstract_variables()
+    )
+    assert info["step"] == 2  # stage 2 counts its own steps from 0
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_the_best_record_is_that_of_the_committed_checkpoint(tiny_data_dir, tmp_path):
+    config = quickstart.get_config("tiny")
+    config.data.data_dir = tiny_data_dir
+    trainer.run_main(config, str(tmp_path))
+    record = json.load(open(tmp_path / "best_metrics.json"))
+    directory, step, kind = checkpointing.find_checkpoint(str(tmp_path))
+    assert kind == "best" and step == record["step"] and record["metric"] == "val/mae"
+    assert os.path.exists(os.path.join(directory, str(step), "commit_success.txt"))
+    evals = [
+        r
+        for r in map(json.loads, open(tmp_path / "metrics.jsonl"))
+        if r["split"] == "val" and not r.get("final")
+    ]
+    assert record["value"] == min(r["mae"] for r in evals)
+
+
+def test_evaluation_does_not_import_the_trainer():
+    code = "import sys, crowdjax.evaluation; print('crowdjax.trainer' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
