@@ -27,6 +27,7 @@ DARK_CLOTHING = ((40, 40, 50), (70, 40, 40), (40, 60, 80), (90, 90, 95), (60, 70
 _SHIFT = 4
 _ONE = 1 << _SHIFT
 
+
 @dataclasses.dataclass
 class Background:
     """canvas [H, W, 3] float32; top: first row people stand on; rows: stand row y's (or None);

@@ -1,11 +1,12 @@
 """Pure, jittable losses with documented shapes; import them directly in notebooks.
 
-from crowdjax.losses import uot_loss, dce_loss
+from crowdjax.losses import uot_loss, dce_loss, density_mse_loss
 """
 
 from crowdjax.losses.center import center_loss, update_center
 from crowdjax.losses.center import closeness as closeness_jnp
 from crowdjax.losses.dce import cross_entropy_loss, dce_loss, dce_weight, focal_loss
+from crowdjax.losses.density import density_mse_loss
 from crowdjax.losses.uot import uot_loss, uot_semi_dual, uot_solve
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "cross_entropy_loss",
     "dce_loss",
     "dce_weight",
+    "density_mse_loss",
     "focal_loss",
     "uot_loss",
     "uot_semi_dual",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-_REDUCTIONS = ("sum", "mean")
+from crowdjax.losses.reduction import reduce_per_image
 
 
 def _check(logits, labels, mask):
@@ -46,20 +46,6 @@ def _log_probs_at_labels(logits, labels):
         log_probs, labels.astype(jnp.int32)[..., None], axis=-1, mode="fill", fill_value=jnp.nan
     )[..., 0]
     return log_probs, at_label
-
-
-def _reduce(per_pixel, mask, reduction):
-    """Per-image sum (or mean over valid pixels) of a [B, H, W] map -> [B]."""
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if mask is None:
-        mask = jnp.ones(per_pixel.shape, jnp.float32)
-    mask = mask.astype(jnp.float32)
-    # where(): a NaN/inf on a masked-out pixel must not leak through 0 * inf.
-    total = jnp.sum(jnp.where(mask > 0, per_pixel * mask, 0.0), axis=(1, 2))
-    if reduction == "mean":
-        total = total / jnp.maximum(jnp.sum(mask, axis=(1, 2)), 1.0)
-    return total
 
 
 def dce_weight(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -96,7 +82,7 @@ def dce_loss(
     weight = dce_weight(logits, labels)
     if not weight_gradient:
         weight = jax.lax.stop_gradient(weight)
-    return _reduce(-weight * log_p, mask, reduction)
+    return reduce_per_image(-weight * log_p, mask, reduction)
 
 
 def cross_entropy_loss(
@@ -113,7 +99,7 @@ def cross_entropy_loss(
     """
     _check(logits, labels, mask)
     _, log_p = _log_probs_at_labels(logits, labels)
-    return _reduce(-log_p, mask, reduction)
+    return reduce_per_image(-log_p, mask, reduction)
 
 
 def focal_loss(
@@ -140,4 +126,4 @@ def focal_loss(
     # 1 - exp(log p) via expm1: accurate when p -> 1 (the well-classified pixels).
     one_minus_p = -jnp.expm1(log_p)
     modulator = jnp.power(jnp.maximum(one_minus_p, 0.0), gamma) if gamma else 1.0
-    return _reduce(-modulator * log_p, mask, reduction)
+    return reduce_per_image(-modulator * log_p, mask, reduction)

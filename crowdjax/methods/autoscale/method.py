@@ -45,6 +45,7 @@ import numpy as np
 from crowdjax.data import labels
 from crowdjax.losses import center as center_lib
 from crowdjax.losses import dce as dce_lib
+from crowdjax.losses import density as density_lib
 from crowdjax.methods.autoscale import dense_regions, online_gt
 from crowdjax.methods.autoscale import l2s as l2s_lib
 from crowdjax.methods.autoscale.model import AutoScaleNet
@@ -200,14 +201,9 @@ def _pixel_loss(out: dict, target, mask, config) -> jax.Array:
     cfg = config.loss
     reduction = cfg.reduction
     if _mode(config) == "regression":
-
-        def one(pred):
-            err = jnp.square(pred - target) * mask
-            total = err.sum(axis=(1, 2))
-            if reduction == "mean":
-                total = total / jnp.maximum(mask.sum(axis=(1, 2)), 1.0)
-            return total
-
+        one = lambda pred: density_lib.density_mse_loss(
+            pred, target, mask=mask, reduction=reduction
+        )
         fused = one(out["density"])
     else:
         kind = cfg.classification
