@@ -98,30 +98,37 @@ def crop_points(points: np.ndarray, window) -> np.ndarray:
     return np.minimum(kept, top.astype(np.float64))
 
 
-def scaled_crop(
-    image: np.ndarray, scaled_shape: tuple[int, int], window, *, interpolation=cv2.INTER_LINEAR
-) -> np.ndarray:
+def scaled_crop(image: np.ndarray, scaled_shape: tuple[int, int], window, *, nearest=False):
     """The window of `image` resized to `scaled_shape`, without resizing the whole image.
 
-    Equal to `cv2.resize(image, scaled_shape[::-1])[y0:y0+h, x0:x0+w]` for bilinear (half-pixel
-    centres: source index = (target index + 0.5) * size ratio - 0.5), computed by one warpAffine
-    on the window only. `image` may be a reduced decode of the original: only the ratio matters.
+    Bilinear (default): equal to `cv2.resize(image, scaled_shape[::-1])[y0:y0+h, x0:x0+w]`
+    (half-pixel centres: source index = (target index + 0.5) * size ratio - 0.5), computed by one
+    warpAffine on the window only. `nearest` (masks such as the ROI): the source pixel under each
+    target pixel's centre, floor((target index + 0.5) * size ratio), in exact integers (warpAffine's
+    nearest rounds on a 1/32 px grid), so a mask stays aligned with the bilinear image. `image`
+    may be a reduced decode of the original: only the ratio matters.
 
     Args:
       image: [H, W] or [H, W, C].
       scaled_shape: (Hs, Ws) of the virtual resized image.
       window: (y0, x0, h, w) in the resized image.
+      nearest: nearest-neighbour instead of bilinear.
     """
     y0, x0, h, w = window
     ay, ax = image.shape[0] / scaled_shape[0], image.shape[1] / scaled_shape[1]
     if ay == 1.0 and ax == 1.0:
         return image[y0 : y0 + h, x0 : x0 + w]
+    if nearest:  # floor((i + 1/2) H / Hs) in integers: exact, ties included
+        (big_h, big_w), (hs, ws) = image.shape[:2], scaled_shape
+        rows = (2 * np.arange(y0, y0 + h) + 1) * big_h // (2 * hs)
+        cols = (2 * np.arange(x0, x0 + w) + 1) * big_w // (2 * ws)
+        return image[np.minimum(rows, big_h - 1)][:, np.minimum(cols, big_w - 1)]
     m = np.array([[ax, 0.0, (x0 + 0.5) * ax - 0.5], [0.0, ay, (y0 + 0.5) * ay - 0.5]])
     return cv2.warpAffine(
         image,
         m,
         (w, h),
-        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_REPLICATE,
     )
 
@@ -359,7 +366,7 @@ class TrainTransform:
             maps["distance_label"] = dist
         if self.with_roi:
             roi = decode_tensor(record["roi"], np.uint8)
-            maps["roi"] = scaled_crop(roi, (hs, ws), window, interpolation=cv2.INTER_NEAREST)
+            maps["roi"] = scaled_crop(roi, (hs, ws), window, nearest=True)
         points = crop_points(points, window)
         rgb = cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
         if flip:

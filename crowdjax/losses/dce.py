@@ -15,7 +15,8 @@ DCE weight (**choice**, METHODS.md): ``w(p) = sum_i (|C(p) - i| + 1) Pr_i(p)`` i
 by default no gradient flows through it (``jax.lax.stop_gradient``); ``weight_gradient=True`` lets
 it flow (the loss is then the literal product of Eq. 7).
 
-Labels must lie in ``[0, K)``; this is not checked inside jit (an out-of-range label yields NaN).
+Labels must lie in ``[0, K)``; this cannot be checked inside jit, so a pixel with a label outside
+(e.g. -1 or K) has a NaN loss (the loss of its image is NaN unless the pixel is masked out).
 """
 
 from __future__ import annotations
@@ -40,12 +41,13 @@ def _check(logits, labels, mask):
 
 
 def _log_probs_at_labels(logits, labels):
-    """log-softmax [B, H, W, K] (float32) and its value at the label, [B, H, W]."""
+    """log-softmax [B, H, W, K] (float32) and its value at the label, [B, H, W]; NaN where the
+    label is outside [0, K) (a negative label would otherwise index from the end)."""
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    at_label = jnp.take_along_axis(
-        log_probs, labels.astype(jnp.int32)[..., None], axis=-1, mode="fill", fill_value=jnp.nan
-    )[..., 0]
-    return log_probs, at_label
+    labels = labels.astype(jnp.int32)
+    inside = (labels >= 0) & (labels < logits.shape[-1])
+    at_label = jnp.take_along_axis(log_probs, jnp.where(inside, labels, 0)[..., None], axis=-1)
+    return log_probs, jnp.where(inside, at_label[..., 0], jnp.nan)
 
 
 def dce_weight(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -16,6 +16,8 @@ import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
 
+from crowdjax.data import labels
+
 
 def write_image(path, height: int, width: int, *, gray: bool = False, seed: int = 0) -> str:
     """Writes a smooth random image (JPEG or PNG by the extension); returns the path."""
@@ -107,8 +109,9 @@ def read_split(builder, split: str) -> dict[str, dict]:
     return out
 
 
-def check_example(ex, points, *, rtol: float = 1e-4) -> None:
-    """Common checks: points, count, shapes, density sum and distance labels."""
+def check_example(ex, points, recipe, *, rtol: float = 1e-4) -> None:
+    """Common checks: points, count, shapes, and both ground-truth maps whole, against the maps
+    that the builder config's recipe (kernel, distance edges) gives for the stored points."""
     image = np.asarray(ex["image"])
     h, w = image.shape[:2]
     assert image.shape == (h, w, 3) and image.dtype == np.uint8
@@ -118,10 +121,16 @@ def check_example(ex, points, *, rtol: float = 1e-4) -> None:
     density = np.asarray(ex["density"])
     assert density.shape == (h, w) and density.dtype == np.float32
     np.testing.assert_allclose(density.sum(dtype=np.float64), len(got), rtol=rtol, atol=1e-6)
-    labels = np.asarray(ex["distance_label"])
-    assert labels.shape == (h, w) and labels.dtype == np.uint8
-    if len(got):
+    want = labels.density_map(
+        got, (h, w), sigma=recipe.sigma, adaptive=recipe.adaptive, beta=recipe.beta, k=recipe.k
+    )
+    np.testing.assert_allclose(density, want, rtol=0, atol=1e-6)
+    classes = np.asarray(ex["distance_label"])
+    assert classes.shape == (h, w) and classes.dtype == np.uint8
+    want = labels.distance_label_map(got, (h, w), edges=recipe.distance_edges)
+    np.testing.assert_array_equal(classes, want)
+    if len(got):  # heads are class 0; the map is not constant unless the image is empty
         rows, cols = np.floor(got[:, 1]).astype(int), np.floor(got[:, 0]).astype(int)
-        assert np.all(labels[rows, cols] == 0)
+        assert np.all(classes[rows, cols] == 0)
     else:
-        assert np.all(labels == labels.max())
+        assert np.all(classes == len(recipe.distance_edges) - 1)

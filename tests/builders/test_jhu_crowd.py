@@ -72,7 +72,9 @@ def test_build_splits_and_labels(tmp_path):
         for image_id, (h, w, n, scene, weather, distractor, new_h, new_w) in images.items():
             ex = examples[f"{image_id}.jpg"]
             assert np.asarray(ex["image"]).shape == (new_h, new_w, 3)
-            fakes.check_example(ex, truth[image_id] * [new_w / w, new_h / h])
+            fakes.check_example(
+                ex, truth[image_id] * [new_w / w, new_h / h], builder.builder_config
+            )
             assert int(ex["weather"]) == weather and bool(ex["distractor"]) == bool(distractor)
             scene_type = ex["scene_type"]
             assert (scene_type.decode() if isinstance(scene_type, bytes) else scene_type) == scene
@@ -107,7 +109,7 @@ def test_points_outside_the_image(tmp_path, rule):
     ex = fakes.read_split(builder, "validation")["0004.jpg"]
     w_in, h_in = np.nextafter(np.float32(520), 0), np.nextafter(np.float32(540), 0)
     clipped = [[3, 4], [w_in, 10], [0, h_in]]
-    fakes.check_example(ex, [[3, 4]] if rule == "drop" else clipped)
+    fakes.check_example(ex, [[3, 4]] if rule == "drop" else clipped, builder.builder_config)
     assert int(ex["density_level"]) == 0  # 3 annotated heads
 
 

@@ -68,10 +68,12 @@ def test_build_splits_labels_and_unannotated_test(tmp_path):
             assert int(ex["illumination"]) == illum and int(ex["scene_level"]) == level
             assert bool(ex["has_annotation"]) == (n is not None)
             if n is None:
-                fakes.check_example(ex, np.zeros((0, 2)))
+                fakes.check_example(ex, np.zeros((0, 2)), builder.builder_config)
                 assert int(ex["count"]) == 0 and not np.asarray(ex["density"]).any()
             else:
-                fakes.check_example(ex, truth[image_id] * [new_w / w, new_h / h])
+                fakes.check_example(
+                    ex, truth[image_id] * [new_w / w, new_h / h], builder.builder_config
+                )
     assert builder.info.metadata["count_mismatch"] == {"train": 0, "validation": 0}
     assert builder.info.metadata["points_outside_image"] == {
         "train": 0,
@@ -90,7 +92,9 @@ def test_human_num_mismatch_and_unlisted_image_are_logged(tmp_path, caplog):
     assert builder.info.metadata["count_mismatch"] == {"train": 0, "validation": 1}
     assert "declares 5 heads but annotates 2 points" in caplog.text
     assert "1 images in no split list" in caplog.text
-    fakes.check_example(fakes.read_split(builder, "validation")["0004.jpg"], truth["0004"])
+    fakes.check_example(
+        fakes.read_split(builder, "validation")["0004.jpg"], truth["0004"], builder.builder_config
+    )
 
 
 @pytest.mark.parametrize(

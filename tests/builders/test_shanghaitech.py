@@ -52,7 +52,7 @@ def test_part_b_from_root(tmp_path):
         examples = fakes.read_split(builder, split)
         assert sorted(examples) == sorted(f"IMG_{n}.jpg" for n in LAYOUT["B"][split])
         for image_id, ex in examples.items():
-            fakes.check_example(ex, truth[("B", split, image_id)])
+            fakes.check_example(ex, truth[("B", split, image_id)], builder.builder_config)
             assert np.asarray(ex["image"]).shape == (H, W, 3)
     assert builder.info.metadata["points_outside_image"] == {"train": 0, "test": 0}
     assert builder.info.metadata["count_mismatch"] == {"train": 0, "test": 0}
@@ -67,7 +67,7 @@ def test_part_a_from_part_dir_adaptive(tmp_path):
     examples = fakes.read_split(builder, "train")
     assert sorted(examples) == ["IMG_1.jpg", "IMG_2.jpg"]
     for image_id, ex in examples.items():
-        fakes.check_example(ex, truth[("A", "train", image_id)])
+        fakes.check_example(ex, truth[("A", "train", image_id)], builder.builder_config)
     # Adaptive kernels differ from a fixed sigma-8 map of the same points.
     ex = examples["IMG_1.jpg"]
     fixed = density_map(np.asarray(ex["points"]), (H, W), sigma=8.0)
@@ -161,7 +161,7 @@ def test_points_outside_the_image(tmp_path, rule):
         expected = inside
     else:  # Clipped to the border pixels: x = 0 and x just below W.
         expected = np.concatenate([inside, [[0.0, 5.0], [np.nextafter(np.float32(W), 0), 3.0]]])
-    fakes.check_example(ex, expected)
+    fakes.check_example(ex, expected, builder.builder_config)
     # The metadata survives a reload from disk.
     reloaded = ShanghaiTech(config=config, data_dir=os.fspath(tmp_path / "out"))
     assert reloaded.info.metadata["points_outside_image"] == {"train": 2, "test": 0}
@@ -176,5 +176,5 @@ def test_declared_number_mismatch_keeps_points(tmp_path, caplog):
     builder = fakes.build(ShanghaiTech, tmp_path / "raw", tmp_path / "out", config="part_b")
     assert builder.info.metadata["count_mismatch"] == {"train": 0, "test": 1}
     ex = fakes.read_split(builder, "test")["IMG_3.jpg"]
-    fakes.check_example(ex, truth[("B", "test", "IMG_3.jpg")])
+    fakes.check_example(ex, truth[("B", "test", "IMG_3.jpg")], builder.builder_config)
     assert "declares 9 heads but annotates 4 points" in caplog.text

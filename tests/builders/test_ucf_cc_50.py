@@ -58,7 +58,7 @@ def test_build_folds_and_outside_points(tmp_path, config):
                 expected = np.concatenate([inside, np.clip(outside, 0, hi)])
             else:
                 expected = inside
-            fakes.check_example(ex, expected)
+            fakes.check_example(ex, expected, builder.builder_config)
             # Stored losslessly (PNG): the gray JPEG's pixels in all three channels.
             gray = cv2.imread(os.fspath(tmp_path / "raw" / "UCF_CC_50" / f"{n}.jpg"), 0)
             image = np.asarray(ex["image"])

@@ -53,7 +53,7 @@ def test_build_resizes_and_scales_points(tmp_path):
             ex = examples[stem + ".jpg"]
             assert np.asarray(ex["image"]).shape == (new_h, new_w, 3)
             expected = truth[(split.lower(), stem + ".jpg")] * [new_w / w, new_h / h]
-            fakes.check_example(ex, expected)
+            fakes.check_example(ex, expected, builder.builder_config)
     assert builder.info.metadata["points_outside_image"] == {"train": 0, "test": 0}
 
 
@@ -121,4 +121,6 @@ def test_points_outside_the_image(tmp_path, rule):
     ex = fakes.read_split(builder, "test")["img_0001.jpg"]
     below_h, below_w = np.nextafter(np.float32(530), 0), np.nextafter(np.float32(600), 0)
     clipped = [[10.0, below_h], [10.0, 0.0], [below_w, below_h]]
-    fakes.check_example(ex, inside if rule == "drop" else np.concatenate([inside, clipped]))
+    fakes.check_example(
+        ex, inside if rule == "drop" else np.concatenate([inside, clipped]), builder.builder_config
+    )

@@ -1,6 +1,7 @@
 """Tests of crowdjax.data.pipeline on a tiny test-only TFDS builder (random PNG images)."""
 
 import zlib
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -200,6 +201,34 @@ def test_roi_is_cropped_into_train_batches(data_dir):
     batch = next(pipeline.train_iterator(config, global_batch_size=2, seed=0))
     assert batch["roi"].shape == (2, 32, 48) and batch["roi"].dtype == np.uint8
     assert not batch["roi"][~batch["image_mask"]].any()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_train_roi_is_the_stored_roi_scaled_cropped_and_flipped_with_the_image(data_dir, seed):
+    name = "pipeline_test_roi_crowd/a"
+    config = _config(data_dir, name=name, hflip=True, scale_range=(0.7, 1.4), output_stride=1)
+    transform = pipeline._train_transform(config, name, 1)
+    raw = pipeline.raw_source(name, "train", data_dir=data_dir)
+    stored = datasets.data_source(name, "train", data_dir=data_dir)
+    for index in range(len(raw)):
+        out = transform(raw[index], np.random.default_rng([seed, index]))
+        # The transform's draws, in its order: scale, crop window, flip.
+        rng = np.random.default_rng([seed, index])
+        roi = stored[index]["roi"]
+        height, width = roi.shape
+        scale = rng.uniform(0.7, 1.4)
+        hs, ws = max(1, round(height * scale)), max(1, round(width * scale))
+        y0, x0, h, w = T.random_window(rng, hs, ws, (32, 48))
+        flip = rng.random() < 0.5
+        # Nearest neighbour of the whole image at pixel centres, floor((i + 1/2) H / Hs) (exact,
+        # from fractions), then the window, then the flip.
+        rows = [min(int(Fraction(2 * i + 1, 2 * hs) * height), height - 1) for i in range(hs)]
+        cols = [min(int(Fraction(2 * j + 1, 2 * ws) * width), width - 1) for j in range(ws)]
+        want = roi[rows][:, cols][y0 : y0 + h, x0 : x0 + w]
+        want = want[:, ::-1] if flip else want
+        np.testing.assert_array_equal(out["roi"][:h, :w], want)
+        assert not out["roi"][h:].any() and not out["roi"][:, w:].any()  # padding: outside
+        assert out["image_mask"][:h, :w].all() and out["image_mask"].sum() == h * w
 
 
 def test_max_points_overflow_names_the_image(data_dir):

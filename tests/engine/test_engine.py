@@ -51,16 +51,20 @@ def _assert_equal_steps(result: dict) -> None:
 
 
 def test_eight_devices_equal_one_device(tiny_data_dir):
-    """UOT, a two-player method with optimizer groups on paired streams, and a BatchNorm model
+    """UOT; the whole AutoScale step (selection, L2S, re-prediction, center state) on 32 x 32
+    crops; a two-player method with optimizer groups on paired streams; and a BatchNorm model
     (synchronised statistics: the running averages are compared too)."""
-    uot, two_player, batch_norm = _one_vs_eight(
+    uot, autoscale, two_player, batch_norm = _one_vs_eight(
         tiny_data_dir,
         "quickstart",
+        "autoscale_synthetic:tiny;l2s.area_ratio=0.01;data.crop_size=32",
         "tests.engine.toy_configs:two_player",
         "tests.engine.toy_configs:batch_norm",
     )
-    for result in (uot, two_player, batch_norm):
+    for result in (uot, autoscale, two_player, batch_norm):
         _assert_equal_steps(result)
+    # Regions were selected (the center state moved) and L2S was trained.
+    assert {"params/l2s", "state/center"} <= set(autoscale["parts"])
     assert {"params/critic", "params/generator"} <= set(two_player["parts"])
     assert "state/batch_stats" in batch_norm["parts"] and batch_norm["state_update"] > 0
 

@@ -67,11 +67,19 @@ def test_dce_weight_at_least_one_and_equals_ce_for_a_confident_correct_pixel():
     logits, labels, _ = _inputs(1)
     w = dce.dce_weight(jnp.asarray(logits), jnp.asarray(labels))
     assert float(w.min()) >= 1.0
-    # A one-hot prediction on the label gives w = 1: DCE = CE.
-    sure = 30.0 * jax.nn.one_hot(labels, K)
+    # A confident prediction on the label gives w -> 1: DCE -> CE. Logits 8 * one-hot keep CE
+    # clearly non-zero (log(1 + 10 e^-8) ~ 3.4e-3 per pixel, not float32's exact 0), and the
+    # weight w = 1 + sum_i |C - i| p_i exceeds 1 by ~3e-2, which DCE must show.
+    sure = 8.0 * jax.nn.one_hot(labels, K)
+    ce = np.asarray(dce.cross_entropy_loss(sure, labels), np.float64)
+    probs = np.exp(_np_log_softmax(np.asarray(sure)))
+    w = ((np.abs(labels[..., None] - np.arange(K)) + 1) * probs).sum(-1)
+    per_pixel_ce = -np.log(np.take_along_axis(probs, labels[..., None], -1)[..., 0])
+    assert ce.min() > 1e-3 and np.allclose(ce, per_pixel_ce.sum((1, 2)), rtol=1e-4)
     np.testing.assert_allclose(
-        dce.dce_loss(sure, labels), dce.cross_entropy_loss(sure, labels), rtol=1e-5, atol=1e-9
+        dce.dce_loss(sure, labels), (w * per_pixel_ce).sum((1, 2)), rtol=1e-4
     )
+    assert np.all(np.asarray(dce.dce_loss(sure, labels)) > 1.005 * ce)
 
 
 def test_dce_gradient_stop_and_flow():
@@ -152,7 +160,18 @@ def test_errors():
         dce.dce_loss(jnp.asarray(logits), labels, reduction="none")
     with pytest.raises(ValueError, match="gamma"):
         dce.focal_loss(jnp.asarray(logits), labels, gamma=-1.0)
-    # An out-of-range label surfaces as NaN instead of a silently wrong loss.
+
+
+@pytest.mark.parametrize("bad_label", [-1, K, 2 * K])
+@pytest.mark.parametrize("name", ["dce_loss", "cross_entropy_loss", "focal_loss"])
+def test_out_of_range_labels_give_nan_not_a_wrong_loss(name, bad_label):
+    logits, labels, mask = _inputs(4)
     bad = labels.copy()
-    bad[0, 0, 0] = K
-    assert np.isnan(dce.dce_loss(jnp.asarray(logits), bad)[0])
+    bad[0, 0, 0] = bad_label
+    fn = getattr(dce, name)
+    out = np.asarray(fn(jnp.asarray(logits), bad))
+    assert np.isnan(out[0]) and np.all(np.isfinite(out[1:]))  # only the image with the label
+    mask = np.ones_like(mask)
+    mask[0, 0, 0] = 0  # masked out, the pixel does not count
+    masked = np.asarray(fn(jnp.asarray(logits), bad, mask=mask))
+    np.testing.assert_allclose(masked, fn(jnp.asarray(logits), labels, mask=mask), rtol=1e-6)

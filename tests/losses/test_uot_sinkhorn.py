@@ -98,3 +98,34 @@ def test_degenerate_images(case):
         without = uot_loss(density, points, mask, cost="wfr", delta=0.2, **kw)
         np.testing.assert_allclose(far[0], without[0] + 1.0, rtol=1e-4)
         assert np.isfinite(np.asarray(base)).all()
+
+
+def test_sinkhorn_outputs_t_grad_and_converged_match_float64():
+    """t = -alpha(beta) (Eq. 8) and dG/dbeta at ott's beta, against the float64 semi-dual; the
+    converged flag and iteration count follow the iteration cap."""
+    density, points, mask = problem(seed=3)
+    mask[1, 20:] = False  # padded points
+    sol = uot_solve(density, points, mask, coord_scale=SCALE, epsilon=0.01, **SINKHORN)
+    assert np.asarray(sol.converged).all() and np.all(np.asarray(sol.num_iters) < 3000)
+    for b in range(len(mask)):
+        u, c = ref.problem(density[b], points[b], mask[b], SCALE)
+        beta = np.asarray(sol.beta[b], np.float64)[mask[b]]
+        np.testing.assert_allclose(
+            np.asarray(sol.t[b], np.float64), ref.lse_rows(beta, c, 0.01), rtol=1e-5, atol=1e-6
+        )
+        _, d_beta, _ = ref.semi_dual(beta, u, c, 0.01, 1.0, "kl")
+        grad = np.asarray(sol.grad[b], np.float64)
+        np.testing.assert_allclose(grad[mask[b]], d_beta, rtol=1e-3, atol=1e-4)
+        assert not grad[~mask[b]].any()  # 0 on padding
+    capped = uot_solve(
+        density,
+        points,
+        mask,
+        coord_scale=SCALE,
+        epsilon=0.01,
+        solver="sinkhorn",
+        tol=1e-9,
+        max_iters=20,
+    )
+    # ott checks its error every 10 iterations: 20 iterations cannot reach 1e-9.
+    assert not np.asarray(capped.converged).any() and np.all(np.asarray(capped.num_iters) <= 20)

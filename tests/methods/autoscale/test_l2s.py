@@ -188,20 +188,29 @@ def test_l2s_module():
     assert np.all((r_big >= 0.5) & (r_big <= 3.0))
 
 
-@pytest.mark.slow
 def test_l2s_sigmoid_output_and_feature_stride():
+    """The default output (configs): r = 0.5 + 2.5 sigmoid(y - 1 + log 1/4) of the last layer's
+    y, which the clamp output shows where it does not clip."""
     rng = np.random.default_rng(7)
-    feats = jnp.asarray(rng.normal(size=(2, 32, 40, 6)), jnp.float32)
-    box = jnp.array([[4, 2, 20, 16], [0, 0, 40, 32]])
+    feats = jnp.asarray(rng.normal(size=(3, 16, 20, 2)), jnp.float32)
+    box = jnp.array([[4, 2, 10, 8], [0, 0, 20, 16], [3, 3, 5, 5]])
     variables = jax.jit(l2s.L2S().init)(jax.random.PRNGKey(0), feats, box)
+    clamp = jax.jit(l2s.L2S(output="clamp").apply)
     sig = jax.jit(l2s.L2S(output="sigmoid").apply)
-    np.testing.assert_allclose(sig(variables, feats, box), 1.0, atol=0.05)
+    # Spread y over (0.5, 3) by scaling the last layer: the clamp is then y itself.
+    spread = jax.tree.map(lambda p: p, variables)
+    spread["params"]["fc1"]["kernel"] = variables["params"]["fc1"]["kernel"] * 16000.0
+    y = np.asarray(clamp(spread, feats, box), np.float64)
+    assert np.all((y > 0.5) & (y < 3.0)) and np.ptp(y) > 0.05, y
+    want = 0.5 + 2.5 / (1.0 + np.exp(-(y - 1.0 + np.log(0.25))))
+    np.testing.assert_allclose(sig(spread, feats, box), want, rtol=1e-5)
+    np.testing.assert_allclose(sig(variables, feats, box), 1.0, atol=0.05)  # starts near 1
     big = jax.tree.map(lambda p: p * 50.0, variables)
     r_big = np.asarray(sig(big, feats * 10, box))
     assert np.all((r_big >= 0.5) & (r_big <= 3.0))
     # The same parameters on features at stride 4 (box in image pixels).
-    r4 = jax.jit(l2s.L2S(feature_stride=4).apply)(variables, feats[:, :8, :10], box)
-    assert r4.shape == (2,)
+    r4 = jax.jit(l2s.L2S(feature_stride=4).apply)(variables, feats[:, :4, :5], box)
+    assert r4.shape == (3,)
 
 
 def test_errors():
