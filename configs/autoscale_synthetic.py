@@ -4,7 +4,7 @@
   python train.py --config=configs/autoscale_synthetic.py:loc   # localization
   ... --config.model.use_l2s=False                              # the FPN baseline (ablation)
 
-`synthetic_crowd/street` (256x256, 400 train / 100 validation / 100 test) is built on first use.
+`synthetic_crowd/street` (256x256, 400 train / 50 validation / 100 test) is built on first use.
 From scratch (no ImageNet weights), width 1/8, crops of 128x128: the learning rate is larger than
 Table 1's fine-tuning rates, and the center S is updated every 50 steps (one epoch of 400 crops at
 batch 8). Variants: "reg" (default), "loc", and "tiny" (with either) for the tests.

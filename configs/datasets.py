@@ -99,7 +99,7 @@ DATASETS = {
     "ucsd": DatasetFacts("ucsd/native", train=800, test=1200, holdout_mode="block"),
     "ucf_cc_50": DatasetFacts("ucf_cc_50/clip", train=40, test=10),  # one fold of five tests
     "synthetic": DatasetFacts(
-        "synthetic_crowd/street", train=400, validation=100, test=100, sigma={"autoscale": 4.0}
+        "synthetic_crowd/street", train=400, validation=50, test=100, sigma={"autoscale": 4.0}
     ),
 }
 

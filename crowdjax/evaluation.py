@@ -297,7 +297,8 @@ def evaluate(
             pred_points=pred_points,
             categories={k: batch[k][i].item() for k in batch["category_keys"]},
         )
-        if len(images) < save_images:
+        # Images stay on their process (not gathered): pictures of single-process runs only.
+        if len(images) < save_images and jax.process_count() == 1:
             from crowdjax.visualize import denormalize
 
             images.append(

@@ -177,16 +177,18 @@ def _train(setup, state, ckpts, writer, validate, start_step: int, prepared):
             accumulated = []
             writer.write(step, mean, split="train")
             log(progress.line(step, mean))
-        if ckpt_every and step % ckpt_every == 0 and step != setup.total_steps:
-            ckpts.save(step, state)
+        # Evaluate before saving: a run killed while evaluating resumes before this step and
+        # evaluates it again, so no evaluation (nor best candidate) is ever skipped.
         if eval_every and step % eval_every == 0 and step != setup.total_steps:
             validate(step, state)
+        if ckpt_every and step % ckpt_every == 0 and step != setup.total_steps:
+            ckpts.save(step, state)
     if pending is not None:
         _fetch_checked(*pending)
-    ckpts.save(setup.total_steps, state)
     log(f"trained {setup.total_steps - start_step} steps in {time.perf_counter() - t0:.1f}s")
     if config.eval_at_end:
         validate(setup.total_steps, state)
+    ckpts.save(setup.total_steps, state)
     return state
 
 
@@ -195,7 +197,7 @@ def final_evaluation(setup, state, ckpts, writer, workdir: str, selected_by: dic
     each written to `eval_<prefix>.json`; a finished workdir's stored report is reused."""
     best = ckpts.best_record()
     if best is not None:
-        variables, info = checkpointing.restore_variables(
+        variables, _ = checkpointing.restore_variables(
             os.path.join(workdir, "best"), setup.abstract_variables()
         )
         checkpoint = {"kind": "best", "step": best["step"], best["metric"]: best["value"]}
