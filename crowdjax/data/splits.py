@@ -88,35 +88,26 @@ def _resolve(
     builder = datasets.get_builder(dataset, data_dir=data_dir)
     official = builder.info.splits if builder.is_prepared() else {}
     holdout = VALIDATION not in official and fraction > 0
-    if split == VALIDATION and VALIDATION not in official:
-        if not holdout:
-            raise DataError(
-                f"data set {dataset!r} has no validation split and data.holdout_fraction is 0: "
-                "set data.holdout_fraction > 0 to hold one out of the training split"
-            )
-        size = len(datasets.data_source(dataset, train_split, data_dir=data_dir))
-        held = holdout_indices(dataset, train_split, size, fraction=fraction, seed=seed, mode=mode)
-        return SplitView(
-            dataset,
-            split,
-            train_split,
-            tuple(int(i) for i in held),
-            len(held),
-            f"{len(held)} of the {size} images of {train_split!r} held out "
-            f"(fraction {fraction:g}, seed {seed}, {mode})",
+    if split == VALIDATION and VALIDATION not in official and not holdout:
+        raise DataError(
+            f"data set {dataset!r} has no validation split and data.holdout_fraction is 0: "
+            "set data.holdout_fraction > 0 to hold one out of the training split"
         )
-    if split == train_split and holdout:
+    if holdout and split in (VALIDATION, train_split):
         size = len(datasets.data_source(dataset, train_split, data_dir=data_dir))
         held = holdout_indices(dataset, train_split, size, fraction=fraction, seed=seed, mode=mode)
-        kept = np.setdiff1d(np.arange(size), held)
+        if split == VALIDATION:
+            indices, what = held, "held out"
+        else:
+            indices, what = np.setdiff1d(np.arange(size), held), "kept (the rest is validation)"
         return SplitView(
             dataset,
             split,
             train_split,
-            tuple(int(i) for i in kept),
-            len(kept),
-            f"{len(kept)} of the {size} images of {train_split!r} (the rest is the validation "
-            f"split; fraction {fraction:g}, seed {seed}, {mode})",
+            tuple(int(i) for i in indices),
+            len(indices),
+            f"{len(indices)} of the {size} images of {train_split!r} {what}; fraction "
+            f"{fraction:g}, seed {seed}, {mode}",
         )
     size = len(datasets.data_source(dataset, split, data_dir=data_dir))
     return SplitView(dataset, split, split, None, size, f"the official {split!r} split")

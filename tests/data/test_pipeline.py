@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from crowdjax.data import datasets, labels, pipeline
+from crowdjax.data import datasets, labels, pipeline, splits
 from crowdjax.data import transforms as T
 from crowdjax.data.io import DataError
 from tfds_builders.base import CrowdBuilder, CrowdConfig
@@ -407,6 +407,8 @@ def test_heldout_validation_images_never_reach_the_training_stream(data_dir):
         for i in b["image_id"][b["valid"]]
     ]
     assert len(val) == 3 and len(train_eval) == 7  # 30% of the 10 training images
+    view = splits.resolve(config, "pipeline_test_crowd/a", "validation")
+    assert view.description.startswith("3 of the 10 images of 'train' held out")
     assert set(val).isdisjoint(train_eval)
     assert sorted(val + train_eval) == [f"a_train_{i}.png" for i in range(10)]
     # 12 batches of 4 = 48 crops, several epochs of the 7 kept images: all of them, none held out.
