@@ -46,7 +46,7 @@ def measure(config, *, batch_size: int, steps: int, warmup: int = 3) -> tuple[fl
 
 def profile_transform(config, *, crops: int = 40) -> None:
     """cProfile of the per-crop transform alone, in this thread."""
-    source = pipeline.raw_source(NAME, config.train_split, data_dir=config.data_dir)
+    source = datasets.raw_source(NAME, config.train_split, data_dir=config.data_dir)
     transform = pipeline._train_transform(config, NAME, int(config.output_stride))
     rng = np.random.default_rng(0)
     records = [source[i % len(source)] for i in range(crops)]

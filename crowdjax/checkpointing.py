@@ -206,7 +206,8 @@ def find_checkpoint(path: str, *, prefer: str = "best") -> tuple[str, int, str]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint or workdir")
     parent, leaf = os.path.split(path)
-    if leaf.isdigit() and os.path.isdir(path):  # One step directory.
+    # One step directory (orbax writes its metadata there; a workdir named "3" is not one).
+    if leaf.isdigit() and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
         kind = "best" if os.path.basename(parent) == "best" else "latest"
         return parent, int(leaf), kind
     order = ["best", "checkpoints"] if prefer == "best" else ["checkpoints", "best"]

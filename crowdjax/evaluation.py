@@ -35,6 +35,7 @@ from crowdjax.data import datasets, pipeline, splits, transforms
 from crowdjax.metric_writers import log
 
 SELECTION_MODES = {"mae": "min", "rmse": "min", "nae": "min", "game0": "min", "af": "max"}
+DETAILED_METRICS = ("game0", "af")  # Need GAME / localization: computed when they select.
 
 
 # ----------------------------------------------------------------------------------------------
@@ -84,6 +85,12 @@ def selection_entry(config) -> tuple[EvalEntry, str, str]:
     if metric not in SELECTION_MODES:
         raise ValueError(f"config.selection.metric={metric!r}; use one of {list(SELECTION_MODES)}")
     entry = entries[name]
+    trained = pipeline.dataset_names(config.data)
+    if entry.dataset in trained and entry.split in config.data.train_split.split("+"):
+        raise ValueError(
+            f"config.evals.{name} selects the checkpoint on {entry.split!r} of {entry.dataset!r}, "
+            f"which data.train_split={config.data.train_split!r} trains on"
+        )
     if splits.is_test_split(config.data, entry.split) and not config.selection.allow_test:
         raise ValueError(
             f"the checkpoint would be selected on the test split {entry.split!r} of "
@@ -257,14 +264,15 @@ def evaluate(
     entry: EvalEntry,
     *,
     final: bool = False,
+    detailed: bool = False,
     save_images: int = 0,
     workdir: str | None = None,
     writer=None,
     step: int | None = None,
     info: dict | None = None,
 ) -> dict:
-    """Metrics of `variables` on one entry: counting metrics, and GAME and localization too in a
-    `final` evaluation (the run's report, marked "final" in `metrics.jsonl`).
+    """Metrics of `variables` on one entry: counting metrics, and GAME and localization too when
+    `detailed` or in a `final` evaluation (the run's report, marked "final" in `metrics.jsonl`).
 
     Writes `<workdir>/eval_<prefix>.json` (with `info`: the checkpoint and what selected it, and
     every image's counts) when a workdir is given, and a line to `writer` at `step`.
@@ -272,7 +280,7 @@ def evaluate(
     config, method = setup.config, setup.method
     stride = setup.output_stride
     peak_threshold = float(config.eval.peak_threshold)
-    stream = StreamingMetrics(peak_threshold=peak_threshold, detailed=final)
+    stream = StreamingMetrics(peak_threshold=peak_threshold, detailed=final or detailed)
     images = []  # At most `save_images` records with their maps, for the PNGs.
     for batch, fetched, i in stream_predictions(setup, variables, entry.dataset, entry.split):
         shape = _real_shape(batch["image_mask"][i])
@@ -361,7 +369,7 @@ def evaluate(
 
 @functools.lru_cache(maxsize=64)
 def _view_counts(view: splits.SplitView, data_dir: str | None) -> np.ndarray:
-    source = pipeline.raw_source(view.dataset, view.source_split, data_dir=data_dir)
+    source = datasets.raw_source(view.dataset, view.source_split, data_dir=data_dir)
     with_roi = "roi" in datasets.get_builder(view.dataset, data_dir=data_dir).info.features
     indices = range(len(source)) if view.indices is None else view.indices
     counts = []

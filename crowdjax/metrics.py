@@ -14,9 +14,10 @@ Definitions (METHODS.md, all five papers):
   * ROI (TRANCOS, UCSD, Mall): the density is multiplied by the ROI and GT points outside it are
     dropped. The ROI is given either on the density grid [h, w] (point kept when its output pixel
     is in the ROI), or on the image [H, W] with floor or ceil of H / s equal to h (and so for W):
-    then a density pixel is weighted by the fraction of its s x s block inside the ROI (the image
-    is zero-padded or cropped to s h x s w) and a point is kept when its image pixel
-    (floor(y), floor(x)) is in the ROI.
+    then a density pixel is weighted by the share of its s x s block's image pixels inside the ROI
+    (a block reaching past the image border counts only its image pixels: its density is theirs;
+    the image is cropped to s h x s w when h = floor(H / s)) and a point is kept when its image
+    pixel (floor(y), floor(x)) is in the ROI.
 
 Localization metrics live in ``crowdjax.localization`` and are re-exported here.
 """
@@ -178,10 +179,16 @@ def _roi_weights(roi: np.ndarray, shape: tuple[int, int], stride: int) -> tuple[
         raise ValueError(
             f"roi must be [h, w] = {shape} or the image [H, W] at stride {stride}, got {roi.shape}"
         )
-    padded = np.zeros((h * stride, w * stride), np.float64)
+    inside = np.zeros((h * stride, w * stride), np.float64)
+    image = np.zeros((h * stride, w * stride), np.float64)
     crop_h, crop_w = min(roi.shape[0], h * stride), min(roi.shape[1], w * stride)
-    padded[:crop_h, :crop_w] = roi[:crop_h, :crop_w]
-    return padded.reshape(h, stride, w, stride).mean(axis=(1, 3)), True
+    inside[:crop_h, :crop_w] = roi[:crop_h, :crop_w] > 0
+    image[:crop_h, :crop_w] = 1.0
+    # Share of the block's image pixels in the ROI: a block that reaches past the image border
+    # holds the density of its image pixels only (training targets are pooled the same way).
+    num = inside.reshape(h, stride, w, stride).sum(axis=(1, 3))
+    den = image.reshape(h, stride, w, stride).sum(axis=(1, 3))
+    return np.divide(num, den, out=np.zeros_like(num), where=den > 0), True
 
 
 def points_in_roi(points, roi) -> np.ndarray:

@@ -149,6 +149,15 @@ def load(workdir: str) -> Preparation | None:
     )
 
 
+def _stored_on_process_0(workdir: str) -> bool:
+    stored = os.path.exists(os.path.join(directory(workdir), "result.json"))
+    if jax.process_count() == 1:
+        return stored
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(stored)))
+
+
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -166,10 +175,9 @@ def load_or_run(setup, workdir: str, variables: dict) -> Preparation | None:
     method = setup.method
     if method.prepare is None:
         return None
-    stored = load(workdir)
-    if stored is not None:
+    if _stored_on_process_0(workdir):  # Every process takes the same branch.
         log(f"preparation: reusing {directory(workdir)}")
-        return stored
+        return load(workdir)
     log(f"preparation: running {method.name}'s preparation over the training set")
     result = method.prepare(PrepareContext(setup.config, setup, variables))
     if jax.process_index() == 0:

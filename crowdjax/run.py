@@ -166,9 +166,12 @@ class Setup:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config a run wrote to `<workdir>/config.json`."""
+    """The resolved config a run wrote to `<workdir>/config.json`, for one process: the run's
+    multi-process settings are dropped (a lone eval.py would wait for the other processes)."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no run config here; pass --config=<config file>")
     with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f), type_safe=False)
+        config = ml_collections.ConfigDict(json.load(f), type_safe=False)
+    config.distributed.update(auto=False, coordinator_address="", num_processes=1, process_id=0)
+    return config

@@ -104,11 +104,17 @@ class _Selection:
         self.entry, self.metric, _ = evaluation.selection_entry(setup.config)
         entries = evaluation.eval_entries(setup.config)
         self.entries = [e for e in entries if e.during_training or e == self.entry]
+        self.detailed = self.metric in evaluation.DETAILED_METRICS
 
     def __call__(self, step: int, state) -> None:
         for entry in self.entries:
             results = evaluation.evaluate(
-                self.setup, state.variables, entry, writer=self.writer, step=step
+                self.setup,
+                state.variables,
+                entry,
+                detailed=self.detailed and entry == self.entry,
+                writer=self.writer,
+                step=step,
             )
             if entry == self.entry:
                 value = results[self.metric]
@@ -177,11 +183,16 @@ def _train(setup, state, ckpts, writer, validate, start_step: int, prepared):
             accumulated = []
             writer.write(step, mean, split="train")
             log(progress.line(step, mean))
+        evaluate_now = eval_every and step % eval_every == 0 and step != setup.total_steps
+        save_now = ckpt_every and step % ckpt_every == 0 and step != setup.total_steps
+        if pending is not None and (evaluate_now or save_now):  # Never keep a non-finite state.
+            accumulated.append(_fetch_checked(*pending))
+            pending = None
         # Evaluate before saving: a run killed while evaluating resumes before this step and
         # evaluates it again, so no evaluation (nor best candidate) is ever skipped.
-        if eval_every and step % eval_every == 0 and step != setup.total_steps:
+        if evaluate_now:
             validate(step, state)
-        if ckpt_every and step % ckpt_every == 0 and step != setup.total_steps:
+        if save_now:
             ckpts.save(step, state)
     if pending is not None:
         _fetch_checked(*pending)
@@ -205,13 +216,18 @@ def final_evaluation(setup, state, ckpts, writer, workdir: str, selected_by: dic
         variables = state.variables
         checkpoint = {"kind": "latest", "step": int(state.step)}
     entries = evaluation.eval_entries(setup.config)
+    # What the report depends on besides the checkpoint: every entry and the eval settings.
+    evaluated = {
+        "entries": [[e.prefix, e.dataset, e.split] for e in entries],
+        "eval": setup.config.eval.to_dict(),
+    }
     path = os.path.join(workdir, FINAL_FILE)
     if os.path.exists(path):
         with open(path) as f:
             stored = json.load(f)
-        if stored["checkpoint"] == checkpoint and set(stored["results"]) == {
-            e.prefix for e in entries
-        }:
+        if stored["checkpoint"] == checkpoint and stored.get("evaluated") == json.loads(
+            json.dumps(evaluated)
+        ):
             log(f"final evaluation of this checkpoint already done ({path}):")
             report(stored["results"], checkpoint)
             return stored["results"]
@@ -236,7 +252,7 @@ def final_evaluation(setup, state, ckpts, writer, workdir: str, selected_by: dic
         }
     if jax.process_index() == 0:
         with open(path + ".tmp", "w") as f:
-            json.dump({"checkpoint": checkpoint, "results": results}, f, indent=1)
+            json.dump({"checkpoint": checkpoint, "evaluated": evaluated, "results": results}, f)
         os.replace(path + ".tmp", path)
     report(results, checkpoint)
     return results

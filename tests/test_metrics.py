@@ -99,12 +99,13 @@ def loop_cells(density, points, level, stride, roi_img=None, roi_grid=None):
     if roi_img is not None:
         big_h, big_w = roi_img.shape
         for r, c in itertools.product(range(h), range(w)):
-            inside = 0
+            inside = pixels = 0
             for rr in range(r * stride, (r + 1) * stride):
                 for cc in range(c * stride, (c + 1) * stride):
-                    if rr < big_h and cc < big_w and roi_img[rr, cc]:
-                        inside += 1
-            density[r, c] *= inside / stride**2
+                    if rr < big_h and cc < big_w:  # an image pixel of the block
+                        pixels += 1
+                        inside += bool(roi_img[rr, cc])
+            density[r, c] *= inside / pixels if pixels else 0.0
     pred = np.zeros((n, n))
     gt = np.zeros((n, n))
     for a, b in itertools.product(range(n), range(n)):
@@ -185,6 +186,19 @@ def test_game_equal_blocks_reference():
             gt[int(y // (stride * h / n)), int(x // (stride * w / n))] += 1
         want = np.abs(pred - gt).sum()
         assert metrics.game(density, points, level=level, stride=stride) == pytest.approx(want)
+
+
+def test_roi_blocks_past_the_image_border_count_their_image_pixels():
+    # A 6 x 6 image at stride 4: a 2 x 2 density grid whose blocks hold 16, 8, 8 and 4 image
+    # pixels. A full ROI weighs every output pixel 1 (its density is that of its image pixels):
+    # count 4, not (16 + 8 + 8 + 4) / 16 = 2.25.
+    full = np.ones((6, 6))
+    assert metrics.game(np.ones((2, 2)), [], level=0, stride=4, roi=full) == 4.0
+    # The ROI's left 3 columns: top left 12 of 16, top right 0 of 8, bottom left 6 of 8 (rows
+    # 4-5, columns 0-3), bottom right 0 of 4: 0.75 + 0 + 0.75 + 0 = 1.5.
+    half = np.zeros((6, 6))
+    half[:, :3] = 1
+    assert metrics.game(np.ones((2, 2)), [], level=0, stride=4, roi=half) == 1.5
 
 
 def test_game_roi_hand_and_loops():

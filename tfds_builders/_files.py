@@ -19,13 +19,9 @@ import cv2
 import numpy as np
 
 from crowdjax.data import io
+from crowdjax.data.io import natural_key  # noqa: F401  (used as _files.natural_key)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key ordering "IMG_2" before "IMG_10" (digits compared as numbers)."""
-    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name))
 
 
 def require_dir(path: str | os.PathLike, *, what: str) -> str:

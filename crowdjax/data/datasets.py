@@ -91,3 +91,26 @@ def data_source(name: str, split: str, *, data_dir: str | None = None):
                 f"data set {name!r} has no split {part!r}; splits: {list(builder.info.splits)}"
             )
     return builder.as_data_source(split=split)
+
+
+def raw_source(name: str, split: str, *, data_dir: str | None = None):
+    """Random-access source whose images and ZLIB maps stay undecoded (decoded per crop).
+
+    Image features come as encoded bytes, ZLIB tensors as `{"shape": [H, W], "value": bytes}`;
+    scalars, text and points are decoded as usual.
+    """
+    source = data_source(name, split, data_dir=data_dir)
+    features = source.dataset_info.features
+    skip = {
+        key: tfds.decode.SkipDecoding()
+        for key, feature in features.items()
+        if isinstance(feature, tfds.features.Image) or _is_zlib(feature)
+    }
+    return source.__class__(dataset_info=source.dataset_info, split=split, decoders=skip)
+
+
+def _is_zlib(feature) -> bool:
+    if not isinstance(feature, tfds.features.Tensor):
+        return False
+    encoding = getattr(feature.to_json_content(), "encoding", "none")  # Scalars have none.
+    return encoding == tfds.features.Encoding.ZLIB.value

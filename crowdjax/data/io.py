@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,11 @@ import scipy.io
 
 class DataError(ValueError):
     """A data-set file is missing, unreadable or malformed. The message names the file."""
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key ordering "IMG_2" before "IMG_10" (digits compared as numbers)."""
+    return tuple(int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name))
 
 
 def require_file(path: str | os.PathLike) -> str:

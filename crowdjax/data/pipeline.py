@@ -38,7 +38,6 @@ from collections.abc import Iterator, Sequence
 import grain
 import ml_collections
 import numpy as np
-import tensorflow_datasets as tfds
 
 from crowdjax.data import datasets, splits, transforms
 from crowdjax.data.io import DataError
@@ -124,22 +123,6 @@ def crop_shape(data_config) -> tuple[int, int]:
     return h, w
 
 
-def raw_source(name: str, split: str, *, data_dir: str | None = None):
-    """Random-access source whose images and ZLIB maps stay undecoded (decoded per crop).
-
-    Image features come as encoded bytes, ZLIB tensors as `{"shape": [H, W], "value": bytes}`;
-    scalars, text and points are decoded as usual.
-    """
-    source = datasets.data_source(name, split, data_dir=data_dir)
-    features = source.dataset_info.features
-    skip = {
-        key: tfds.decode.SkipDecoding()
-        for key, feature in features.items()
-        if isinstance(feature, tfds.features.Image) or _is_zlib(feature)
-    }
-    return source.__class__(dataset_info=source.dataset_info, split=split, decoders=skip)
-
-
 class _Subset:
     """Random access to some positions of a source (a split held out of, or kept from, train)."""
 
@@ -154,18 +137,11 @@ class _Subset:
 
 
 def split_source(data_config, name: str, split: str):
-    """Raw source (see `raw_source`) of the examples that `split` means (`crowdjax.data.splits`:
-    e.g. "train" without its held-out validation part)."""
+    """Raw source (`datasets.raw_source`) of the examples that `split` means
+    (`crowdjax.data.splits`: e.g. "train" without its held-out validation part)."""
     view = splits.resolve(data_config, name, split)
-    source = raw_source(name, view.source_split, data_dir=data_config.data_dir or None)
+    source = datasets.raw_source(name, view.source_split, data_dir=data_config.data_dir or None)
     return source if view.indices is None else _Subset(source, view.indices)
-
-
-def _is_zlib(feature) -> bool:
-    if not isinstance(feature, tfds.features.Tensor):
-        return False
-    encoding = getattr(feature.to_json_content(), "encoding", "none")  # Scalars have none.
-    return encoding == tfds.features.Encoding.ZLIB.value
 
 
 # ---------------------------------------------------------------------------------- training
@@ -420,7 +396,7 @@ def bucket_shape(
 @functools.lru_cache(maxsize=32)
 def split_index(name: str, split: str, data_dir: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(shapes int64 [N, 2] as (H, W), counts int64 [N]) of every image of a split (cached)."""
-    source = raw_source(name, split, data_dir=data_dir)
+    source = datasets.raw_source(name, split, data_dir=data_dir)
     shapes, counts = np.zeros((len(source), 2), np.int64), np.zeros(len(source), np.int64)
     for i in range(len(source)):
         record = source[i]

@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from crowdjax.data import datasets
+from crowdjax.data import datasets, io, transforms
 from crowdjax.data.io import DataError
 
 VALIDATION = "validation"
@@ -51,14 +51,23 @@ HOLDOUT_MODES = ("random", "block")
 
 
 def holdout_indices(
-    dataset: str, split: str, size: int, *, fraction: float, seed: int, mode: str = "random"
+    dataset: str,
+    split: str,
+    size: int,
+    *,
+    fraction: float,
+    seed: int,
+    mode: str = "random",
+    order=None,
 ):
     """Sorted positions [k] of the held-out part of a split of `size` examples.
 
     k = round(fraction * size), at least 1 and at most size - 1. "random": k positions of a
-    permutation; "block": k consecutive positions from a random start (video frames, whose
-    neighbours are near duplicates, would otherwise leak into training). The draw depends only on
-    (seed, dataset, split), so every run and process holds out the same images.
+    permutation; "block": k consecutive examples from a random start, consecutive in `order`
+    (positions in time order, e.g. of the frames' names: a built split is shuffled; default the
+    positions themselves), so that near-duplicate neighbouring video frames do not leak into
+    training. The draw depends only on (seed, dataset, split), so every run and process holds out
+    the same images.
     """
     if not 0 < fraction < 1:
         raise ValueError(f"data.holdout_fraction must be in (0, 1), got {fraction}")
@@ -71,7 +80,8 @@ def holdout_indices(
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), key]))
     if mode == "block":
         start = int(rng.integers(0, size - k + 1))
-        return np.arange(start, start + k)
+        order = np.arange(size) if order is None else np.asarray(order)
+        return np.sort(order[start : start + k])
     return np.sort(rng.permutation(size)[:k])
 
 
@@ -95,7 +105,10 @@ def _resolve(
         )
     if holdout and split in (VALIDATION, train_split):
         size = len(datasets.data_source(dataset, train_split, data_dir=data_dir))
-        held = holdout_indices(dataset, train_split, size, fraction=fraction, seed=seed, mode=mode)
+        order = _name_order(dataset, train_split, data_dir) if mode == "block" else None
+        held = holdout_indices(
+            dataset, train_split, size, fraction=fraction, seed=seed, mode=mode, order=order
+        )
         if split == VALIDATION:
             indices, what = held, "held out"
         else:
@@ -111,6 +124,14 @@ def _resolve(
         )
     size = len(datasets.data_source(dataset, split, data_dir=data_dir))
     return SplitView(dataset, split, split, None, size, f"the official {split!r} split")
+
+
+def _name_order(dataset: str, split: str, data_dir: str | None) -> np.ndarray:
+    """Positions of a split's examples in the natural order of their image names (frames in
+    time order: "seq_000002.jpg" before "seq_000010.jpg")."""
+    source = datasets.raw_source(dataset, split, data_dir=data_dir)
+    names = [io.natural_key(transforms.text(source[i]["image_id"])) for i in range(len(source))]
+    return np.asarray(sorted(range(len(names)), key=names.__getitem__), np.int64)
 
 
 def resolve(data_config, dataset: str, split: str) -> SplitView:

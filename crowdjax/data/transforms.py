@@ -304,7 +304,7 @@ class TrainTransform:
     """Raw record -> training example (a grain random map: `transform(record, rng)`).
 
     The record is a TFDS example read with `SkipDecoding` for image and maps (see
-    `pipeline.raw_source`), so only what a crop needs is decoded. Order of operations: random
+    `datasets.raw_source`), so only what a crop needs is decoded. Order of operations: random
     scale (image size x s, s uniform in `scale_range`), random crop window of the scaled image
     (smaller images: whole image, padded), ground truth (stored maps cropped when unscaled and
     `regenerate` is off; else regenerated from the scaled points with `kernel`), horizontal flip

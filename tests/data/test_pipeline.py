@@ -208,7 +208,7 @@ def test_train_roi_is_the_stored_roi_scaled_cropped_and_flipped_with_the_image(d
     name = "pipeline_test_roi_crowd/a"
     config = _config(data_dir, name=name, hflip=True, scale_range=(0.7, 1.4), output_stride=1)
     transform = pipeline._train_transform(config, name, 1)
-    raw = pipeline.raw_source(name, "train", data_dir=data_dir)
+    raw = datasets.raw_source(name, "train", data_dir=data_dir)
     stored = datasets.data_source(name, "train", data_dir=data_dir)
     for index in range(len(raw)):
         out = transform(raw[index], np.random.default_rng([seed, index]))
@@ -415,6 +415,15 @@ def test_heldout_validation_images_never_reach_the_training_stream(data_dir):
     assert _train_ids(config) == set(train_eval)
     # Without a holdout the stream cycles through all 10 (so the check above can fail).
     assert _train_ids(_config(data_dir, holdout_fraction=0.0)) == set(val + train_eval)
+
+
+def test_block_holdout_takes_consecutive_frames_by_name(data_dir):
+    # The built split is shuffled: consecutive positions are not consecutive frames.
+    config = _config(data_dir, holdout_fraction=0.3, holdout_mode="block")
+    view = splits.resolve(config, "pipeline_test_crowd/a", "validation")
+    source = datasets.data_source("pipeline_test_crowd/a", "train", data_dir=data_dir)
+    frames = sorted(int(source[i]["image_id"].decode()[8:-4]) for i in view.indices)
+    assert len(frames) == 3 and frames == list(range(frames[0], frames[0] + 3)), frames
 
 
 def test_a_data_set_without_validation_and_no_holdout_says_so(data_dir):

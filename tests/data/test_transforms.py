@@ -18,7 +18,7 @@ def _points(rng, n, h, w):
 
 
 def _record(rgb, points, *, sigma=2.0, image_id="img_1.png"):
-    """A raw record as `pipeline.raw_source` gives it (PNG image, ZLIB maps)."""
+    """A raw record as `datasets.raw_source` gives it (PNG image, ZLIB maps)."""
     shape = rgb.shape[:2]
 
     def zlib_map(array):

@@ -117,8 +117,10 @@ def test_non_finite_loss_stops_training_naming_step_and_term(tiny_data_dir, tmp_
     config.method = "tests.engine.nan_method:METHOD"
     config.data.data_dir = tiny_data_dir
     config.train.log_every = log_every
+    config.train.checkpoint_every = 1
     with pytest.raises(FloatingPointError, match=r"non-finite uot .* at step 1"):
         trainer.train_and_evaluate(config, str(tmp_path))
+    assert not os.path.exists(tmp_path / "checkpoints" / "1")  # the non-finite state is not kept
 
 
 def test_mean_baseline_is_the_training_mean(tiny_data_dir):

@@ -54,15 +54,18 @@ def test_every_entry_counts_the_real_pixels_inside_the_roi(extra_data_dir, tmp_p
             example = examples[record["image_id"]]
             h, w = example["image"].shape[:2]
             points = example["points"]
-            if prefix == "roi":  # the density of the ROI's pixels, the heads on ROI pixels
-                roi = example["roi"]
-                area = roi.sum()
-                inside = roi[points[:, 1].astype(int), points[:, 0].astype(int)] > 0
-                gt = inside.sum()
-            else:  # padded to a bucket: only the h x w real pixels count
-                area, gt = h * w, len(points)
+            # Padded to a bucket: only the output pixels over the real image count, each by the
+            # share of its block's image pixels in the region (the ROI, or the whole image).
+            region = example["roi"] if prefix == "roi" else np.ones((h, w), np.uint8)
+            weight = 0.0
+            for r in range(-(-h // STRIDE)):
+                for q in range(-(-w // STRIDE)):
+                    block = region[r * STRIDE : (r + 1) * STRIDE, q * STRIDE : (q + 1) * STRIDE]
+                    weight += (block > 0).sum() / block.size
+            inside = region[points[:, 1].astype(int), points[:, 0].astype(int)] > 0
+            gt = inside.sum()  # the heads on pixels of the region
             assert record["gt_count"] == gt
-            np.testing.assert_allclose(record["pred_count"], c * area / STRIDE**2, rtol=1e-5)
+            np.testing.assert_allclose(record["pred_count"], c * weight, rtol=1e-5)
             gt_counts.append(gt)
         np.testing.assert_allclose(document["game0"], document["mae"], rtol=1e-12)
         # The baseline: the training mean of this data set if it is trained on, else of all
@@ -114,6 +117,21 @@ def test_selection_on_a_test_split_must_be_asked_for():
     config.selection.eval = "nope"
     with pytest.raises(ValueError, match="none of config.evals"):
         evaluation.selection_entry(config)
+    config.selection.eval = "val"
+    config.data.train_split = "train+validation"  # selecting on images it trains on
+    with pytest.raises(ValueError, match="which data.train_split='train\\+validation' trains on"):
+        evaluation.selection_entry(config)
+
+
+@pytest.mark.parametrize("metric", ["game0", "af"])
+def test_selection_on_a_detailed_metric(tiny_data_dir, tmp_path, metric):
+    config = toy_configs.get_config("constant")
+    config.data.data_dir = tiny_data_dir
+    config.selection.metric = metric
+    results = trainer.run_main(config, str(tmp_path))
+    record = json.load(open(tmp_path / "best_metrics.json"))
+    assert record["metric"] == f"val/{metric}"
+    np.testing.assert_allclose(record["value"], results["val"][metric])
 
 
 def test_evaluation_on_eight_devices_equals_one(tiny_data_dir):

@@ -45,6 +45,10 @@ def test_a_finished_workdir_reruns_and_reports_the_same(tiny_data_dir, tmp_path)
     with open(tmp_path / "metrics.jsonl") as f:
         finals = [(r["split"], r["step"]) for r in map(json.loads, f) if r.get("final")]
     assert sorted(finals) == sorted(set(finals)) and len(finals) == 2  # test and val, once each
+    # Other evaluation settings: the stored report no longer applies, it is evaluated again.
+    changed = run_script([*args, "--config.eval.peak_threshold=0.5"])
+    assert changed.returncode == 0, changed.stderr[-3000:]
+    assert "already done" not in changed.stdout and "eval test (" in changed.stdout
 
 
 def test_eval_py_needs_only_the_workdir_of_a_run_with_optimizer_overrides(tiny_data_dir, tmp_path):
@@ -100,9 +104,11 @@ def test_init_from_takes_variables_only_so_a_second_stage_may_change_its_optimiz
 def test_the_best_record_is_that_of_the_committed_checkpoint(tiny_data_dir, tmp_path):
     config = quickstart.get_config("tiny")
     config.data.data_dir = tiny_data_dir
+    tmp_path = tmp_path / "3"  # a workdir named like a step directory
     trainer.run_main(config, str(tmp_path))
     record = json.load(open(tmp_path / "best_metrics.json"))
     directory, step, kind = checkpointing.find_checkpoint(str(tmp_path))
+    assert directory == str(tmp_path / "best")
     assert kind == "best" and step == record["step"] and record["metric"] == "val/mae"
     assert os.path.exists(os.path.join(directory, str(step), "commit_success.txt"))
     evals = [
@@ -111,6 +117,17 @@ def test_the_best_record_is_that_of_the_committed_checkpoint(tiny_data_dir, tmp_
         if r["split"] == "val" and not r.get("final")
     ]
     assert record["value"] == min(r["mae"] for r in evals)
+
+
+def test_the_run_config_is_read_back_for_one_process(tmp_path):
+    config = quickstart.get_config()
+    config.distributed.coordinator_address = "127.0.0.1:1234"
+    config.distributed.num_processes = 2
+    trainer.write_run_info(config, str(tmp_path))
+    loaded = run.load_config(str(tmp_path))
+    assert loaded.distributed.num_processes == 1 and not loaded.distributed.coordinator_address
+    assert loaded.data.crop_size == config.data.crop_size and loaded.evals.val.split == "validation"
+    assert loaded.optimizer.to_dict() == config.optimizer.to_dict()
 
 
 def test_evaluation_does_not_import_the_trainer():

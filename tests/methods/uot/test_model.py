@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdjax.methods.uot import model as uot_regressor
+from crowdjax.methods.uot import model as uot_model
 from crowdjax.models import importers
 from tests.models import reference
 
@@ -62,16 +62,16 @@ def test_matches_torch_reference(tmp_path, hw, activation):
     sd = _reference_state_dict()
     path = str(tmp_path / "bl.pth")
     torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, path)
-    model = uot_regressor.UOTRegressor(width=W8, activation=activation)
+    model = uot_model.UOTRegressor(width=W8, activation=activation)
     x = np.random.default_rng(1).normal(size=(2, *hw, 3)).astype(np.float32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(x))
-    params = uot_regressor.load_bayesian_regressor(shapes["params"], path)
+    params = uot_model.load_bayesian_regressor(shapes["params"], path)
     got = model.apply({"params": params}, jnp.asarray(x))
     with torch.no_grad():
         want = _torch_regressor(sd, activation)(torch.from_numpy(x).double().permute(0, 3, 1, 2))
     want = want[:, 0].numpy()
     # (64, 48) -> (8, 6); (50, 37) -> 2 * floor(/16) = (6, 4), as in PyTorch.
-    assert got.shape == want.shape == (2, *uot_regressor.uot_output_shape(*hw))
+    assert got.shape == want.shape == (2, *uot_model.uot_output_shape(*hw))
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     if activation == "relu":
@@ -79,13 +79,13 @@ def test_matches_torch_reference(tmp_path, hw, activation):
 
 
 def test_output_shape_by_hand():
-    assert uot_regressor.uot_output_shape(512, 384) == (64, 48)  # multiples of 16: H / 8
-    assert uot_regressor.uot_output_shape(50, 37) == (6, 4)  # floor(50 / 16) = 3, 37 -> 2
+    assert uot_model.uot_output_shape(512, 384) == (64, 48)  # multiples of 16: H / 8
+    assert uot_model.uot_output_shape(50, 37) == (6, 4)  # floor(50 / 16) = 3, 37 -> 2
 
 
 def test_jit_eager_bf16_and_nonnegative():
     # Same shapes as test_matches_torch_reference: the eager ops are compiled once per process.
-    model = uot_regressor.UOTRegressor(width=W8)
+    model = uot_model.UOTRegressor(width=W8)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 48, 3)), jnp.float32)
     variables = reference.random_variables(model, x, seed=2)
     eager = model.apply(variables, x)
@@ -93,7 +93,7 @@ def test_jit_eager_bf16_and_nonnegative():
     assert eager.shape == (2, 8, 6)
     assert float(eager.min()) >= 0.0
     np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-5 * float(eager.max()))
-    bf16 = uot_regressor.UOTRegressor(width=W8, dtype=jnp.bfloat16)
+    bf16 = uot_model.UOTRegressor(width=W8, dtype=jnp.bfloat16)
     out16 = jax.jit(bf16.apply)(variables, x)
     assert out16.dtype == jnp.float32  # density returned in float32 for the losses
     rel = float(jnp.linalg.norm(out16 - eager) / jnp.linalg.norm(eager))
@@ -101,7 +101,7 @@ def test_jit_eager_bf16_and_nonnegative():
 
 
 def test_param_tree_and_head_widths():
-    model = uot_regressor.UOTRegressor(width=1.0)
+    model = uot_model.UOTRegressor(width=1.0)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
     assert set(shapes) == {"backbone", "reg_conv1", "reg_conv2", "reg_out"}
     assert len(shapes["backbone"]) == 16
@@ -115,7 +115,7 @@ def test_backbone_import_leaves_head(tmp_path):
     sd = _reference_state_dict(seed=3)
     path = str(tmp_path / "vgg19.npz")
     np.savez(path, **{k: v for k, v in sd.items() if k.startswith("features")})
-    model = uot_regressor.UOTRegressor(width=W8)
+    model = uot_model.UOTRegressor(width=W8)
     variables = reference.random_variables(model, jnp.zeros((1, 32, 32, 3)))
     new, convention = importers.load_pretrained(variables, path, arch="vgg19")
     assert convention.name == "imagenet"
@@ -125,17 +125,17 @@ def test_backbone_import_leaves_head(tmp_path):
         new["params"]["reg_out"]["kernel"], variables["params"]["reg_out"]["kernel"]
     )
     with pytest.raises(ValueError, match="reg_layer.0.weight"):
-        uot_regressor.load_bayesian_regressor(variables["params"], path)
+        uot_model.load_bayesian_regressor(variables["params"], path)
 
 
 def test_bad_inputs_raise():
-    model = uot_regressor.UOTRegressor(width=W8)
+    model = uot_model.UOTRegressor(width=W8)
     with pytest.raises(ValueError, match=r"\(32, 32, 3\)"):
         jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((32, 32, 3)))
     with pytest.raises(ValueError, match="at least 16"):
         jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 32, 3)))
     with pytest.raises(ValueError, match="'abs' or 'relu'"):
-        bad = uot_regressor.UOTRegressor(width=W8, activation="softplus")
+        bad = uot_model.UOTRegressor(width=W8, activation="softplus")
         jax.eval_shape(bad.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
 
 
@@ -143,12 +143,12 @@ def test_parameter_gradients_match_torch(tmp_path):
     torch = pytest.importorskip("torch")
     sd = _reference_state_dict(seed=5)
     np.savez(tmp_path / "bl.npz", **sd)
-    model = uot_regressor.UOTRegressor(width=W8)
+    model = uot_model.UOTRegressor(width=W8)
     rng = np.random.default_rng(6)
     x = rng.normal(size=(2, 64, 48, 3)).astype(np.float32)
     w = rng.normal(size=(2, 8, 6)).astype(np.float32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(x))
-    params = uot_regressor.load_bayesian_regressor(shapes["params"], str(tmp_path / "bl.npz"))
+    params = uot_model.load_bayesian_regressor(shapes["params"], str(tmp_path / "bl.npz"))
     loss = lambda p: jnp.sum(model.apply({"params": p}, jnp.asarray(x)) * w)
     grads = jax.jit(jax.grad(loss))(params)
     regressor = _torch_regressor(sd)
