@@ -419,11 +419,13 @@ def test_heldout_validation_images_never_reach_the_training_stream(data_dir):
 
 def test_block_holdout_takes_consecutive_frames_by_name(data_dir):
     # The built split is shuffled: consecutive positions are not consecutive frames.
-    config = _config(data_dir, holdout_fraction=0.3, holdout_mode="block")
+    config = _config(data_dir, holdout_fraction=0.5, holdout_mode="block")
     view = splits.resolve(config, "pipeline_test_crowd/a", "validation")
     source = datasets.data_source("pipeline_test_crowd/a", "train", data_dir=data_dir)
-    frames = sorted(int(source[i]["image_id"].decode()[8:-4]) for i in view.indices)
-    assert len(frames) == 3 and frames == list(range(frames[0], frames[0] + 3)), frames
+    stored = [int(source[i]["image_id"].decode()[8:-4]) for i in range(len(source))]
+    assert stored != sorted(stored)  # (else this test could not tell)
+    frames = sorted(stored[i] for i in view.indices)
+    assert len(frames) == 5 and frames == list(range(frames[0], frames[0] + 5)), frames
 
 
 def test_a_data_set_without_validation_and_no_holdout_says_so(data_dir):
