@@ -170,8 +170,9 @@ class StreamingMetrics:
             localization methods, `points_to_map` of their points at stride 1).
           stride: the stride s of `pred_map`.
           region: [H, W] the pixels that count on the image grid: the ROI where the data set
-            has one, else all ones. An output pixel's density is weighted by the fraction of its
-            s x s block in the region (so padding beyond the image never counts), and a head is
+            has one, else all ones. An output pixel's density is weighted by the share of its
+            s x s block's image pixels in the region (output pixels over padding only never
+            count; one at the image border holds its image pixels' density), and a head is
             counted when its pixel is in the region (`metrics.game_cell_counts`).
           pred_points: [N, 2] a localization method's heads (else density peaks are used).
           categories: {grouping: label} of the image.
