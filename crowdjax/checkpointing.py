@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from crowdjax import sharding
 from crowdjax.run import TrainState, split_variables
 
 
@@ -35,15 +36,6 @@ def _save_args(state: TrainState) -> ocp.args.Composite:
 
 def _read_only(directory: str) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
-
-
-def _same_on_every_process(decision: bool) -> bool:
-    """Process 0's decision, taken by all (a save is a collective: all must agree)."""
-    if jax.process_count() == 1:
-        return decision
-    from jax.experimental import multihost_utils
-
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(decision)))
 
 
 class Checkpoints:
@@ -111,7 +103,7 @@ class Checkpoints:
         better = bool(np.isfinite(value)) and (
             best is None or (value < best["value"] if self.mode == "min" else value > best["value"])
         )
-        if not _same_on_every_process(better):
+        if not sharding.process_0_decides(better):
             return False
         if step in self.best.all_steps():  # Re-run of a step already saved as best.
             return True

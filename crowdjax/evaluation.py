@@ -234,10 +234,6 @@ def _real_shape(mask: np.ndarray) -> tuple[int, int]:
     return (int(rows[-1]) + 1 if rows.size else 0, int(cols[-1]) + 1 if cols.size else 0)
 
 
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def stream_predictions(setup, variables, dataset: str, split: str):
     """Yields (host batch of every process, fetched predictions, index) per real image."""
     predict = setup.predict
@@ -298,7 +294,7 @@ def evaluate(
             pred_map = fetched["density"][i][: -(-h // stride), : -(-w // stride)]
             map_stride = stride
         record = stream.add(
-            image_id=_text(batch["image_id"][i]),
+            image_id=transforms.text(batch["image_id"][i]),
             gt_points=gt_points,
             pred_map=pred_map,
             stride=map_stride,
@@ -370,11 +366,10 @@ def evaluate(
 
 @functools.lru_cache(maxsize=64)
 def _view_counts(view: splits.SplitView, data_dir: str | None) -> np.ndarray:
-    source = datasets.raw_source(view.dataset, view.source_split, data_dir=data_dir)
+    source = pipeline.view_source(view, data_dir=data_dir)
     with_roi = "roi" in datasets.get_builder(view.dataset, data_dir=data_dir).info.features
-    indices = range(len(source)) if view.indices is None else view.indices
     counts = []
-    for i in indices:
+    for i in range(len(source)):
         record = source[i]
         points = np.asarray(record["points"], np.float64).reshape(-1, 2)
         if with_roi:
@@ -439,12 +434,12 @@ def evaluate_checkpoint(
 
     sharding.maybe_initialize_distributed(config)
     setup = Setup(config)
-    if checkpoint in ("best", "latest"):
-        variables, info = checkpointing.restore_variables(
-            workdir, setup.abstract_variables(), prefer=checkpoint
-        )
-    else:
-        variables, info = checkpointing.restore_variables(checkpoint, setup.abstract_variables())
+    named = checkpoint in ("best", "latest")  # of the workdir; else a path
+    variables, info = checkpointing.restore_variables(
+        workdir if named else checkpoint,
+        setup.abstract_variables(),
+        prefer=checkpoint if named else "best",
+    )
     log(f"evaluating the {info['kind']} checkpoint, step {info['step']} ({info['path']})")
     if dataset or split:
         dataset = dataset or pipeline.dataset_names(config.data)[0]

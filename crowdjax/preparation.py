@@ -30,6 +30,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from crowdjax import sharding
 from crowdjax.data import pipeline, splits, transforms
 from crowdjax.metric_writers import log
 
@@ -149,15 +150,6 @@ def load(workdir: str) -> Preparation | None:
     )
 
 
-def _stored_on_process_0(workdir: str) -> bool:
-    stored = os.path.exists(os.path.join(directory(workdir), "result.json"))
-    if jax.process_count() == 1:
-        return stored
-    from jax.experimental import multihost_utils
-
-    return bool(multihost_utils.broadcast_one_to_all(np.asarray(stored)))
-
-
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -175,7 +167,8 @@ def load_or_run(setup, workdir: str, variables: dict) -> Preparation | None:
     method = setup.method
     if method.prepare is None:
         return None
-    if _stored_on_process_0(workdir):  # Every process takes the same branch.
+    stored = os.path.exists(os.path.join(directory(workdir), "result.json"))
+    if sharding.process_0_decides(stored):  # Every process takes the same branch.
         log(f"preparation: reusing {directory(workdir)}")
         return load(workdir)
     log(f"preparation: running {method.name}'s preparation over the training set")
@@ -213,7 +206,7 @@ def main(argv) -> None:
     del argv
     from absl import flags
 
-    from crowdjax import checkpointing, run, sharding, trainer
+    from crowdjax import checkpointing, run, trainer
 
     config = flags.FLAGS["config"].value
     workdir = flags.FLAGS["workdir"].value or trainer.default_workdir(

@@ -77,3 +77,13 @@ def global_to_host(tree):
     if jax.process_count() == 1:
         return jax.device_get(tree)
     return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def process_0_decides(flag: bool) -> bool:
+    """Process 0's value of `flag`, on every process: for decisions that every process must take
+    alike (a checkpoint save is a collective; a branch may run the sharded model)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))

@@ -136,12 +136,17 @@ class _Subset:
         return self.source[int(self.indices[i])]
 
 
-def split_source(data_config, name: str, split: str):
-    """Raw source (`datasets.raw_source`) of the examples that `split` means
-    (`crowdjax.data.splits`: e.g. "train" without its held-out validation part)."""
-    view = splits.resolve(data_config, name, split)
-    source = datasets.raw_source(name, view.source_split, data_dir=data_config.data_dir or None)
+def view_source(view: splits.SplitView, *, data_dir: str | None = None):
+    """Raw source (`datasets.raw_source`) of the examples of a resolved split."""
+    source = datasets.raw_source(view.dataset, view.source_split, data_dir=data_dir)
     return source if view.indices is None else _Subset(source, view.indices)
+
+
+def split_source(data_config, name: str, split: str):
+    """Raw source of the examples that `split` means (`crowdjax.data.splits`: e.g. "train"
+    without its held-out validation part)."""
+    data_dir = data_config.data_dir or None
+    return view_source(splits.resolve(data_config, name, split), data_dir=data_dir)
 
 
 # ---------------------------------------------------------------------------------- training
