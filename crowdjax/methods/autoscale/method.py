@@ -42,15 +42,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import labels
+from crowdjax.data import labels, online_gt
 from crowdjax.losses import center as center_lib
 from crowdjax.losses import dce as dce_lib
 from crowdjax.losses import density as density_lib
-from crowdjax.methods.autoscale import dense_regions, online_gt
-from crowdjax.methods.autoscale import l2s as l2s_lib
+from crowdjax.methods.autoscale import dense_regions
 from crowdjax.methods.autoscale.model import AutoScaleNet
 from crowdjax.methods.base import Method
-from crowdjax.models import importers
+from crowdjax.models import importers, rescale
 
 OUTPUT_STRIDE = 1
 HEADS = {"regression": "density", "localization": "distance"}
@@ -182,8 +181,8 @@ def dense_region_scale(params, model, out, image_mask, config, *, feature_gradie
 def rescale_region(images, boxes, scale, config):
     """The fitted boxes [B, 4], the rescaled regions [B, H_c, W_c, 3] and their masks."""
     shape = canvas_shape(images.shape[1:3], config)
-    fitted = l2s_lib.fit_box_to_canvas(boxes, scale, shape)
-    canvas, mask = l2s_lib.affine_sample(images, fitted, scale, shape)
+    fitted = rescale.fit_box_to_canvas(boxes, scale, shape)
+    canvas, mask = rescale.affine_sample(images, fitted, scale, shape)
     return fitted, canvas, mask
 
 
@@ -289,7 +288,7 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
 
     # Center loss on the GT closeness of the heads inside each dense box (Eq. 1-3).
     points, point_mask = batch["points"], batch["point_mask"]
-    _, in_box = l2s_lib.rescale_points(points, point_mask, boxes, jnp.ones_like(scale))
+    _, in_box = rescale.rescale_points(points, point_mask, boxes, jnp.ones_like(scale))
     closeness = center_lib.closeness(points, in_box)
     regions = used & (in_box.sum(axis=1) >= 2)
     center = model_state["center"]
@@ -305,7 +304,7 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
     # Re-prediction on the rescaled region against online GT.
     r = scale if cfg.rescale_gradient else jax.lax.stop_gradient(scale)
     fitted, canvas, canvas_mask = rescale_region(images, boxes, r, config)
-    canvas_points, canvas_point_mask = l2s_lib.rescale_points(
+    canvas_points, canvas_point_mask = rescale.rescale_points(
         points, point_mask, fitted, r, canvas_shape=canvas_mask.shape[1:]
     )
     target = _online_target(canvas_points, canvas_point_mask, canvas_mask, config)
@@ -328,7 +327,7 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
         scale=jnp.sum(scale * used_f) / jnp.maximum(used_f.sum(), 1.0),
     )
     if _mode(config) == "regression":
-        inside = (out["density"] * l2s_lib.box_mask(fitted, images.shape[1:3])).sum(axis=(1, 2))
+        inside = (out["density"] * rescale.box_mask(fitted, images.shape[1:3])).sum(axis=(1, 2))
         repredicted = (out2["density"] * canvas_mask).sum(axis=(1, 2))
         final = jnp.where(used, count - inside + repredicted, count)
         metrics["count_mae"] = jnp.abs(final - batch["count"]).mean()
@@ -363,7 +362,7 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     out2 = model.apply({"params": params}, canvas)
     if regression:
         moved = _move_back(out2["density"] * canvas_mask, canvas_mask, fitted, scale, images.shape)
-        inside = l2s_lib.box_mask(fitted, images.shape[1:3])
+        inside = rescale.box_mask(fitted, images.shape[1:3])
         composed = initial * (1.0 - inside) + moved
         return jnp.where(used[:, None, None], composed, initial)
     canvas_classes = jnp.where(canvas_mask > 0, jnp.argmax(out2["logits"], axis=-1), last)
@@ -386,8 +385,8 @@ def _move_back(density, canvas_mask, box, scale, image_shape):
     2, ...), which draws a grid of false density peaks.
     """
     shape = image_shape[1:3]
-    mass = l2s_lib.canvas_mass_to_image(density, box, scale, shape)
-    hits = l2s_lib.canvas_mass_to_image(canvas_mask, box, scale, shape)
+    mass = rescale.canvas_mass_to_image(density, box, scale, shape)
+    hits = rescale.canvas_mass_to_image(canvas_mask, box, scale, shape)
     mean = mass / jnp.maximum(hits, 1.0)
     total, spread = mass.sum(axis=(1, 2)), mean.sum(axis=(1, 2))
     factor = jnp.where(spread != 0, total / jnp.where(spread != 0, spread, 1.0), 0.0)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from crowdjax.methods.autoscale import l2s
+from crowdjax.models import rescale
 
 
 def _image(seed, h=17, w=23, c=3):
@@ -14,7 +15,7 @@ def _image(seed, h=17, w=23, c=3):
 
 
 def _sample(img, box, r, out_shape):
-    canvas, mask = l2s.affine_sample(
+    canvas, mask = rescale.affine_sample(
         jnp.asarray(img)[None], jnp.asarray([box]), jnp.asarray([r], jnp.float32), out_shape
     )
     return np.asarray(canvas[0]), np.asarray(mask[0])
@@ -67,10 +68,10 @@ def test_sampler_reproduces_linear_ramps_and_point_maps():
     img = (a * xx + b * yy)[..., None].astype(np.float32)
     box = np.array([[7, 5, 25, 20]])
     for r in (0.55, 1.0, 1.8, 2.9):
-        canvas, mask = l2s.affine_sample(jnp.asarray(img)[None], box, jnp.array([r]), (70, 80))
+        canvas, mask = rescale.affine_sample(jnp.asarray(img)[None], box, jnp.array([r]), (70, 80))
         ii, jj = np.mgrid[0:70, 0:80] + 0.5
         pts = np.stack([jj.ravel(), ii.ravel()], -1)[None]
-        pre = np.asarray(l2s.canvas_to_image(jnp.asarray(pts), box, jnp.array([r])))[0]
+        pre = np.asarray(rescale.canvas_to_image(jnp.asarray(pts), box, jnp.array([r])))[0]
         # Away from the clamped border of the crop (pre-image within half a pixel inside).
         interior = (
             (pre[:, 0] >= 7.5)
@@ -94,7 +95,7 @@ def test_sampler_gradient_wrt_scale_matches_finite_differences():
 
         @jax.jit
         def f(r):
-            canvas, _ = l2s.affine_sample(x64, box, r, (40, 45))
+            canvas, _ = rescale.affine_sample(x64, box, r, (40, 45))
             return jnp.sum(canvas * w64)
 
         r0 = jnp.array([1.234, 0.777], jnp.float64)
@@ -104,9 +105,9 @@ def test_sampler_gradient_wrt_scale_matches_finite_differences():
         assert np.all(np.isfinite(g))
         np.testing.assert_allclose(g, fd, rtol=1e-5, atol=1e-6)
     # float32 gradient (what training uses) is finite and close.
-    g32 = jax.jit(jax.grad(lambda r: jnp.sum(l2s.affine_sample(x, box, r, (40, 45))[0] * weights)))(
-        jnp.array([1.234, 0.777])
-    )
+    g32 = jax.jit(
+        jax.grad(lambda r: jnp.sum(rescale.affine_sample(x, box, r, (40, 45))[0] * weights))
+    )(jnp.array([1.234, 0.777]))
     np.testing.assert_allclose(g32, g, rtol=1e-3)
 
 
@@ -116,8 +117,8 @@ def test_rescale_points_round_trip_and_masks():
     pmask = rng.random((2, 30)) > 0.2
     box = jnp.array([[10, 5, 20, 30], [0, 0, 50, 50]])
     r = jnp.array([1.7, 0.6])
-    cpts, cmask = l2s.rescale_points(jnp.asarray(pts), jnp.asarray(pmask), box, r)
-    back = l2s.canvas_to_image(cpts, box, r)
+    cpts, cmask = rescale.rescale_points(jnp.asarray(pts), jnp.asarray(pmask), box, r)
+    back = rescale.canvas_to_image(cpts, box, r)
     np.testing.assert_allclose(back, pts, atol=1e-5)
     b = np.asarray(box)[:, None]
     inside = np.all((pts >= b[..., :2]) & (pts < b[..., :2] + b[..., 2:]), -1)
@@ -125,13 +126,13 @@ def test_rescale_points_round_trip_and_masks():
     np.testing.assert_allclose(cpts[0], (pts[0] - [10, 5]) * 1.7, rtol=1e-6)
     # Points of the box land in [0, r w) x [0, r h); a canvas limit drops the rest.
     assert np.all(np.asarray(cpts[0])[np.asarray(cmask[0])] < [34, 51])
-    _, small = l2s.rescale_points(
+    _, small = rescale.rescale_points(
         jnp.asarray(pts), jnp.asarray(pmask), box, r, canvas_shape=(20, 20)
     )
     keep = np.asarray(cmask) & np.all(np.asarray(cpts) < 20, -1)
     np.testing.assert_array_equal(small, keep)
     with pytest.raises(ValueError, match="point_mask"):
-        l2s.rescale_points(jnp.asarray(pts), jnp.asarray(pmask[:, :-1]), box, r)
+        rescale.rescale_points(jnp.asarray(pts), jnp.asarray(pmask[:, :-1]), box, r)
 
 
 def _np_adaptive_avg_pool(x, n):
@@ -150,7 +151,7 @@ def test_roi_adaptive_avg_pool_matches_reference():
     rng = np.random.default_rng(5)
     feats = rng.normal(size=(3, 40, 33, 4)).astype(np.float32)
     boxes = np.array([[0, 0, 33, 40], [5, 7, 9, 20], [30, 35, 3, 5]])  # incl. smaller than 14
-    got = jax.jit(l2s.roi_adaptive_avg_pool)(feats, boxes)
+    got = jax.jit(rescale.roi_adaptive_avg_pool)(feats, boxes)
     assert got.shape == (3, 14, 14, 4)
     for f, (x0, y0, w, h), g in zip(feats, boxes, np.asarray(got), strict=True):
         want = _np_adaptive_avg_pool(f[y0 : y0 + h, x0 : x0 + w].astype(np.float64), 14)
@@ -216,11 +217,11 @@ def test_l2s_sigmoid_output_and_feature_stride():
 def test_errors():
     img = jnp.zeros((2, 8, 8, 1))
     with pytest.raises(ValueError, match="box"):
-        l2s.affine_sample(img, jnp.zeros((2, 3)), jnp.ones(2), (4, 4))
+        rescale.affine_sample(img, jnp.zeros((2, 3)), jnp.ones(2), (4, 4))
     with pytest.raises(ValueError, match="scale"):
-        l2s.affine_sample(img, jnp.zeros((2, 4)), jnp.ones(3), (4, 4))
+        rescale.affine_sample(img, jnp.zeros((2, 4)), jnp.ones(3), (4, 4))
     with pytest.raises(ValueError, match="B, H, W, C"):
-        l2s.affine_sample(img[0], jnp.zeros((2, 4)), jnp.ones(2), (4, 4))
+        rescale.affine_sample(img[0], jnp.zeros((2, 4)), jnp.ones(2), (4, 4))
     with pytest.raises(ValueError, match="output"):
         jax.eval_shape(
             l2s.L2S(output="relu").init, jax.random.PRNGKey(0), img, jnp.zeros((2, 4), jnp.int32)

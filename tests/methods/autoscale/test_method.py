@@ -13,10 +13,11 @@ import pytest
 
 from configs import autoscale_common
 from crowdjax import registry
-from crowdjax.data import labels
+from crowdjax.data import labels, online_gt
 from crowdjax.losses import dce
-from crowdjax.methods.autoscale import dense_regions, l2s, online_gt
+from crowdjax.methods.autoscale import dense_regions
 from crowdjax.methods.autoscale import method as autoscale
+from crowdjax.models import rescale
 from tests.models import reference
 
 H, W = 48, 40
@@ -102,7 +103,7 @@ def test_registry_has_both_methods():
 )
 def test_fit_box_to_canvas_keeps_the_centre_and_fits(box, r):
     canvas = (40, 32)
-    fitted = np.asarray(l2s.fit_box_to_canvas(jnp.array([box]), jnp.array([r]), canvas))[0]
+    fitted = np.asarray(rescale.fit_box_to_canvas(jnp.array([box]), jnp.array([r]), canvas))[0]
     x0, y0, w, h = box
     want_w, want_h = min(w, math.floor(canvas[1] / r)), min(h, math.floor(canvas[0] / r))
     assert tuple(fitted[2:]) == (want_w, want_h)
@@ -114,12 +115,14 @@ def test_canvas_mass_to_image_matches_a_pixel_loop():
     rng = np.random.default_rng(3)
     box, r, shape = np.array([4, 7, 11, 9]), 1.7, (20, 25)
     canvas_shape = (18, 20)
-    _, mask = l2s.affine_sample(
+    _, mask = rescale.affine_sample(
         jnp.zeros((1, *shape, 1)), jnp.array([box]), jnp.array([r]), canvas_shape
     )
     canvas = rng.random(canvas_shape).astype(np.float32) * np.asarray(mask[0])
     got = np.asarray(
-        l2s.canvas_mass_to_image(jnp.asarray(canvas)[None], jnp.array([box]), jnp.array([r]), shape)
+        rescale.canvas_mass_to_image(
+            jnp.asarray(canvas)[None], jnp.array([box]), jnp.array([r]), shape
+        )
     )[0]
     want = np.zeros(shape)
     for i in range(canvas_shape[0]):
@@ -132,7 +135,7 @@ def test_canvas_mass_to_image_matches_a_pixel_loop():
 
 def test_box_mask_matches_slicing():
     boxes = np.array([[2, 3, 5, 4], [0, 0, 7, 6], [6, 5, 1, 1]])
-    got = np.asarray(l2s.box_mask(jnp.asarray(boxes), (6, 7)))
+    got = np.asarray(rescale.box_mask(jnp.asarray(boxes), (6, 7)))
     for m, (x0, y0, w, h) in zip(got, boxes, strict=True):
         want = np.zeros((6, 7))
         want[y0 : y0 + h, x0 : x0 + w] = 1
@@ -307,10 +310,10 @@ def test_loss_with_l2s_matches_an_independent_recomputation(mode):
             has_region[i] = True
             closeness[i] = labels.closeness(pts[inside])
         fitted = np.asarray(
-            l2s.fit_box_to_canvas(jnp.array([boxes[i]]), jnp.array([r[i]]), (H, W))
+            rescale.fit_box_to_canvas(jnp.array([boxes[i]]), jnp.array([r[i]]), (H, W))
         )[0]
         fx, fy, fw, fh = fitted
-        canvas, cmask = l2s.affine_sample(
+        canvas, cmask = rescale.affine_sample(
             jnp.asarray(batch["image"][i : i + 1]), jnp.array([fitted]), jnp.array([r[i]]), (H, W)
         )
         eh, ew = int(np.asarray(cmask)[0, :, 0].sum()), int(np.asarray(cmask)[0, 0].sum())

@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdjax.data import labels
-from crowdjax.methods.autoscale import online_gt
+from crowdjax.data import labels, online_gt
 
 SHAPE = (37, 45)
 
@@ -65,3 +64,22 @@ def test_distance_label_map_matches_labels_exactly():
         online_gt.distance_label_map(jnp.asarray(pts), jnp.asarray(mask), SHAPE, edges=(1, 0))
     with pytest.raises(ValueError, match="point_mask"):
         online_gt.density_map(jnp.asarray(pts), jnp.asarray(mask[:, 1:]), SHAPE)
+
+
+@pytest.mark.parametrize("stride", [2, 8])
+def test_pooled_density_map_is_sum_pool_of_labels(stride):
+    shape = (40, 48)
+    rng = np.random.default_rng(3)
+    sets = [
+        np.zeros((0, 2)),
+        np.array([[47.9, 39.9], [0.0, 0.0]]),
+        rng.uniform(0, 1, (50, 2)) * [48, 40],
+    ]
+    pts, mask = _pad(sets)
+    got = online_gt.density_map(pts, mask, shape, sigma=3.0, stride=stride)
+    assert got.shape == (3, 40 // stride, 48 // stride)
+    for g, s in zip(np.asarray(got), sets, strict=True):
+        want = labels.sum_pool(labels.density_map(s, shape, sigma=3.0), stride)
+        np.testing.assert_allclose(g, want, atol=1e-6, rtol=1e-4)
+    with pytest.raises(ValueError, match="multiple of the stride"):
+        online_gt.density_map(pts, mask, (41, 48), stride=8)

@@ -56,6 +56,7 @@ def density_map(
     sigma: float = 4.0,
     truncate: float = 4.0,
     extent: jax.Array | None = None,
+    stride: int = 1,
 ) -> jax.Array:
     """Count-preserving fixed-sigma Gaussian density map (jnp twin of labels.density_map).
 
@@ -67,11 +68,16 @@ def density_map(
         a fixed canvas). Kernels are truncated and renormalised inside it, as at the image
         border, and a head on the row/column just past it is moved onto its last row/column,
         so every valid head keeps mass 1 inside the area.
+      stride: sum-pool the map by this factor (`labels.sum_pool`); H and W must be multiples
+        of it. Pooled exactly and cheaply: the kernel is separable, so its 1-D profiles are
+        pooled before their outer product.
 
     Returns:
-      [B, H, W] float32; each valid head inside the map contributes mass 1.
+      [B, H / stride, W / stride] float32; each valid head inside the map contributes mass 1.
     """
     h, w = (int(s) for s in shape)
+    if stride < 1 or h % stride or w % stride:
+        raise ValueError(f"map shape {(h, w)} must be a multiple of the stride {stride}")
     rows, cols, valid = _head_pixels(points, point_mask, (h, w))
     kernel = gaussian_kernel1d(sigma, truncate).astype(np.float32)
     if extent is None:
@@ -82,6 +88,9 @@ def density_map(
         gy = _profiles(jnp.minimum(rows, ext[:, :1] - 1), h, kernel, ext[:, :1])
         gx = _profiles(jnp.minimum(cols, ext[:, 1:] - 1), w, kernel, ext[:, 1:])
     gy = gy * valid[..., None]
+    if stride > 1:
+        gy = gy.reshape(*gy.shape[:-1], h // stride, stride).sum(-1)
+        gx = gx.reshape(*gx.shape[:-1], w // stride, stride).sum(-1)
     return jnp.einsum("bph,bpw->bhw", gy, gx, precision=jax.lax.Precision.HIGHEST)
 
 
