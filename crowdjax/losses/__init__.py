@@ -1,12 +1,13 @@
 """Pure, jittable losses with documented shapes; import them directly in notebooks.
 
-from crowdjax.losses import uot_loss, dce_loss, density_mse_loss
+from crowdjax.losses import uot_loss, dce_loss, density_mse_loss, multipolar_center_loss
 """
 
 from crowdjax.losses.center import center_loss, update_center
 from crowdjax.losses.center import closeness as closeness_jnp
 from crowdjax.losses.dce import cross_entropy_loss, dce_loss, dce_weight, focal_loss
 from crowdjax.losses.density import density_mse_loss
+from crowdjax.losses.mpcl import multipolar_center_loss, update_multipolar_centers
 from crowdjax.losses.uot import uot_loss, uot_semi_dual, uot_solve
 
 __all__ = [
@@ -17,8 +18,10 @@ __all__ = [
     "dce_weight",
     "density_mse_loss",
     "focal_loss",
+    "multipolar_center_loss",
     "uot_loss",
     "uot_semi_dual",
     "uot_solve",
     "update_center",
+    "update_multipolar_centers",
 ]
