@@ -50,6 +50,9 @@ class CrowdConfig(tfds.core.BuilderConfig):
       distance_edges: lower edges (px) of the distance-label classes.
       max_long_side: images whose long side exceeds it are downscaled (points scaled too).
       min_short_side: images whose short side is below it are upscaled (points scaled too).
+      max_box: (long side, short side), e.g. (1920, 1080): an image that does not fit the box
+        (in either orientation) is downscaled to fit it, aspect ratio kept (points scaled too);
+        applied after the two rules above (`resize_scale`).
       out_of_image: what to do with annotated points outside the image: "clip" them to the
         border, "drop" them, or raise an "error". Every clip or drop is logged and counted per split
         in the data set's metadata (`points_outside_image`).
@@ -62,21 +65,39 @@ class CrowdConfig(tfds.core.BuilderConfig):
     distance_edges: tuple[int, ...] = DEFAULT_DISTANCE_EDGES
     max_long_side: int | None = None
     min_short_side: int | None = None
+    max_box: tuple[int, int] | None = None
     out_of_image: str = "clip"
 
     def __post_init__(self):
         if self.out_of_image not in OUT_OF_IMAGE_RULES:
             raise ValueError(f"out_of_image must be one of {OUT_OF_IMAGE_RULES}")
+        if self.max_box is not None:
+            long, short = self.max_box
+            if not 0 < short <= long:
+                raise ValueError(
+                    f"max_box must be (long side, short side) with 0 < short <= long, got "
+                    f"{self.max_box}"
+                )
 
 
 def resize_scale(height: int, width: int, cfg: CrowdConfig) -> float:
-    """Scale factor of the resize rule: upscale small images first, else cap the long side."""
+    """Scale factor of the resize rule.
+
+    In order: upscale an image whose short side is below `min_short_side`, else downscale one
+    whose long side exceeds `max_long_side`; then `max_box` caps the result, so that the scaled
+    image fits the box: scale = min(rule scale, box long / long side, box short / short side)
+    (equal to the rule's scale times min(1, the box's factors for the rule's image)).
+    """
     short, long = min(height, width), max(height, width)
+    scale = 1.0
     if cfg.min_short_side and short < cfg.min_short_side:
-        return cfg.min_short_side / short
-    if cfg.max_long_side and long > cfg.max_long_side:
-        return cfg.max_long_side / long
-    return 1.0
+        scale = cfg.min_short_side / short
+    elif cfg.max_long_side and long > cfg.max_long_side:
+        scale = cfg.max_long_side / long
+    if cfg.max_box is not None:
+        box_long, box_short = cfg.max_box
+        scale = min(scale, box_long / long, box_short / short)
+    return scale
 
 
 def apply_out_of_image_rule(

@@ -10,6 +10,11 @@ Config `default`: images are resized (points scaled alike) so that the short sid
 512 and the long side at most 2048 (UOT/AutoScale practice; the short-side rule is applied first,
 see `base.resize_scale`); fixed Gaussian sigma 8 px (AutoScale's QNRF choice, METHODS.md);
 annotated points outside the image are clipped to the border (counted in the metadata).
+
+Config `l2sm`: images larger than 1920 x 1080 (long side x short side, either orientation) are
+downscaled to fit it, aspect ratio kept (points scaled alike), smaller ones are kept as they are
+(no minimum short side); fixed Gaussian sigma 8 px. L2SM trains on these whole images, each split
+2 x 2 into four tiles (`data.whole_image`, `data.train_tiles`).
 """
 
 from __future__ import annotations
@@ -64,7 +69,16 @@ manual_dir the UCF-QNRF_ECCV18 folder (or its parent), which holds:
             max_long_side=2048,
             min_short_side=512,
             description="Short side >= 512, long side <= 2048; fixed Gaussian, sigma 8 px.",
-        )
+        ),
+        CrowdConfig(
+            name="l2sm",
+            sigma=8.0,
+            max_box=(1920, 1080),
+            description=(
+                "Downscaled to fit 1920 x 1080 (long x short side, aspect ratio kept), smaller "
+                "images kept; fixed Gaussian, sigma 8 px (L2SM's whole-image training)."
+            ),
+        ),
     ]
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

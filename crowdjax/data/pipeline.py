@@ -4,14 +4,18 @@ Training stream: `source -> shuffle -> repeat -> random_map(TrainTransform) -> b
 data sets are concatenated before the shuffle, or shuffled and repeated each and then mixed round
 robin with `balanced_domains`): batch i of the global stream is a pure function of (seed, i).
 Each process reads only its slice of every global batch, and a run resumed at step k starts at
-global batch k, so it continues the same data order.
+global batch k, so it continues the same data order. Whole-image training (`whole_image`) visits
+the images in the same order, without crops: each global batch is padded to one size bucket (of
+its largest image or tile), so the train step compiles once per bucket.
 
 Batch contract (numpy dict, this process's part of the global batch, b = global / processes):
-  image           float32 [b, h, w, 3]  ImageNet-normalised RGB (0 on padding)
+  image           float32 [b, h, w, 3]  ImageNet-normalised RGB (0 on padding); h, w = the
+                                          crop size, or the batch's bucket with `whole_image`
   density         float32 [b, h/s, w/s] density sum-pooled to the output stride s
-  points          float32 [b, P, 2]     (x, y) in crop pixels, zeros past the real ones
+  points          float32 [b, P, 2]     (x, y) in crop (image, tile) pixels, zeros past the
+                                          real ones
   point_mask      bool    [b, P]
-  count           float32 [b]           points in the crop
+  count           float32 [b]           points in the crop (image, tile)
   domain          int32   [b]           index of the example's data set in `name`, or the
                                           label a preparation gave the image (`domain_labels`)
   image_mask      bool    [b, h, w]     True on real image pixels, False on padding
@@ -62,13 +66,26 @@ def default_data_config() -> ml_collections.ConfigDict:
       scale_range: (lo, hi) random image scale factor, uniform; (1, 1) = off. Ground truth is then
         regenerated from the scaled points (the builder's kernel, or `density_sigma`).
       color_jitter: brightness/contrast/saturation strength (torchvision semantics); 0 = off.
-      max_points: points per crop after padding; more is an error naming the image.
+      max_points: points per crop (whole image, tile) after padding; more is an error naming
+        the image.
       output_stride: the density is sum-pooled by this factor (trainer may override).
       density_sigma: None or 0 = the stored map (builder's kernel); > 0 = regenerate the density
         with this fixed Gaussian sigma (px).
       with_distance_label: add AutoScale distance-label maps (builder's class edges).
       balanced_domains: with several data sets, draw them in equal shares (round robin) instead
         of in proportion to their sizes.
+      whole_image: train on whole images instead of `crop_size` crops (scale_range, hflip and
+        color_jitter still apply). Every batch is padded (bottom/right; `image_mask`) to one
+        shape, `bucket_shape` of its largest image (tile) with `train_buckets` and
+        `train_bucket_multiple`, so a train step compiles once per bucket.
+      train_buckets: list of (h, w) whole-image training sizes; a batch goes to the smallest that
+        fits its largest image (tile). Sides must be divisible by the output stride.
+      train_bucket_multiple: batches fitting no training bucket are padded to multiples of this
+        (px; divisible by the output stride).
+      train_tiles: T; with `whole_image`, every (scaled) image is split into T x T tiles, each an
+        example of the batch (the T*T tiles of an image consecutive, row by row); inner tile
+        edges lie on multiples of the output stride (`transforms.tile_edges`). The global batch
+        size counts tiles: it must be divisible by T*T times the process count. 1 = no tiling.
       eval_buckets: list of (h, w) evaluation sizes; an image goes to the smallest that fits.
       eval_bucket_multiple: images fitting no bucket are padded to multiples of this (px).
       worker_threads: grain read threads (0 = one per CPU core).
@@ -94,6 +111,10 @@ def default_data_config() -> ml_collections.ConfigDict:
             "density_sigma": 0.0,
             "with_distance_label": False,
             "balanced_domains": False,
+            "whole_image": False,
+            "train_buckets": (),
+            "train_bucket_multiple": 64,
+            "train_tiles": 1,
             "eval_buckets": (),
             "eval_bucket_multiple": 64,
             "worker_threads": 0,
@@ -167,7 +188,8 @@ def train_iterator(
 
     Args:
       data_config: see `default_data_config`.
-      global_batch_size: examples per step over all processes (divisible by `process_count`).
+      global_batch_size: examples (crops, whole images or tiles) per step over all processes
+        (divisible by `process_count`, and with `train_tiles` T by T*T*process_count).
       seed: data order and augmentation seed.
       start_step: index of the first global batch (a resumed run passes its step).
       process_index, process_count: this process and the number of processes (multi-host).
@@ -248,10 +270,21 @@ def train_dataset(
     domain_offset: int = 0,
     domain_labels=None,
 ) -> grain.IterDataset:
-    """The grain dataset behind `train_iterator` (same arguments; `domain_offset` shifts ids)."""
+    """The grain dataset behind `train_iterator` (same arguments; `domain_offset` shifts ids).
+
+    Global batch i is the same function of (seed, i) for any process count: process p's batch
+    is the p-th of `process_count` equal slices of it (with whole images, padded to the bucket of
+    the whole global batch), and `start_step` skips exactly the first global batches.
+    """
     local_batch = _local_batch_size(global_batch_size, process_index, process_count)
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}")
+    tiles = _train_tiles(data_config)
+    if global_batch_size % (tiles * tiles * process_count):
+        raise ValueError(
+            f"global batch size {global_batch_size} counts tiles: it must be divisible by "
+            f"data.train_tiles**2 * process count = {tiles}**2 * {process_count}"
+        )
     names = dataset_names(data_config)
     stride = int(output_stride or data_config.output_stride)
     sources, maps = [], []
@@ -268,26 +301,87 @@ def train_dataset(
         sources.append(source.map(tag))
         maps.append(_train_transform(data_config, name, stride))
     with_roi = all(m.with_roi for m in maps)  # One key set for every example of a batch.
-    maps = [dataclasses.replace(m, with_roi=with_roi) for m in maps]
+    maps = tuple(dataclasses.replace(m, with_roi=with_roi) for m in maps)
+    balanced = bool(data_config.balanced_domains)
 
-    if data_config.balanced_domains and len(sources) > 1:
-        # Round robin over per-domain infinite streams: equal shares in every batch.
-        parts = [s.shuffle(seed=_derive(seed, 1, d)).repeat() for d, s in enumerate(sources)]
-        ds = grain.MapDataset.mix(parts)
-    else:
-        ds = grain.MapDataset.concatenate(sources) if len(sources) > 1 else sources[0]
-        ds = ds.shuffle(seed=_derive(seed, 1)).repeat()
-    ds = ds.random_map(_ByDataset(tuple(maps)), seed=_derive(seed, 2))
-    # Consecutive local batches i*P, ..., i*P + P - 1 make up global batch i; process p keeps
-    # the p-th of them, so global batch i is the same function of (seed, i) for any P.
-    ds = ds.batch(local_batch, drop_remainder=True)[process_index::process_count][start_step:]
+    if not _whole_image(data_config):
+        ds = _shuffled_stream(sources, seed=seed, balanced=balanced)
+        ds = ds.random_map(_ByDataset(maps), seed=_derive(seed, 2))
+        # Consecutive local batches i*P, ..., i*P + P - 1 make up global batch i; process p keeps
+        # the p-th of them, so global batch i is the same function of (seed, i) for any P.
+        ds = ds.batch(local_batch, drop_remainder=True)[process_index::process_count][start_step:]
+        return _to_iter(ds, data_config, processes=int(data_config.worker_processes))
+
+    # Whole images: the stream holds (data set, position) items, in the order of the crop stream,
+    # each with its augmentation seed. A global batch of items is one grain batch; its batch_fn
+    # transforms this process's part only, but pads it to the bucket of the whole global batch
+    # (the other images' sizes come from the split's shape index, without decoding them).
+    multiple = int(data_config.train_bucket_multiple)
+    buckets = tuple(tuple(int(v) for v in b) for b in data_config.train_buckets)
+    if multiple < 1:
+        raise ValueError(f"data.train_bucket_multiple must be >= 1, got {multiple}")
+    for h, w in [*buckets, (multiple, multiple)]:
+        if h % stride or w % stride:
+            raise ValueError(
+                f"training bucket size {(h, w)} is not divisible by the output stride {stride}"
+            )
+    items = [
+        grain.MapDataset.range(len(source)).map(functools.partial(_item, dataset=d))
+        for d, source in enumerate(sources)
+    ]
+    items = _shuffled_stream(items, seed=seed, balanced=balanced)
+    items = items.random_map(_with_seed, seed=_derive(seed, 2))
+    shapes = None
+    if process_count > 1:
+        shapes = tuple(_train_shapes(data_config, name) for name in names)
+    batch_fn = _WholeImageBatch(
+        sources=tuple(sources),
+        maps=maps,
+        shapes=shapes,
+        tiles=tiles,
+        output_stride=stride,
+        max_points=int(data_config.max_points),
+        buckets=buckets,
+        multiple=multiple,
+        process_index=process_index,
+        process_count=process_count,
+    )
+    images = global_batch_size // (tiles * tiles)
+    ds = items.batch(images, drop_remainder=True, batch_fn=batch_fn)[start_step:]
     return _to_iter(ds, data_config, processes=int(data_config.worker_processes))
 
 
+def _shuffled_stream(parts, *, seed: int, balanced: bool) -> grain.MapDataset:
+    """The infinite shuffled stream of the data sets' elements (one part per data set)."""
+    if balanced and len(parts) > 1:
+        # Round robin over per-domain infinite streams: equal shares in every batch.
+        parts = [s.shuffle(seed=_derive(seed, 1, d)).repeat() for d, s in enumerate(parts)]
+        return grain.MapDataset.mix(parts)
+    ds = grain.MapDataset.concatenate(parts) if len(parts) > 1 else parts[0]
+    return ds.shuffle(seed=_derive(seed, 1)).repeat()
+
+
+def _whole_image(data_config) -> bool:
+    return bool(data_config.get("whole_image", False))
+
+
+def _train_tiles(data_config) -> int:
+    tiles = int(data_config.get("train_tiles", 1))
+    if tiles < 1:
+        raise ValueError(f"data.train_tiles must be >= 1, got {tiles}")
+    if tiles > 1 and not _whole_image(data_config):
+        raise ValueError(f"data.train_tiles = {tiles} needs data.whole_image (tiles of images)")
+    return tiles
+
+
 def _train_transform(data_config, name: str, stride: int):
-    crop = crop_shape(data_config)
-    if crop[0] % stride or crop[1] % stride:
-        raise ValueError(f"data.crop_size {crop} is not divisible by the output stride {stride}")
+    crop = None
+    if not _whole_image(data_config):
+        crop = crop_shape(data_config)
+        if crop[0] % stride or crop[1] % stride:
+            raise ValueError(
+                f"data.crop_size {crop} is not divisible by the output stride {stride}"
+            )
     lo, hi = (float(s) for s in data_config.scale_range)
     if not 0 < lo <= hi:
         raise ValueError(f"data.scale_range must satisfy 0 < lo <= hi, got {(lo, hi)}")
@@ -347,6 +441,83 @@ class _ByDataset:
         return self.maps[record["dataset_index"]](record, rng)
 
 
+def _item(position: int, *, dataset: int) -> tuple[int, int]:
+    return dataset, int(position)
+
+
+def _with_seed(item: tuple[int, int], rng: np.random.Generator) -> tuple[int, int, int]:
+    """(data set, position) -> (data set, position, augmentation seed of this draw)."""
+    return *item, int(rng.integers(2**63))
+
+
+def _train_shapes(data_config, name: str) -> np.ndarray:
+    """Stored (H, W) of every training image of a data set, in `split_source` order."""
+    view = splits.resolve(data_config, name, data_config.train_split)
+    shapes, _ = split_index(name, view.source_split, data_config.data_dir or None)
+    return shapes if view.indices is None else shapes[list(view.indices)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _WholeImageBatch:
+    """grain `batch_fn` of whole-image training: a global batch of items (data set, position,
+    seed) -> this process's batch.
+
+    This process's images (its slice of the items) are transformed unpadded, split into tiles,
+    padded to the bucket of the largest image (tile) of the whole global batch and stacked. With
+    one process the bucket comes from the examples; with several, every image's size is derived
+    from the split's stored shapes and its seed's scale draw (the same on every process), and this
+    process's examples are checked against it.
+    """
+
+    sources: tuple[grain.MapDataset, ...]  # tagged raw records, per data set
+    maps: tuple[transforms.TrainTransform, ...]  # crop_size None
+    shapes: tuple[np.ndarray, ...] | None  # stored (H, W) per data set, with several processes
+    tiles: int
+    output_stride: int
+    max_points: int
+    buckets: tuple[tuple[int, int], ...]
+    multiple: int
+    process_index: int
+    process_count: int
+
+    def __call__(self, items) -> dict:
+        n = len(items) // self.process_count
+        own = items[self.process_index * n : (self.process_index + 1) * n]
+        parts = []
+        for d, position, seed in own:
+            example = self.maps[d](self.sources[d][position], np.random.default_rng(seed))
+            parts.extend(transforms.split_tiles(example, self.tiles, self.output_stride))
+        sizes = [part.shape for part in parts]
+        if self.shapes is not None:
+            planned = []
+            for d, position, seed in items:
+                height, width = (int(v) for v in self.shapes[d][position])
+                hs, ws = self.maps[d].scaled_shape(height, width, np.random.default_rng(seed))
+                windows = transforms.tile_windows(hs, ws, self.tiles, self.output_stride)
+                planned.extend((h, w) for _, _, h, w in windows)
+            per_process = n * self.tiles * self.tiles
+            mine = planned[self.process_index * per_process :][:per_process]
+            if mine != sizes:
+                raise DataError(
+                    f"the stored shapes of the training split disagree with its images "
+                    f"({', '.join(part.name for part in parts)}): {mine} != {sizes}"
+                )
+            sizes = planned
+        bucket = bucket_shape(
+            max(h for h, _ in sizes),
+            max(w for _, w in sizes),
+            buckets=self.buckets,
+            multiple=self.multiple,
+        )
+        padded = [
+            transforms.pad_example(
+                part, *bucket, output_stride=self.output_stride, max_points=self.max_points
+            )
+            for part in parts
+        ]
+        return {key: np.stack([example[key] for example in padded]) for key in padded[0]}
+
+
 def _derive(seed: int, *path: int) -> int:
     """An independent uint32 seed for one random stage (shuffle, augmentation, ...)."""
     return int(np.random.SeedSequence([int(seed), *path]).generate_state(1)[0])
@@ -386,7 +557,7 @@ def _to_iter(ds: grain.MapDataset, data_config, *, processes: int = 0) -> grain.
 def bucket_shape(
     height: int, width: int, *, buckets: Sequence[Sequence[int]] = (), multiple: int = 64
 ) -> tuple[int, int]:
-    """Padded evaluation size of an image.
+    """Padded size of an image (evaluation), or of a whole-image training batch's largest image.
 
     Returns:
       The smallest-area bucket (h, w) that fits the image, else each side rounded up to a multiple

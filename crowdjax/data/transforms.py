@@ -300,25 +300,124 @@ class Kernel:
 
 
 @dataclasses.dataclass(frozen=True)
+class Unpadded:
+    """A training example before padding: its real pixels only (h, w = `shape`).
+
+    Attributes:
+      name: image id (error messages).
+      image: float32 [h, w, 3], ImageNet-normalised.
+      density: float32 [h, w] at full resolution (pooled only after padding).
+      points: float64 [M, 2], (x, y) in example pixels.
+      domain: the example's domain label.
+      maps: "distance_label" and/or "roi", uint8 [h, w] each (when the transform makes them).
+      distance_fill: distance-label class of padding (the last: far from every head).
+    """
+
+    name: str
+    image: np.ndarray
+    density: np.ndarray
+    points: np.ndarray
+    domain: int
+    maps: dict = dataclasses.field(default_factory=dict)
+    distance_fill: int = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+    def crop(self, window) -> Unpadded:
+        """The part in window `(y0, x0, h, w)` (points shifted and kept by `crop_points`)."""
+        y0, x0, h, w = window
+        rows, cols = slice(y0, y0 + h), slice(x0, x0 + w)
+        return dataclasses.replace(
+            self,
+            image=self.image[rows, cols],
+            density=self.density[rows, cols],
+            points=crop_points(self.points, window),
+            maps={key: m[rows, cols] for key, m in self.maps.items()},
+        )
+
+
+def pad_example(example: Unpadded, height: int, width: int, *, output_stride: int, max_points: int):
+    """Unpadded example -> padded training example (the dict `TrainTransform` documents).
+
+    Image, density and maps are padded at the bottom/right to (height, width) (image and density
+    0, distance label `distance_fill`, roi 0; `image_mask` marks the real pixels), then the density
+    is sum-pooled by `output_stride` (exact when both sides are multiples of it); points are padded
+    to `max_points` (more is a ValueError naming the image).
+    """
+    h, w = example.shape
+    density = pad_to(np.ascontiguousarray(example.density, np.float32), height, width)
+    points, point_mask = pad_points(example.points, max_points, image_id=example.name)
+    out = {
+        "image": pad_to(example.image, height, width),
+        "density": labels.sum_pool(density, output_stride),
+        "points": points,
+        "point_mask": point_mask,
+        "count": np.float32(point_mask.sum()),
+        "domain": np.int32(example.domain),
+        "image_mask": image_mask(height, width, h, w),
+    }
+    if "distance_label" in example.maps:
+        out["distance_label"] = pad_to(
+            np.ascontiguousarray(example.maps["distance_label"]),
+            height,
+            width,
+            example.distance_fill,
+        )
+    if "roi" in example.maps:
+        out["roi"] = pad_to(np.ascontiguousarray(example.maps["roi"]), height, width)
+    return out
+
+
+def tile_edges(size: int, tiles: int, stride: int) -> list[int]:
+    """Edges of `tiles` tiles along a side of `size` px: floor(k size / tiles / stride) stride for
+    k = 0 .. tiles - 1, then `size` (inner edges on multiples of the stride; a side shorter than
+    `tiles` strides gets empty tiles)."""
+    return [k * size // (tiles * stride) * stride for k in range(tiles)] + [size]
+
+
+def tile_windows(
+    height: int, width: int, tiles: int, stride: int
+) -> list[tuple[int, int, int, int]]:
+    """The `tiles x tiles` windows `(y0, x0, h, w)` of a height x width image, row by row."""
+    rows, cols = tile_edges(height, tiles, stride), tile_edges(width, tiles, stride)
+    return [
+        (rows[i], cols[j], rows[i + 1] - rows[i], cols[j + 1] - cols[j])
+        for i in range(tiles)
+        for j in range(tiles)
+    ]
+
+
+def split_tiles(example: Unpadded, tiles: int, stride: int) -> list[Unpadded]:
+    """The `tile_windows` of an example, each an example of its own (1 tile: the example)."""
+    if tiles == 1:
+        return [example]
+    return [example.crop(window) for window in tile_windows(*example.shape, tiles, stride)]
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainTransform:
     """Raw record -> training example (a grain random map: `transform(record, rng)`).
 
     The record is a TFDS example read with `SkipDecoding` for image and maps (see
     `datasets.raw_source`), so only what a crop needs is decoded. Order of operations: random
     scale (image size x s, s uniform in `scale_range`), random crop window of the scaled image
-    (smaller images: whole image, padded), ground truth (stored maps cropped when unscaled and
-    `regenerate` is off; else regenerated from the scaled points with `kernel`), horizontal flip
-    (p = 0.5), colour jitter, ImageNet normalisation, padding to `crop_size` with `image_mask`,
-    density sum-pooled to `output_stride`, points padded to `max_points`.
+    (smaller images: whole image, padded; `crop_size` None: the whole image, no draw), ground
+    truth (stored maps cropped when unscaled and `regenerate` is off; else regenerated from the
+    scaled points with `kernel`), horizontal flip (p = 0.5), colour jitter, ImageNet
+    normalisation; then (`pad_example`) padding to `crop_size` with `image_mask`, density
+    sum-pooled to `output_stride`, points padded to `max_points`.
 
     Returns a dict: image float32 [h, w, 3], density float32 [h/s, w/s], points float32 [P, 2]
     (crop pixels), point_mask bool [P], count float32 (points in the crop), domain int32 (the
     record's "domain" when it has one, else `domain`),
     image_mask bool [h, w]; distance_label uint8 [h, w] when `distance_edges` is set (padding:
-    last class); roi uint8 [h, w] when `with_roi`.
+    last class); roi uint8 [h, w] when `with_roi`. With `crop_size` None (whole-image training)
+    it returns the `Unpadded` example instead: the batch pads it (`pad_example`).
     """
 
-    crop_size: tuple[int, int]
+    crop_size: tuple[int, int] | None
     max_points: int
     output_stride: int = 1
     hflip: bool = False
@@ -330,14 +429,30 @@ class TrainTransform:
     with_roi: bool = False
     domain: int = 0
 
-    def __call__(self, record: dict, rng: np.random.Generator) -> dict:
-        name = text(record["image_id"])
-        height, width = (int(s) for s in record["density"]["shape"])
+    def __call__(self, record: dict, rng: np.random.Generator) -> dict | Unpadded:
+        example = self.example(record, rng)
+        if self.crop_size is None:
+            return example
+        return pad_example(
+            example, *self.crop_size, output_stride=self.output_stride, max_points=self.max_points
+        )
+
+    def scaled_shape(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int]:
+        """The random scale's image size (the transform's first draw from `rng`)."""
         lo, hi = self.scale_range
         scale = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
-        hs, ws = max(1, round(height * scale)), max(1, round(width * scale))
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
+    def example(self, record: dict, rng: np.random.Generator) -> Unpadded:
+        """The unpadded example: the crop (or whole image) after every random step."""
+        name = text(record["image_id"])
+        height, width = (int(s) for s in record["density"]["shape"])
+        hs, ws = self.scaled_shape(height, width, rng)
         rescaled = (hs, ws) != (height, width)
-        window = random_window(rng, hs, ws, self.crop_size)
+        if self.crop_size is None:
+            window = (0, 0, hs, ws)
+        else:
+            window = random_window(rng, hs, ws, self.crop_size)
         flip = self.hflip and rng.random() < 0.5
         y0, x0, h, w = window
 
@@ -375,26 +490,17 @@ class TrainTransform:
             points = flip_points(points, w)
         if self.color_jitter > 0:
             rgb = color_jitter(rgb, rng, strength=self.color_jitter)
-        ch, cw = self.crop_size
-        density = pad_to(np.ascontiguousarray(maps.pop("density"), np.float32), ch, cw)
-        points, point_mask = pad_points(points, self.max_points, image_id=name)
-        out = {
-            "image": pad_to(normalize(rgb), ch, cw),
-            "density": labels.sum_pool(density, self.output_stride),
-            "points": points,
-            "point_mask": point_mask,
-            "count": np.float32(point_mask.sum()),
-            "domain": np.int32(record.get("domain", self.domain)),
-            "image_mask": image_mask(ch, cw, h, w),
-        }
-        if "distance_label" in maps:
-            last = len(self.distance_edges) - 1  # padding is far from every head
-            out["distance_label"] = pad_to(
-                np.ascontiguousarray(maps["distance_label"]), ch, cw, last
-            )
-        if "roi" in maps:
-            out["roi"] = pad_to(np.ascontiguousarray(maps["roi"]), ch, cw)
-        return out
+        density = maps.pop("density")
+        return Unpadded(
+            name=name,
+            image=normalize(rgb),
+            density=density,
+            points=points,
+            domain=int(record.get("domain", self.domain)),
+            maps=maps,
+            # padding is far from every head
+            distance_fill=len(self.distance_edges) - 1 if self.distance_edges is not None else 0,
+        )
 
 
 def eval_example(

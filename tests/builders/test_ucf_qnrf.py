@@ -25,10 +25,24 @@ LAYOUT = {
     "Test": {"img_0001": (530, 600, 3, False, True, 530, 600)},
 }
 
+# Config `l2sm`: fit in 1920 x 1080 (long x short side), keep smaller images (no upscaling).
+L2SM_LAYOUT = {
+    "Train": {
+        # landscape 2000 x 1200: x min(1920/2000, 1080/1200) = 0.9 -> 1800 x 1080
+        "img_0001": (1200, 2000, 6, False, False, 1080, 1800),
+        # portrait 600 x 2100: x 1920/2100 -> 1920 x round(548.57) = 549
+        "img_0002": (2100, 600, 4, False, True, 1920, 549),
+        # small (short side 120 < 512 is not upscaled here): kept
+        "img_0003": (120, 160, 2, True, False, 120, 160),
+    },
+    # exactly the box: kept
+    "Test": {"img_0001": (1080, 1920, 3, False, False, 1080, 1920)},
+}
 
-def make_release(root) -> dict:
+
+def make_release(root, layout=LAYOUT) -> dict:
     truth = {}
-    for split, images in LAYOUT.items():
+    for split, images in layout.items():
         d = os.path.join(root, "UCF-QNRF_ECCV18", split)
         for i, (stem, (h, w, n, gray, v73, _, _)) in enumerate(images.items()):
             fakes.write_image(os.path.join(d, stem + ".jpg"), h, w, gray=gray, seed=i)
@@ -55,6 +69,21 @@ def test_build_resizes_and_scales_points(tmp_path):
             expected = truth[(split.lower(), stem + ".jpg")] * [new_w / w, new_h / h]
             fakes.check_example(ex, expected, builder.builder_config)
     assert builder.info.metadata["points_outside_image"] == {"train": 0, "test": 0}
+
+
+def test_l2sm_config_fits_images_in_1920_by_1080(tmp_path):
+    truth = make_release(tmp_path / "raw", L2SM_LAYOUT)
+    builder = fakes.build(UcfQnrf, tmp_path / "raw", tmp_path / "out", config="l2sm")
+    assert builder.builder_config.max_box == (1920, 1080) and builder.builder_config.sigma == 8.0
+    for split, images in L2SM_LAYOUT.items():
+        examples = fakes.read_split(builder, split.lower())
+        assert sorted(examples) == sorted(stem + ".jpg" for stem in images)
+        for stem, (h, w, _, _, _, new_h, new_w) in images.items():
+            ex = examples[stem + ".jpg"]
+            assert np.asarray(ex["image"]).shape == (new_h, new_w, 3)
+            assert max(new_h, new_w) <= 1920 and min(new_h, new_w) <= 1080
+            expected = truth[(split.lower(), stem + ".jpg")] * [new_w / w, new_h / h]
+            fakes.check_example(ex, expected, builder.builder_config)
 
 
 @pytest.mark.parametrize(
