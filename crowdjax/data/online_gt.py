@@ -48,6 +48,25 @@ def _profiles(centres, size, kernel, extent=None):
     return prof / jnp.sum(prof, axis=-1, keepdims=True)  # centre is inside: sum > 0
 
 
+def _pooled_profiles(centres, cells, stride, kernel, extent=None):
+    """[B, P, cells] kernel mass of each ``stride``-px cell, renormalised to sum 1 inside
+    [0, cells * stride) (or [0, extent)): :func:`_profiles` summed over each cell, computed from
+    the kernel's cumulative sums (memory P x cells instead of P x pixels)."""
+    radius = kernel.shape[0] // 2
+    cum = jnp.asarray(np.concatenate([[0.0], np.cumsum(kernel, dtype=np.float64)]), jnp.float32)
+
+    def below(t):  # kernel mass at offsets < t
+        return cum[jnp.clip(t + radius, 0, 2 * radius + 1)]
+
+    limit = cells * stride if extent is None else extent[..., None]  # [B, 1, 1]
+    lo = jnp.minimum(jnp.arange(cells, dtype=jnp.int32) * stride, limit)
+    hi = jnp.minimum(lo + stride, limit)
+    c = centres[..., None]
+    mass = below(hi - c) - below(lo - c)
+    total = below(limit - c) - below(-c)
+    return mass / total  # the centre is inside: total > 0
+
+
 def density_map(
     points: jax.Array,
     point_mask: jax.Array,
@@ -69,8 +88,8 @@ def density_map(
         border, and a head on the row/column just past it is moved onto its last row/column,
         so every valid head keeps mass 1 inside the area.
       stride: sum-pool the map by this factor (`labels.sum_pool`); H and W must be multiples
-        of it. Pooled exactly and cheaply: the kernel is separable, so its 1-D profiles are
-        pooled before their outer product.
+        of it. Pooled exactly and cheaply: the kernel is separable, so each head's 1-D profiles
+        are summed per cell (from the kernel's cumulative sums) before their outer product.
 
     Returns:
       [B, H / stride, W / stride] float32; each valid head inside the map contributes mass 1.
@@ -80,6 +99,20 @@ def density_map(
         raise ValueError(f"map shape {(h, w)} must be a multiple of the stride {stride}")
     rows, cols, valid = _head_pixels(points, point_mask, (h, w))
     kernel = gaussian_kernel1d(sigma, truncate).astype(np.float32)
+    if stride > 1:
+        if extent is None:
+            gy = _pooled_profiles(rows, h // stride, stride, kernel)
+            gx = _pooled_profiles(cols, w // stride, stride, kernel)
+        else:
+            ext = jnp.clip(extent.astype(jnp.int32), 1, jnp.array([h, w]))
+            gy = _pooled_profiles(
+                jnp.minimum(rows, ext[:, :1] - 1), h // stride, stride, kernel, ext[:, :1]
+            )
+            gx = _pooled_profiles(
+                jnp.minimum(cols, ext[:, 1:] - 1), w // stride, stride, kernel, ext[:, 1:]
+            )
+        gy = gy * valid[..., None]
+        return jnp.einsum("bph,bpw->bhw", gy, gx, precision=jax.lax.Precision.HIGHEST)
     if extent is None:
         gy = _profiles(rows, h, kernel)
         gx = _profiles(cols, w, kernel)
@@ -88,9 +121,6 @@ def density_map(
         gy = _profiles(jnp.minimum(rows, ext[:, :1] - 1), h, kernel, ext[:, :1])
         gx = _profiles(jnp.minimum(cols, ext[:, 1:] - 1), w, kernel, ext[:, 1:])
     gy = gy * valid[..., None]
-    if stride > 1:
-        gy = gy.reshape(*gy.shape[:-1], h // stride, stride).sum(-1)
-        gx = gx.reshape(*gx.shape[:-1], w // stride, stride).sum(-1)
     return jnp.einsum("bph,bpw->bhw", gy, gx, precision=jax.lax.Precision.HIGHEST)
 
 

@@ -83,3 +83,19 @@ def test_pooled_density_map_is_sum_pool_of_labels(stride):
         np.testing.assert_allclose(g, want, atol=1e-6, rtol=1e-4)
     with pytest.raises(ValueError, match="multiple of the stride"):
         online_gt.density_map(pts, mask, (41, 48), stride=8)
+
+
+def test_pooled_density_map_with_extent_keeps_every_head():
+    # The extent path (L2SM's rescaled regions): pooled inside [0, extent), mass 1 per head.
+    shape = (48, 64)
+    pts = np.array([[[0.0, 0.0], [30.9, 22.9], [12.0, 7.5]], [[63.5, 47.5], [5.0, 5.0], [1, 1]]])
+    mask = np.array([[True, True, True], [True, True, False]])
+    extent = np.array([[24, 32], [48, 64]])
+    got = np.asarray(online_gt.density_map(pts, mask, shape, sigma=2.5, extent=extent, stride=8))
+    for b in range(2):
+        eh, ew = extent[b]
+        want = np.zeros((6, 8))
+        dens = labels.density_map(pts[b][mask[b]], (eh, ew), sigma=2.5)
+        want[: eh // 8, : ew // 8] = labels.sum_pool(dens, 8)
+        np.testing.assert_allclose(got[b], want, atol=1e-6, rtol=1e-4)
+    np.testing.assert_allclose(got.sum((1, 2)), [3.0, 2.0], rtol=1e-5)
