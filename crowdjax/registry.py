@@ -14,6 +14,7 @@ _METHODS = {
     "uot": "crowdjax.methods.uot.method",
     "autoscale_reg": "crowdjax.methods.autoscale.method:REGRESSION",
     "autoscale_loc": "crowdjax.methods.autoscale.method:LOCALIZATION",
+    "l2sm": "crowdjax.methods.l2sm.method",
 }
 
 

@@ -21,7 +21,13 @@ CONFIG_FILES = sorted(
     if hasattr(importlib.import_module(f"configs.{name}"), "get_config")
 )
 # A representative tiny run per method family in the default suite; the others under -m slow.
-DEFAULT_TINY = {"quickstart", "autoscale_synthetic", "autoscale_loc_trancos", "uot_nwpu"}
+DEFAULT_TINY = {
+    "quickstart",
+    "autoscale_synthetic",
+    "autoscale_loc_trancos",
+    "uot_nwpu",
+    "l2sm_qnrf",
+}
 
 
 def _load(name: str, variant: str = ""):

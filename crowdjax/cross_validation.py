@@ -1,0 +1,102 @@
+"""K-fold cross-validation: one training run per fold and the mean over folds, in one command.
+
+A config with `config.cross_validation.folds` (split names of its data set, e.g. UCF_CC_50's
+"fold1" ... "fold5") is run once per fold: trained on the other folds joined ("fold2+fold3+..."),
+its checkpoint selected on the validation part held out of them, and tested on the fold. Each
+fold runs in `<workdir>/<fold>` through the ordinary trainer, so a killed command resumes where it
+stopped and a finished fold only reports. The per-fold results and their mean are written to
+`<workdir>/cross_validation.json`.
+
+  python -m crowdjax.cross_validation --config=configs/l2sm_ucf_cc_50.py --workdir=workdirs/ucf
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from crowdjax.metric_writers import log
+
+MEAN_KEYS = ("mae", "rmse", "nae", "baseline_mae")
+RESULT_FILE = "cross_validation.json"
+
+
+def fold_config(config, fold: str):
+    """A copy of `config` that trains on every fold but `fold` and tests on `fold`.
+
+    Every evaluation entry of the first training set on the test split moves to the fold.
+    """
+    folds = tuple(config.cross_validation.folds)
+    if fold not in folds:
+        raise ValueError(f"unknown fold {fold!r}; the config's folds are {folds}")
+    if len(folds) < 2:
+        raise ValueError(f"cross-validation needs at least two folds, got {folds}")
+    config = config.copy_and_resolve_references()
+    old_test = config.data.test_split
+    config.data.train_split = "+".join(f for f in folds if f != fold)
+    config.data.test_split = fold
+    for entry in config.evals.values():
+        if not entry.dataset and entry.split == old_test:
+            entry.split = fold
+    config.cross_validation.fold = fold
+    return config
+
+
+def summarize(per_fold: dict, prefix: str = "test") -> dict:
+    """{"folds": {fold: metrics}, "mean": {key: mean over folds}} of the `prefix` entry."""
+    rows = {fold: results[prefix] for fold, results in per_fold.items()}
+    mean = {
+        key: float(np.mean([r[key] for r in rows.values()]))
+        for key in MEAN_KEYS
+        if all(key in r for r in rows.values())
+    }
+    return {"entry": prefix, "folds": rows, "mean": mean}
+
+
+def run(config, workdir: str) -> dict:
+    """Trains and evaluates every fold (resuming), writes and returns the summary."""
+    from crowdjax import trainer
+
+    folds = tuple(config.cross_validation.folds)
+    per_fold = {}
+    for fold in folds:
+        log(f"cross-validation: fold {fold} ({folds.index(fold) + 1} of {len(folds)})")
+        per_fold[fold] = trainer.run_main(fold_config(config, fold), os.path.join(workdir, fold))
+    summary = summarize(per_fold)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, RESULT_FILE), "w") as f:
+        json.dump(summary, f, indent=1, default=float)
+    m = summary["mean"]
+    log(
+        f"cross-validation over {len(folds)} folds: mean MAE {m['mae']:.2f}  RMSE {m['rmse']:.2f}"
+        f"  (mean-count baseline MAE {m.get('baseline_mae', float('nan')):.2f}); per fold: "
+        + ", ".join(f"{f} {r['mae']:.2f}" for f, r in summary["folds"].items())
+    )
+    return summary
+
+
+def main(argv) -> None:
+    del argv
+    from absl import flags
+
+    from crowdjax import trainer
+
+    config = flags.FLAGS["config"].value
+    if "cross_validation" not in config:
+        raise ValueError("the config has no `cross_validation.folds`: nothing to cross-validate")
+    workdir = flags.FLAGS["workdir"].value or trainer.default_workdir(
+        flags.FLAGS["config"].config_filename
+    )
+    run(config, workdir)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=False)
+    flags.DEFINE_string("workdir", None, "Run directory (default: workdirs/<config name>).")
+    flags.mark_flags_as_required(["config"])
+    app.run(main)

@@ -1,0 +1,216 @@
+"""L2SM's rescale path, scaled ground truth, prediction and preparation against independent
+computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import l2sm_synthetic
+from crowdjax.data import labels
+from crowdjax.methods.l2sm import method, regions
+from crowdjax.models import rescale
+
+
+def _config(**l2sm):
+    config = l2sm_synthetic.get_config("tiny")
+    for key, value in l2sm.items():
+        config.l2sm[key] = value
+    return config
+
+
+def _model_and_variables(config, seed=0):
+    model = method.make_model(config)
+    variables = method.init_variables(model, jax.random.PRNGKey(seed), config)
+    variables["l2sm"] = {
+        "thresholds": jnp.array([-1.0, -1.0, -1.0, -1.0]),  # every valid region is dense
+        "group_means": jnp.array([0.0, 0.1, 0.2, 0.3, 0.4]),
+        "centers": jnp.array([0.1, 0.2, 0.3]),
+    }
+    return model, variables
+
+
+def _random_regions(seed, size=(53, 61), k=4, b=2):
+    rng = np.random.default_rng(seed)
+    sizes = jnp.array([size] * b, jnp.int32)
+    boxes, _, valid = regions.region_boxes(sizes, k)
+    scale = jnp.asarray(rng.uniform(0.5, 2.99, boxes.shape[:2]), jnp.float32)
+    return rng, sizes, boxes, valid, scale
+
+
+def test_move_back_preserves_each_regions_count():
+    config = _config()
+    rng, sizes, boxes, valid, scale = _random_regions(0)
+    features = jnp.asarray(rng.random((2, 8, 8, 3)), jnp.float32)
+    _, mask = method.sample_regions(features, boxes, scale, config)
+    canvas = jnp.asarray(rng.random(mask.shape), jnp.float32) * mask
+    for m in range(boxes.shape[1]):  # one region at a time: its mass lands inside its box
+        only = canvas * (jnp.arange(boxes.shape[1]) == m)[None, :, None, None]
+        moved = np.asarray(method.move_back(only, mask, boxes, sizes, (16, 16)))
+        want = np.asarray(only.sum(axis=(1, 2, 3)))
+        np.testing.assert_allclose(moved.sum(axis=(1, 2)), want, rtol=1e-5)
+        cover = np.asarray(
+            method.region_cover(boxes[:, m : m + 1], valid[:, m : m + 1], sizes, (16, 16))
+        )
+        assert np.all(moved[cover == 0] == 0)
+    # Nothing lands on padding: the real D̂ cells of a 53 x 61 image are 14 x 16.
+    moved = np.asarray(method.move_back(canvas, mask, boxes, sizes, (16, 16)))
+    assert np.all(moved[:, 14:, :] == 0)
+    np.testing.assert_allclose(moved.sum(axis=(1, 2)), np.asarray(canvas.sum((1, 2, 3))), rtol=1e-5)
+
+
+def test_scaled_ground_truth_equals_labels_density_map_of_scaled_points():
+    config = _config(sigma=2.0)
+    rng, sizes, boxes, valid, scale = _random_regions(1)
+    pts = np.concatenate(
+        [rng.uniform(0, 1, (2, 70, 2)) * [61, 53], [[[0.0, 0.0], [60.99, 52.99]]] * 2], axis=1
+    ).astype(np.float32)
+    pmask = np.ones(pts.shape[:2], bool)
+    pmask[1, 30:] = False
+    features = jnp.zeros((2, 8, 8, 1))
+    _, mask = method.sample_regions(features, boxes, scale, config)
+    got = np.asarray(method.scaled_ground_truth(pts, pmask, boxes, scale, mask, config))
+    h_c, w_c = mask.shape[2:]
+    for b in range(2):
+        for m in range(boxes.shape[1]):
+            x0, y0, w, h = (int(v) for v in boxes[b, m])
+            r = float(scale[b, m])
+            rows = int(np.asarray(mask[b, m, :, 0]).sum())
+            cols = int(np.asarray(mask[b, m, 0, :]).sum())
+            p = pts[b][pmask[b]]
+            inside = (
+                (p[:, 0] >= 8 * x0)
+                & (p[:, 0] < 8 * (x0 + w))
+                & (p[:, 1] >= 8 * y0)
+                & (p[:, 1] < 8 * (y0 + h))
+            )
+            scaled = (p[inside] - [8 * x0, 8 * y0]) * np.float32(r)
+            scaled = np.minimum(scaled, [8 * cols - 1e-3, 8 * rows - 1e-3])
+            want = np.zeros((h_c, w_c))
+            if rows and cols:
+                dens = labels.density_map(scaled, (8 * rows, 8 * cols), sigma=2.0)
+                want[:rows, :cols] = labels.sum_pool(dens, 8)
+            np.testing.assert_allclose(got[b, m], want, atol=1e-5, rtol=1e-4)
+            np.testing.assert_allclose(got[b, m].sum(), inside.sum(), atol=1e-4)
+
+
+def test_prediction_count_is_initial_outside_plus_repredicted_inside():
+    config = _config()
+    model, variables = _model_and_variables(config)
+    rng = np.random.default_rng(2)
+    images = jnp.asarray(rng.normal(size=(2, 64, 64, 3)), jnp.float32)
+    mask = np.zeros((2, 64, 64), bool)
+    mask[0, :64, :64] = True
+    mask[1, :40, :56] = True
+    out = method.predict_fn(variables, images, model=model, config=config, image_mask=mask)
+    params = variables["params"]
+    size = regions.real_size(jnp.asarray(mask))
+    spn = model.apply({"params": params}, images, size)
+    initial = np.asarray(spn["density"]) * np.asarray(method.cell_mask(size, (16, 16), 4))
+    boxes, _, valid = regions.region_boxes(size, 4)
+    canvas, canvas_mask = method.sample_regions(
+        spn["features"], boxes, np.asarray(out["scale"]), config
+    )
+    again = np.asarray(method.repredict(params, model, canvas, canvas_mask))
+    sel = np.asarray(out["selected"])
+    np.testing.assert_array_equal(sel, np.asarray(valid))  # thresholds -1: every valid region
+    cover = np.asarray(method.region_cover(boxes, jnp.asarray(sel), size, (16, 16)))
+    want = (initial * (1 - cover)).sum((1, 2)) + (again.sum((2, 3)) * sel).sum(1)
+    np.testing.assert_allclose(np.asarray(out["density"]).sum((1, 2)), want, rtol=1e-4, atol=1e-4)
+    # No region selected: the prediction is SPN's.
+    variables["l2sm"]["thresholds"] = jnp.full((4,), 1e9)
+    none = method.predict_fn(variables, images, model=model, config=config, image_mask=mask)
+    assert not np.asarray(none["selected"]).any()
+    np.testing.assert_allclose(np.asarray(none["density"]), initial, atol=1e-6)
+    # At initialisation the scale map is 1 everywhere (zero conv, bias at r = 1).
+    np.testing.assert_allclose(np.asarray(out["scale"]), 1.0, rtol=1e-6)
+
+
+def test_max_regions_keeps_the_densest_selected():
+    config = _config(max_regions=3)
+    model, variables = _model_and_variables(config)
+    images = jnp.asarray(np.random.default_rng(3).normal(size=(1, 64, 64, 3)), jnp.float32)
+    out = method.predict_fn(variables, images, model=model, config=config)
+    sel = np.asarray(out["selected"])[0]
+    assert sel.sum() == 3
+    size = jnp.array([[64, 64]])
+    boxes, area, _ = regions.region_boxes(size, 4)
+    spn = model.apply({"params": variables["params"]}, images, size)
+    avg = np.asarray(regions.average_density(regions.region_sums(spn["density"], boxes, 4), area))
+    np.testing.assert_array_equal(np.sort(np.argsort(-avg[0])[:3]), np.flatnonzero(sel))
+
+
+def test_loss_terms_gradients_and_center_update():
+    config = _config(region_density="gt")
+    model, variables = _model_and_variables(config)
+    rng = np.random.default_rng(4)
+    pts = rng.uniform(0, 64, (2, 64, 2)).astype(np.float32)
+    pmask = np.ones((2, 64), bool)
+    dens = np.stack([labels.sum_pool(labels.density_map(p, (64, 64), sigma=2.0), 4) for p in pts])
+    batch = {
+        "image": jnp.asarray(rng.normal(size=(2, 64, 64, 3)), jnp.float32),
+        "image_mask": np.ones((2, 64, 64), bool),
+        "density": dens,
+        "points": pts,
+        "point_mask": pmask,
+        "count": np.full((2,), 64.0, np.float32),
+    }
+    state = {k: v for k, v in variables.items() if k != "params"}
+    fn = jax.jit(lambda p: method.loss_fn(p, state, batch, None, model=model, config=config))
+    loss, (metrics, new_state) = fn(variables["params"])
+    assert np.isfinite(float(loss)) and float(metrics["selected"]) == 1.0
+    # MPCL on the GT region densities, r = 1 at init: L_c = sum (D_i - d_c)^2 (Eq. 2).
+    size = jnp.array([[64, 64]] * 2)
+    boxes, area, valid = regions.region_boxes(size, 4)
+    gt = np.asarray(regions.average_density(regions.region_sums(dens, boxes, 4), area))
+    group = np.minimum(np.sum(gt[..., None] > -1.0, -1) - 2, 2)  # all in the densest group
+    want = np.sum((gt - np.asarray(state["l2sm"]["centers"])[group]) ** 2, axis=1).mean()
+    np.testing.assert_allclose(float(metrics["center_loss"]), want, rtol=1e-4)
+    # Eq. 1 moved only the densest center.
+    new = np.asarray(new_state["l2sm"]["centers"])
+    np.testing.assert_array_equal(new[:2], np.float32([0.1, 0.2]))
+    np.testing.assert_allclose(new[2], 0.3 - 0.5 * (0.3 * 32 - gt.sum()) / 33, rtol=1e-5)
+    grads = jax.grad(lambda p: fn(p)[0])(variables["params"])
+    for part in ("backbone", "deconv", "repredict1", "scale_conv"):
+        assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[part])) > 0, part
+    # S2AD: no MPCL, no gradient to the scale conv, centers unchanged.
+    s2ad = _config(scaling="average")
+    loss2, (metrics2, state2) = method.loss_fn(
+        variables["params"], state, batch, None, model=model, config=s2ad
+    )
+    assert float(metrics2["center_loss"]) == 0.0
+    np.testing.assert_array_equal(state2["l2sm"]["centers"], state["l2sm"]["centers"])
+
+
+def test_spn_alone_has_no_l2sm_parts():
+    config = _config()
+    config.model.use_l2sm = False
+    model = method.make_model(config)
+    variables = method.init_variables(model, jax.random.PRNGKey(0), config)
+    assert "l2sm" not in variables
+    assert not any(k.startswith(("repredict", "scale")) for k in variables["params"])
+    out = method.predict_fn(variables, jnp.zeros((1, 64, 64, 3)), model=model, config=config)
+    assert out.shape == (1, 16, 16)
+
+
+def test_rescale_triangle_weights_normalise_both_ways():
+    w = rescale.triangle_weights(12, jnp.array(7), 20, jnp.array(3), jnp.array(9))
+    w = np.asarray(w)
+    assert np.all(w[:3] == 0) and np.all(w[12:] == 0) and np.all(w[:, 7:] == 0)
+    rows = np.asarray(rescale.normalize_weights(jnp.asarray(w), -1))
+    np.testing.assert_allclose(rows[3:12].sum(1), 1.0, rtol=1e-6)
+    cols = np.asarray(rescale.normalize_weights(jnp.asarray(w), -2))
+    np.testing.assert_allclose(cols[:, :7].sum(0), 1.0, rtol=1e-6)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="l2sm.centers"):
+        config = _config(centers=6)
+        model = method.make_model(config)
+        method.init_variables(model, jax.random.PRNGKey(0), config)
+    config = _config(scaling="zoom")
+    model, variables = _model_and_variables(config)
+    with pytest.raises(ValueError, match="l2sm.scaling"):
+        method.predict_fn(variables, jnp.zeros((1, 64, 64, 3)), model=model, config=config)
+    with pytest.raises(ValueError, match="multiples of 8"):
+        model.apply({"params": variables["params"]}, jnp.zeros((1, 60, 64, 3)))
