@@ -10,6 +10,10 @@ Not in the paper (our choices, each a field below): lambda_2 = 1 (Fig. 5: gains 
 wide range of weights); the center rate alpha = 0.5 (the usual center-loss rate); r in (0.5, 3);
 the fixed kernel of the rescaled regions' GT (``l2sm.sigma``); 300 epochs; horizontal flips.
 
+Batch 1 (whole images) runs on one device; on several, raise `train.global_batch_size` to a
+multiple of the device count. `l2sm.max_regions` caps the regions re-predicted per image (memory
+of the canvases: all K x K by default, as the paper).
+
 Ablations (Table 2, Table 3, Fig. 5), e.g. on the command line:
   --config.model.use_l2sm=False           SPN alone (no L2SM, no grouping)
   --config.l2sm.groups=4 --config.l2sm.centers=2    G and C of the grouping
@@ -30,6 +34,10 @@ CANVAS_SIGMA = {"sha": 4.0, "shb": 15.0, "qnrf": 8.0, "ucf_cc_50": 4.0, "synthet
 FIXED_SIGMA = {"shb": 15.0}  # CSRNet's fixed kernels; the others use the builder's kernel.
 
 
+# Heads per training example (image or tile), above the largest count of each data set.
+MAX_POINTS = {"sha": 4096, "shb": 1024, "qnrf": 13000, "ucf_cc_50": 5000, "synthetic": 1024}
+
+
 def l2sm_config(dataset: str, *, epochs: int = 300, tiles: int = 1) -> ml_collections.ConfigDict:
     """L2SM on a data set of the catalog (`configs/datasets.py`, e.g. "shb")."""
     config = common.base_config()
@@ -41,7 +49,7 @@ def l2sm_config(dataset: str, *, epochs: int = 300, tiles: int = 1) -> ml_collec
     config.data.train_bucket_multiple = 128
     config.data.crop_size = 512  # Only the init shape (and the crop option, whole_image=False).
     config.data.hflip = True
-    config.data.max_points = 4096
+    config.data.max_points = MAX_POINTS[dataset]
     config.data.density_sigma = FIXED_SIGMA.get(dataset, 0.0)
     config.data.eval_bucket_multiple = 128
 

@@ -27,8 +27,13 @@ Choices the paper leaves open (each a config field, METHODS.md):
     trains r and not the density (it would pull D̂ towards the centers).
   * L_c reaches the scale conv only (``l2sm.feature_gradient=False``), and L_r does not reach r
     (``l2sm.rescale_gradient=False``: a smaller canvas would lower a summed L_r for free).
-  * Centers start at increasing random values, center c drawn uniformly inside the GT density
-    range of dense group c (seeded; the paper gives no scale for them).
+  * Centers start at increasing random values, center c drawn uniformly between the lower edge
+    of dense group c and its mean GT density (seeded; the paper gives no scale for them): most
+    dense regions start by zooming in, as Sec 3.3 intends. They move by Eq. 1 only (the loss
+    sees them under stop_gradient), the standard center-loss update the paper describes; its
+    "the centers are also updated" by optimising L is read as that update.
+  * The groups come from the maps that training sees: the kernel of ``data.density_sigma`` when
+    training regenerates the GT, and the tiles of a tiled run (QNRF).
   * ``l2sm.scaling="average"`` is the S2AD ablation of Table 2: no learned r, each region scaled
     to its group's mean GT density (r = sqrt(D_i / mean_c)), no MPCL.
 """
@@ -41,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import online_gt
+from crowdjax.data import labels, online_gt, transforms
 from crowdjax.losses.density import density_mse_loss
 from crowdjax.losses.mpcl import multipolar_center_loss, update_multipolar_centers
 from crowdjax.methods.base import Method
@@ -220,13 +225,6 @@ def region_cover(boxes, selected, size, out_shape) -> jax.Array:
     return cover.astype(jnp.float32) * cell_mask(size, out_shape, OUTPUT_STRIDE)
 
 
-def _regions_of(out, image_mask, config):
-    size = regions.real_size(image_mask)
-    boxes, area, valid = regions.region_boxes(size, int(config.l2sm.regions))
-    density = out["density"] * cell_mask(size, out["density"].shape[1:], OUTPUT_STRIDE)
-    return size, density, boxes, area, valid
-
-
 def _groups(region_density, valid, state, config):
     _, centers = _check_grouping(config)
     return regions.assign_groups(region_density, valid, state["thresholds"], centers)
@@ -384,30 +382,46 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
 # Preparation: the data-set grouping of Sec 4.2.
 
 
-def training_region_densities(context) -> np.ndarray:
-    """GT average densities [N] of every K x K region of every training image (valid ones)."""
-    k = int(context.config.l2sm.regions)
-    values = []
+def training_density_maps(context):
+    """The GT density maps that training divides into regions: per training image, its map
+    (regenerated with ``data.density_sigma`` when training regenerates it), cut into the
+    ``data.train_tiles`` x ``train_tiles`` tiles of a tiled run."""
+    data = context.config.data
+    sigma = float(data.density_sigma or 0.0)
+    tiles = int(data.train_tiles) if data.whole_image else 1
     for view in context.training_splits():
         for example in context.examples(view.dataset):
             density = np.asarray(example["density"], np.float32)
-            size = jnp.array([density.shape], jnp.int32)
-            boxes, area, valid = regions.region_boxes(size, k)
-            sums = regions.region_sums(jnp.asarray(density)[None], boxes, 1)
-            avg = np.asarray(regions.average_density(sums, area))[0]
-            values.append(avg[np.asarray(valid)[0]])
+            if sigma > 0:
+                density = labels.density_map(example["points"], density.shape, sigma=sigma)
+            for y0, x0, h, w in transforms.tile_windows(*density.shape, tiles, OUTPUT_STRIDE):
+                if h > 0 and w > 0:
+                    yield density[y0 : y0 + h, x0 : x0 + w]
+
+
+def training_region_densities(context) -> np.ndarray:
+    """GT average densities [N] of every valid K x K region of the training maps."""
+    k = int(context.config.l2sm.regions)
+    values = []
+    for density in training_density_maps(context):
+        size = jnp.array([density.shape], jnp.int32)
+        boxes, area, valid = regions.region_boxes(size, k)
+        sums = regions.region_sums(jnp.asarray(density)[None], boxes, 1)
+        avg = np.asarray(regions.average_density(sums, area))[0]
+        values.append(avg[np.asarray(valid)[0]])
     if not values:
         raise ValueError("the L2SM preparation found no training image")
     return np.concatenate(values)
 
 
-def initial_centers(thresholds, densities, centers: int, seed: int) -> np.ndarray:
-    """Increasing random centers [C]: center c uniform in the GT density range of dense group c."""
+def initial_centers(thresholds, means, densities, centers: int, seed: int) -> np.ndarray:
+    """Increasing random centers [C]: center c uniform between the lower edge of dense group c
+    and the group's mean, so that most of its regions start by zooming in (r > 1)."""
     groups = len(thresholds) + 1
-    edges = np.concatenate([[densities.min()], thresholds, [densities.max()]])
+    edges = np.concatenate([[densities.min()], thresholds])
     rng = np.random.default_rng(seed)
     lo = edges[groups - centers : groups]
-    hi = edges[groups - centers + 1 : groups + 1]
+    hi = np.maximum(np.asarray(means, np.float64)[groups - centers :], lo)
     return np.maximum.accumulate(rng.uniform(lo, hi)).astype(np.float32)
 
 
@@ -419,7 +433,7 @@ def prepare(context) -> Preparation:
     densities = training_region_densities(context)
     thresholds = regions.grouping_thresholds(densities, groups)
     means = regions.group_means(densities, thresholds)
-    init = initial_centers(thresholds, densities, centers, int(config.seed))
+    init = initial_centers(thresholds, means, densities, centers, int(config.seed))
     dense = (
         float(np.mean(densities > thresholds[groups - centers - 1])) if centers < groups else 1.0
     )
