@@ -91,9 +91,9 @@ def _check_grouping(config) -> tuple[int, int]:
 def init_variables(model, rng, config):
     size = config.data.crop_size
     h, w = (size, size) if isinstance(size, int) else size
+    groups, centers = _check_grouping(config)
     variables = dict(model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all))
     if _use_l2sm(config):
-        groups, centers = _check_grouping(config)
         # Filled by the preparation (thresholds over the training set) before training.
         variables["l2sm"] = {
             "thresholds": jnp.zeros((groups - 1,), jnp.float32),

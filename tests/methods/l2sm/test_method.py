@@ -20,15 +20,45 @@ def _config(**l2sm):
     return config
 
 
+_VARIABLES = {}
+
+
+def _init(model, config, seed=0):
+    """Jitted init, once per architecture (init and its compilation take ~30 s on a CPU; the
+    config variants of these tests share the parameter shapes)."""
+    key = (config.model.use_l2sm, seed)
+    if key not in _VARIABLES:
+        init = jax.jit(lambda rng: method.init_variables(model, rng, config))
+        _VARIABLES[key] = init(jax.random.PRNGKey(seed))
+    return jax.tree.map(lambda x: x, _VARIABLES[key])  # a fresh dict tree per test
+
+
 def _model_and_variables(config, seed=0):
     model = method.make_model(config)
-    variables = method.init_variables(model, jax.random.PRNGKey(seed), config)
+    variables = _init(model, config, seed)
     variables["l2sm"] = {
         "thresholds": jnp.array([-1.0, -1.0, -1.0, -1.0]),  # every valid region is dense
         "group_means": jnp.array([0.0, 0.1, 0.2, 0.3, 0.4]),
         "centers": jnp.array([0.1, 0.2, 0.3]),
     }
     return model, variables
+
+
+_PREDICT = {}
+
+
+def _predict(variables, images, model, config, mask=None):
+    """The jitted prediction, compiled once per config (eager execution is many times slower)."""
+    if mask is None:
+        mask = np.ones(images.shape[:3], bool)
+    if id(config) not in _PREDICT:
+        _PREDICT[id(config)] = (
+            config,  # kept alive, so that its id is not reused
+            jax.jit(
+                lambda v, x, m: method.predict_fn(v, x, model=model, config=config, image_mask=m)
+            ),
+        )
+    return _PREDICT[id(config)][1](variables, images, mask)
 
 
 def _random_regions(seed, size=(53, 61), k=4, b=2):
@@ -103,10 +133,10 @@ def test_prediction_count_is_initial_outside_plus_repredicted_inside():
     mask = np.zeros((2, 64, 64), bool)
     mask[0, :64, :64] = True
     mask[1, :40, :56] = True
-    out = method.predict_fn(variables, images, model=model, config=config, image_mask=mask)
+    out = _predict(variables, images, model, config, mask)
     params = variables["params"]
     size = regions.real_size(jnp.asarray(mask))
-    spn = model.apply({"params": params}, images, size)
+    spn = jax.jit(model.apply)({"params": params}, images, size)
     initial = np.asarray(spn["density"]) * np.asarray(method.cell_mask(size, (16, 16), 4))
     boxes, _, valid = regions.region_boxes(size, 4)
     canvas, canvas_mask = method.sample_regions(
@@ -120,7 +150,7 @@ def test_prediction_count_is_initial_outside_plus_repredicted_inside():
     np.testing.assert_allclose(np.asarray(out["density"]).sum((1, 2)), want, rtol=1e-4, atol=1e-4)
     # No region selected: the prediction is SPN's.
     variables["l2sm"]["thresholds"] = jnp.full((4,), 1e9)
-    none = method.predict_fn(variables, images, model=model, config=config, image_mask=mask)
+    none = _predict(variables, images, model, config, mask)
     assert not np.asarray(none["selected"]).any()
     np.testing.assert_allclose(np.asarray(none["density"]), initial, atol=1e-6)
     # At initialisation the scale map is 1 everywhere (zero conv, bias at r = 1).
@@ -131,12 +161,12 @@ def test_max_regions_keeps_the_densest_selected():
     config = _config(max_regions=3)
     model, variables = _model_and_variables(config)
     images = jnp.asarray(np.random.default_rng(3).normal(size=(1, 64, 64, 3)), jnp.float32)
-    out = method.predict_fn(variables, images, model=model, config=config)
+    out = _predict(variables, images, model, config)
     sel = np.asarray(out["selected"])[0]
     assert sel.sum() == 3
     size = jnp.array([[64, 64]])
     boxes, area, _ = regions.region_boxes(size, 4)
-    spn = model.apply({"params": variables["params"]}, images, size)
+    spn = jax.jit(model.apply)({"params": variables["params"]}, images, size)
     avg = np.asarray(regions.average_density(regions.region_sums(spn["density"], boxes, 4), area))
     np.testing.assert_array_equal(np.sort(np.argsort(-avg[0])[:3]), np.flatnonzero(sel))
 
@@ -170,14 +200,14 @@ def test_loss_terms_gradients_and_center_update():
     new = np.asarray(new_state["l2sm"]["centers"])
     np.testing.assert_array_equal(new[:2], np.float32([0.1, 0.2]))
     np.testing.assert_allclose(new[2], 0.3 - 0.5 * (0.3 * 32 - gt.sum()) / 33, rtol=1e-5)
-    grads = jax.grad(lambda p: fn(p)[0])(variables["params"])
+    grads = jax.jit(jax.grad(lambda p: fn(p)[0]))(variables["params"])
     for part in ("backbone", "deconv", "repredict1", "scale_conv"):
         assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads[part])) > 0, part
     # S2AD: no MPCL, no gradient to the scale conv, centers unchanged.
     s2ad = _config(scaling="average")
-    loss2, (metrics2, state2) = method.loss_fn(
-        variables["params"], state, batch, None, model=model, config=s2ad
-    )
+    loss2, (metrics2, state2) = jax.jit(
+        lambda p: method.loss_fn(p, state, batch, None, model=model, config=s2ad)
+    )(variables["params"])
     assert float(metrics2["center_loss"]) == 0.0
     np.testing.assert_array_equal(state2["l2sm"]["centers"], state["l2sm"]["centers"])
 
@@ -186,10 +216,15 @@ def test_spn_alone_has_no_l2sm_parts():
     config = _config()
     config.model.use_l2sm = False
     model = method.make_model(config)
-    variables = method.init_variables(model, jax.random.PRNGKey(0), config)
+    # Shapes only (tracing, no compilation).
+    variables = jax.eval_shape(lambda r: method.init_variables(model, r, config), jax.random.key(0))
     assert "l2sm" not in variables
     assert not any(k.startswith(("repredict", "scale")) for k in variables["params"])
-    out = method.predict_fn(variables, jnp.zeros((1, 64, 64, 3)), model=model, config=config)
+    out = jax.eval_shape(
+        lambda v, x: method.predict_fn(v, x, model=model, config=config),
+        variables,
+        jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32),
+    )
     assert out.shape == (1, 16, 16)
 
 
@@ -264,10 +299,12 @@ def test_repredicted_loss_against_loops_with_learned_scales():
     variables["l2sm"]["thresholds"] = jnp.array([0.0, 0.02, 0.05, 0.1])
     state = {k: v for k, v in variables.items() if k != "params"}
     params = variables["params"]
-    _, (metrics, _) = method.loss_fn(params, state, batch, None, model=model, config=config)
+    _, (metrics, _) = jax.jit(
+        lambda p: method.loss_fn(p, state, batch, None, model=model, config=config)
+    )(params)
     # Independently: GT region densities, groups, the 5 densest dense regions, their canvases.
     size = jnp.array([[64, 64]] * 2)
-    out = model.apply({"params": params}, batch["image"], size)
+    out = jax.jit(model.apply)({"params": params}, batch["image"], size)
     r_all = np.asarray(model.apply({"params": params}, out["pooled"], method=model.scale_map))
     r_all = r_all.reshape(2, 16)
     assert np.ptp(r_all) > 0.1  # the scales really differ
@@ -325,7 +362,7 @@ def test_gradient_switches():
 
     def grads(cfg):
         fn = lambda p: method.loss_fn(p, state, batch, None, model=model, config=cfg)[0]
-        return jax.grad(fn)(variables["params"])
+        return jax.jit(jax.grad(fn))(variables["params"])
 
     def biggest(tree):
         return max(float(jnp.abs(g).max()) for g in jax.tree.leaves(tree))
