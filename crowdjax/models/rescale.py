@@ -151,6 +151,11 @@ def fit_box_to_canvas(box: jax.Array, scale: jax.Array, canvas_shape: Sequence[i
     return jnp.stack([x0, y0, w, h], axis=1)
 
 
+def canvas_extent(mask: jax.Array) -> jax.Array:
+    """(rows, cols) [..., 2] int32 of the valid top-left area of canvas masks [..., h_c, w_c]."""
+    return jnp.stack([mask[..., :, 0].sum(-1), mask[..., 0, :].sum(-1)], axis=-1).astype(jnp.int32)
+
+
 def box_mask(box: jax.Array, shape: Sequence[int]) -> jax.Array:
     """[B, H, W] float32 indicator of the pixels inside each box (x0, y0, w, h) [B, 4]."""
     h, w = (int(s) for s in shape)

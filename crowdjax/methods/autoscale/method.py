@@ -186,11 +186,6 @@ def rescale_region(images, boxes, scale, config):
     return fitted, canvas, mask
 
 
-def _extent(mask: jax.Array) -> jax.Array:
-    """(rows, cols) [B, 2] of the valid top-left area of canvas masks [B, H_c, W_c]."""
-    return jnp.stack([mask[:, :, 0].sum(1), mask[:, 0, :].sum(1)], axis=1).astype(jnp.int32)
-
-
 # ----------------------------------------------------------------------------------------------
 # Losses.
 
@@ -228,7 +223,7 @@ def _online_target(points, point_mask, canvas_mask, config):
     if _mode(config) == "regression":
         sigma = float(config.data.density_sigma or 0.0)
         return online_gt.density_map(
-            points, point_mask, shape, sigma=sigma, extent=_extent(canvas_mask)
+            points, point_mask, shape, sigma=sigma, extent=rescale.canvas_extent(canvas_mask)
         )
     return online_gt.distance_label_map(points, point_mask, shape, edges=_edges(config))
 
@@ -371,7 +366,7 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
         box=fitted,
         scale=scale,
         used=used,
-        canvas_extent=_extent(canvas_mask),
+        canvas_extent=rescale.canvas_extent(canvas_mask),
     )
     return result
 

@@ -176,11 +176,6 @@ def sample_regions(features, boxes, scale, config):
     return jax.vmap(one, in_axes=(1, 1), out_axes=1)(boxes, scale)
 
 
-def canvas_extent(mask: jax.Array) -> jax.Array:
-    """(rows, cols) [..., 2] int32 of the valid top-left area of canvas masks [..., h_c, w_c]."""
-    return jnp.stack([mask[..., :, 0].sum(-1), mask[..., 0, :].sum(-1)], axis=-1).astype(jnp.int32)
-
-
 def repredict(params, model, canvas, canvas_mask):
     """Re-predicted densities [B, M, h_c, w_c] of the canvases (zero outside their masks)."""
     b, m = canvas.shape[:2]
@@ -200,7 +195,7 @@ def move_back(canvas_density, canvas_mask, boxes, size, out_shape) -> jax.Array:
     f = CELL // OUTPUT_STRIDE
     h_c, w_c = canvas_density.shape[2:]
     h, w = out_shape
-    extent = canvas_extent(canvas_mask)  # [B, M, 2]
+    extent = rescale.canvas_extent(canvas_mask)  # [B, M, 2]
     real = -(-size // OUTPUT_STRIDE)[:, None, :]  # [B, 1, 2]
     start = jnp.stack([boxes[..., 1], boxes[..., 0]], axis=-1) * f  # (row, col) [B, M, 2]
     end = jnp.minimum(start + jnp.stack([boxes[..., 3], boxes[..., 2]], axis=-1) * f, real)
@@ -245,7 +240,7 @@ def scaled_ground_truth(points, point_mask, boxes, scale, canvas_mask, config) -
     """
     b, m = boxes.shape[:2]
     h_c, w_c = canvas_mask.shape[2:]
-    extent_px = canvas_extent(canvas_mask).reshape(b * m, 2) * CELL
+    extent_px = rescale.canvas_extent(canvas_mask).reshape(b * m, 2) * CELL
     box_px = (boxes * CELL).reshape(b * m, 4)
     p = jnp.repeat(points, m, axis=0)
     pm = jnp.repeat(point_mask, m, axis=0)
