@@ -1,8 +1,10 @@
 """Pure, jittable losses with documented shapes; import them directly in notebooks.
 
 from crowdjax.losses import uot_loss, dce_loss, density_mse_loss, multipolar_center_loss
+from crowdjax.losses import adversarial_scores, domain_bce, scored_density_loss
 """
 
+from crowdjax.losses.adversarial import adversarial_scores, domain_bce, scored_density_loss
 from crowdjax.losses.center import center_loss, update_center
 from crowdjax.losses.center import closeness as closeness_jnp
 from crowdjax.losses.dce import cross_entropy_loss, dce_loss, dce_weight, focal_loss
@@ -11,14 +13,17 @@ from crowdjax.losses.mpcl import multipolar_center_loss, update_multipolar_cente
 from crowdjax.losses.uot import uot_loss, uot_semi_dual, uot_solve
 
 __all__ = [
+    "adversarial_scores",
     "center_loss",
     "closeness_jnp",
     "cross_entropy_loss",
     "dce_loss",
     "dce_weight",
+    "domain_bce",
     "density_mse_loss",
     "focal_loss",
     "multipolar_center_loss",
+    "scored_density_loss",
     "uot_loss",
     "uot_semi_dual",
     "uot_solve",
