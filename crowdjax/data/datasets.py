@@ -25,6 +25,7 @@ BUILDER_MODULES = {
     "ucsd": "tfds_builders.ucsd",
     "trancos": "tfds_builders.trancos",
     "synthetic_crowd": "tfds_builders.synthetic_crowd",
+    "gcc": "tfds_builders.gcc",
 }
 
 
