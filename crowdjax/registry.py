@@ -15,6 +15,7 @@ _METHODS = {
     "autoscale_reg": "crowdjax.methods.autoscale.method:REGRESSION",
     "autoscale_loc": "crowdjax.methods.autoscale.method:LOCALIZATION",
     "l2sm": "crowdjax.methods.l2sm.method",
+    "asnet": "crowdjax.methods.asnet.method",
 }
 
 

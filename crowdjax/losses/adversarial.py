@@ -20,23 +20,29 @@ are probabilities that the map comes from the source domain (1 = source, 0 = tar
   ``residual=False``: the scores themselves instead of ``1 + W``, Table 7's ablation).
 
 Nearest upsampling is PyTorch's ``F.interpolate(mode="nearest")``: output pixel ``i`` of ``n``
-reads input pixel ``floor(i * m / n)`` of ``m``. All functions are pure and work under
-``jax.jit``, ``jax.grad`` (the scores are step functions: no gradient) and ``jax.vmap``.
+reads input pixel ``floor(i * float32(m / n))`` of ``m``. Padded maps (images smaller than the
+crop): the outputs over padding (:func:`output_mask`) are left out of the sums and means, so the
+discriminators cannot tell the domains apart by image size; without padding nothing changes.
+All functions are pure and work under ``jax.jit``, ``jax.grad`` (the scores are step functions:
+no gradient) and ``jax.vmap``.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
-def domain_bce(logits: jax.Array, *, source: bool) -> jax.Array:
+def domain_bce(logits: jax.Array, *, source: bool, mask: jax.Array | None = None) -> jax.Array:
     """Per-image BCE of discriminator logits against the label source (1) or target (0).
 
     Args:
       logits: [B, ...] discriminator logits (the probability is ``sigmoid(logits)``), e.g. D1's
         ``[B, h1, w1]`` or D2's ``[B, S, S, h2, w2]``.
       source: the label of every output: True = source (1), False = target (0).
+      mask: optional 0/1 weights of the outputs, shaped like `logits` (e.g. :func:`output_mask`
+        of padded maps); default all.
 
     Returns:
       [B] float32: ``-sum log(sigmoid(logits))`` (source) or ``-sum log(1 - sigmoid(logits))``
@@ -46,6 +52,10 @@ def domain_bce(logits: jax.Array, *, source: bool) -> jax.Array:
     if logits.ndim < 1:
         raise ValueError(f"logits must be [B, ...], got shape {tuple(logits.shape)}")
     log_p = jax.nn.log_sigmoid(logits if source else -logits)
+    if mask is not None:
+        if tuple(mask.shape) != tuple(logits.shape):
+            raise ValueError(f"mask must have the logits' shape {logits.shape}, got {mask.shape}")
+        log_p = jnp.where(mask > 0, log_p, 0.0)
     return -log_p.reshape(logits.shape[0], -1).sum(axis=1)
 
 
@@ -67,22 +77,58 @@ def merge_patches(patches: jax.Array) -> jax.Array:
     return patches.transpose(0, 1, 3, 2, 4).reshape(b, s * h, s * w)
 
 
+def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
+    """PyTorch's nearest rule: output i reads min(floor(i * float32(n_in / n_out)), n_in - 1)."""
+    scale = np.float32(n_in) / np.float32(n_out)
+    return np.minimum(np.floor(np.arange(n_out, dtype=np.float32) * scale), n_in - 1).astype(int)
+
+
 def upsample_nearest(x: jax.Array, shape: tuple[int, int]) -> jax.Array:
-    """Nearest upsampling of the last two axes to `shape` (PyTorch's "nearest" index rule)."""
-    m, n = x.shape[-2:]
-    rows = (jnp.arange(shape[0]) * m) // shape[0]
-    cols = (jnp.arange(shape[1]) * n) // shape[1]
+    """Nearest upsampling of the last two axes to `shape` (torch.nn.functional.interpolate)."""
+    rows = _nearest_index(int(shape[0]), x.shape[-2])
+    cols = _nearest_index(int(shape[1]), x.shape[-1])
     return x[..., rows[:, None], cols[None, :]]
 
 
-def _below_mean(p: jax.Array) -> jax.Array:
-    """1[p < mean(p)] over the last two axes (the soft threshold of Eq. 6). Values within the
-    float32 rounding of the mean (1e-6 relative) are not below it: a constant map selects none."""
-    mean = p.mean(axis=(-2, -1), keepdims=True)
-    return (p < mean - 1e-6 * jnp.abs(mean)).astype(jnp.float32)
+def output_mask(map_mask: jax.Array, out_shape: tuple[int, int]) -> jax.Array:
+    """[..., H, W] real map pixels -> [..., h, w] float32: 1 for a discriminator output whose
+    pixels (those it is nearest-upsampled to, as in Eq. 6) are all real, else 0.
+
+    With padded maps (images smaller than the crop), the outputs over padding would let a
+    discriminator tell the domains apart by their sizes; they are left out of every sum and mean.
+    """
+    map_mask = jnp.asarray(map_mask, jnp.float32)
+    h, w = (int(n) for n in out_shape)
+    rows = _nearest_index(map_mask.shape[-2], h)  # The output cell of each map pixel.
+    cols = _nearest_index(map_mask.shape[-1], w)
+    rows_onehot = jnp.asarray(rows[:, None] == np.arange(h)[None, :], jnp.float32)  # [H, h]
+    cols_onehot = jnp.asarray(cols[:, None] == np.arange(w)[None, :], jnp.float32)  # [W, w]
+    padded = jnp.einsum("...yx,yi,xj->...ij", 1.0 - map_mask, rows_onehot, cols_onehot)
+    return (padded == 0).astype(jnp.float32)
 
 
-def adversarial_scores(o1: jax.Array, o2: jax.Array, *, map_shape, patches: int = 4):
+def _masked_mean(x, weight, axes):
+    total = weight.sum(axis=axes, keepdims=True)
+    return (x * weight).sum(axis=axes, keepdims=True) / jnp.maximum(total, 1e-12), total > 0
+
+
+def _below_mean(p: jax.Array, weight: jax.Array) -> jax.Array:
+    """1[p < mean(p)] over the last two axes, on the pixels of `weight` (the soft threshold of
+    Eq. 6). Values within the float32 rounding of the mean (1e-6 relative) are not below it: a
+    constant map selects none."""
+    mean, _ = _masked_mean(p, weight, (-2, -1))
+    return (p < mean - 1e-6 * jnp.abs(mean)).astype(jnp.float32) * weight
+
+
+def _below_half(o: jax.Array, weight: jax.Array) -> jax.Array:
+    """1[mean(o) < 0.5] over the last two axes on `weight`'s outputs (Eq. 5); 0 without any."""
+    mean, some = _masked_mean(o, weight, (-2, -1))
+    return ((mean < 0.5) & some).astype(jnp.float32)[..., 0, 0]
+
+
+def adversarial_scores(
+    o1: jax.Array, o2: jax.Array, *, map_shape, patches: int = 4, map_mask: jax.Array | None = None
+):
     """The four scores of source maps from the discriminator outputs (Eq. 5-6).
 
     Args:
@@ -90,6 +136,8 @@ def adversarial_scores(o1: jax.Array, o2: jax.Array, *, map_shape, patches: int 
       o2: [B, S, S, h2, w2] D2's probabilities on each of their S x S patches.
       map_shape: (H, W) of the density maps, divisible by S.
       patches: S.
+      map_mask: optional [B, H, W] real pixels of padded maps: outputs over padding
+        (:func:`output_mask`) and padded pixels take no part in the means and get score 0.
 
     Returns:
       (w1 [B], w2 [B, S, S], w3 [B, H, W], w4 [B, H, W]) float32 in {0, 1}:
@@ -103,14 +151,24 @@ def adversarial_scores(o1: jax.Array, o2: jax.Array, *, map_shape, patches: int 
     s = _check_patches(patches, (h, w))
     if o1.ndim != 3:
         raise ValueError(f"o1 must be [B, h1, w1], got shape {tuple(o1.shape)}")
-    if o2.ndim != 5 or o2.shape[:3] != (o1.shape[0], s, s):
+    b = o1.shape[0]
+    if o2.ndim != 5 or o2.shape[:3] != (b, s, s):
         raise ValueError(
-            f"o2 must be [B, S, S, h2, w2] = [{o1.shape[0]}, {s}, {s}, ...], got {tuple(o2.shape)}"
+            f"o2 must be [B, S, S, h2, w2] = [{b}, {s}, {s}, ...], got {tuple(o2.shape)}"
         )
-    w1 = (o1.mean(axis=(1, 2)) < 0.5).astype(jnp.float32)
-    w3 = _below_mean(upsample_nearest(o1, (h, w)))
-    w2 = (o2.mean(axis=(3, 4)) < 0.5).astype(jnp.float32)
-    w4 = merge_patches(_below_mean(upsample_nearest(o2, (h // s, w // s))))
+    if map_mask is None:
+        map_mask = jnp.ones((b, h, w), jnp.float32)
+    elif tuple(map_mask.shape) != (b, h, w):
+        raise ValueError(f"map_mask must be [B, H, W] = {(b, h, w)}, got {tuple(map_mask.shape)}")
+    map_mask = jnp.asarray(map_mask, jnp.float32)
+    mask1 = output_mask(map_mask, o1.shape[1:])
+    w1 = _below_half(o1, mask1)
+    w3 = _below_mean(upsample_nearest(o1, (h, w)), upsample_nearest(mask1, (h, w)) * map_mask)
+    patch_mask = split_patches(map_mask, s)
+    mask2 = output_mask(patch_mask, o2.shape[3:])
+    w2 = _below_half(o2, mask2)
+    weight4 = upsample_nearest(mask2, (h // s, w // s)) * patch_mask
+    w4 = merge_patches(_below_mean(upsample_nearest(o2, (h // s, w // s)), weight4))
     return w1, w2, w3, w4
 
 

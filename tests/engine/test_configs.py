@@ -27,6 +27,7 @@ DEFAULT_TINY = {
     "autoscale_loc_trancos",
     "uot_nwpu",
     "l2sm_qnrf",
+    "asnet_synthetic",
 }
 
 

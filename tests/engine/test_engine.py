@@ -84,6 +84,15 @@ def test_autoscale_step_on_eight_devices_equals_one_device(tiny_data_dir):
     _assert_equal_steps(result)
 
 
+@pytest.mark.slow
+def test_asnet_step_on_eight_devices_equals_one_device(tiny_data_dir):
+    # ASNet's D1, D2 and G phases (scores thresholded on the batch's discriminator outputs) on
+    # paired source / target streams.
+    (result,) = _one_vs_eight(tiny_data_dir, "asnet_synthetic:tiny")
+    _assert_equal_steps(result)
+    assert {"params/d1", "params/d2", "params/generator"} <= set(result["parts"])
+
+
 def _final_params(workdir: str, steps: int):
     from configs import quickstart
 

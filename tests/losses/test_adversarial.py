@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from crowdjax.losses import adversarial_scores, domain_bce, scored_density_loss
-from crowdjax.losses.adversarial import merge_patches, split_patches, upsample_nearest
+from crowdjax.losses.adversarial import (
+    merge_patches,
+    output_mask,
+    split_patches,
+    upsample_nearest,
+)
 
 
 def _sigmoid(x):
@@ -77,30 +82,50 @@ def test_upsample_nearest_is_pytorch_nearest():
     np.testing.assert_array_equal(up, expected)
 
 
-# ---------------------------------------------------------------------------------- scores
+@pytest.mark.parametrize(
+    "shape_in,shape_out", [((2, 3), (82, 7)), ((33, 9), (512, 128)), ((5, 11), (64, 160))]
+)
+def test_upsample_nearest_equals_torch(shape_in, shape_out):
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).normal(size=(2, *shape_in)).astype(np.float32)
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(x)[:, None], size=shape_out, mode="nearest"
+    )
+    np.testing.assert_array_equal(
+        upsample_nearest(jnp.asarray(x), shape_out), expected[:, 0].numpy()
+    )
 
 
-def _scores_loop(o1, o2, h, w, s):
+def _cells_loop(o, real):
+    """For one output map o [h, w] on a map with real pixels `real` [H, W]: the nearest-upsampled
+    P [H, W], each pixel's cell, and which cells have only real pixels."""
+    (h, w), (big_h, big_w) = o.shape, real.shape
+    cell = {(y, x): (y * h // big_h, x * w // big_w) for y in range(big_h) for x in range(big_w)}
+    valid = np.ones((h, w), bool)
+    for (y, x), (i, j) in cell.items():
+        valid[i, j] &= bool(real[y, x])
+    p = np.array([[o[cell[y, x]] for x in range(big_w)] for y in range(big_h)])
+    use = np.array([[valid[cell[y, x]] and real[y, x] for x in range(big_w)] for y in range(big_h)])
+    return p, valid, use
+
+
+def _scores_loop(o1, o2, h, w, s, real=None):
     b = o1.shape[0]
+    real = np.ones((b, h, w), bool) if real is None else real
     w1, w2 = np.zeros(b), np.zeros((b, s, s))
     w3, w4 = np.zeros((b, h, w)), np.zeros((b, h, w))
     ph, pw = h // s, w // s
     for i in range(b):
-        w1[i] = float(o1[i].mean() < 0.5)
-        p = np.empty((h, w))
-        for y in range(h):
-            for x in range(w):
-                p[y, x] = o1[i, y * o1.shape[1] // h, x * o1.shape[2] // w]
-        w3[i] = p < p.mean()
+        p, valid, use = _cells_loop(o1[i], real[i])
+        w1[i] = float(valid.any() and o1[i][valid].mean() < 0.5)
+        w3[i] = use & (p < p[use].mean()) if use.any() else 0
         for a in range(s):
             for c in range(s):
+                rows, cols = slice(a * ph, (a + 1) * ph), slice(c * pw, (c + 1) * pw)
                 o = o2[i, a, c]
-                w2[i, a, c] = float(o.mean() < 0.5)
-                q = np.empty((ph, pw))
-                for y in range(ph):
-                    for x in range(pw):
-                        q[y, x] = o[y * o.shape[0] // ph, x * o.shape[1] // pw]
-                w4[i, a * ph : (a + 1) * ph, c * pw : (c + 1) * pw] = q < q.mean()
+                q, valid, use = _cells_loop(o, real[i, rows, cols])
+                w2[i, a, c] = float(valid.any() and o[valid].mean() < 0.5)
+                w4[i, rows, cols] = use & (q < q[use].mean()) if use.any() else 0
     return w1, w2, w3, w4
 
 
@@ -119,6 +144,35 @@ def test_scores_match_loops(shape, o1_shape, o2_shape):
     for g, e, name in zip(got, expected, ("w1", "w2", "w3", "w4"), strict=True):
         np.testing.assert_array_equal(np.asarray(g), e, err_msg=name)
     assert got[0][0] == 1 and got[0][1] == 0
+
+
+def test_scores_of_padded_maps_leave_the_padding_out():
+    rng = np.random.default_rng(7)
+    b, s, shape = 3, 4, (32, 48)
+    o1 = rng.uniform(size=(b, 3, 4)).astype(np.float32)
+    o2 = rng.uniform(size=(b, s, s, 2, 3)).astype(np.float32)
+    real = np.ones((b, *shape), bool)
+    real[0, 25:] = False  # padded at the bottom: D1's last row of outputs, D2's last patch row
+    real[1, :, 40:] = False
+    real[2, 9:, 13:] = False  # most of the map: several patches entirely padding
+    got = adversarial_scores(o1, o2, map_shape=shape, patches=s, map_mask=real)
+    expected = _scores_loop(o1, o2, *shape, s, real)
+    for g, e, name in zip(got, expected, ("w1", "w2", "w3", "w4"), strict=True):
+        np.testing.assert_array_equal(np.asarray(g), e, err_msg=name)
+    assert np.all(np.asarray(got[2])[~real] == 0) and np.all(np.asarray(got[3])[~real] == 0)
+    assert np.asarray(got[1])[2, 3, 3] == 0  # an all-padding patch scores nothing
+    # The outputs over padding take no part in the BCE either.
+    mask1 = output_mask(real, o1.shape[1:])
+    _, valid, _ = _cells_loop(o1[0], real[0])
+    np.testing.assert_array_equal(mask1[0], valid)
+    logits = np.log(o1 / (1 - o1))
+    expected_bce = [-np.log(o1[i][np.asarray(mask1[i]) > 0]).sum() for i in range(b)]
+    np.testing.assert_allclose(domain_bce(logits, source=True, mask=mask1), expected_bce, rtol=1e-5)
+    # All real: the same as without a mask.
+    unmasked = adversarial_scores(o1, o2, map_shape=shape, patches=s)
+    ones = adversarial_scores(o1, o2, map_shape=shape, patches=s, map_mask=np.ones((b, *shape)))
+    for u, o in zip(unmasked, ones, strict=True):
+        np.testing.assert_array_equal(u, o)
 
 
 def test_scores_of_constant_outputs_select_nothing_at_pixel_level():
