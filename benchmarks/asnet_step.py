@@ -69,8 +69,10 @@ def main() -> None:
             config.train.global_batch_size = args.batch
             results[variant] = images_per_second(config, batch, args.steps)
         base = results["noadapt"]
-        print(f"asnet, {args.size}x{args.size}, batch {args.batch}, width {args.width}, "
-              f"map stride {stride}:")
+        print(
+            f"asnet, {args.size}x{args.size}, batch {args.batch}, width {args.width}, "
+            f"map stride {stride}:"
+        )
         for name, ips in results.items():
             print(f"  {name:8s} {ips:8.2f} source img/s (time x{base / ips:.2f})")
 
