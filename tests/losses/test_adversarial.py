@@ -155,6 +155,7 @@ def test_scores_of_padded_maps_leave_the_padding_out():
     real[0, 25:] = False  # padded at the bottom: D1's last row of outputs, D2's last patch row
     real[1, :, 40:] = False
     real[2, 9:, 13:] = False  # most of the map: several patches entirely padding
+    real[1, 0, 0] = False  # one pixel: its cells of D1 and D2 are left out too
     got = adversarial_scores(o1, o2, map_shape=shape, patches=s, map_mask=real)
     expected = _scores_loop(o1, o2, *shape, s, real)
     for g, e, name in zip(got, expected, ("w1", "w2", "w3", "w4"), strict=True):
@@ -165,6 +166,7 @@ def test_scores_of_padded_maps_leave_the_padding_out():
     mask1 = output_mask(real, o1.shape[1:])
     _, valid, _ = _cells_loop(o1[0], real[0])
     np.testing.assert_array_equal(mask1[0], valid)
+    assert np.asarray(mask1)[1, 0, 0] == 0 and np.asarray(mask1)[1, 1, 1] == 1
     logits = np.log(o1 / (1 - o1))
     expected_bce = [-np.log(o1[i][np.asarray(mask1[i]) > 0]).sum() for i in range(b)]
     np.testing.assert_allclose(domain_bce(logits, source=True, mask=mask1), expected_bce, rtol=1e-5)
