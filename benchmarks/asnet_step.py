@@ -3,7 +3,8 @@ process.
 
 NoAdapt is G's step alone (source only); CoarseAdapt adds G on the target batch, the D1 and D2
 steps and the adversarial terms; FineAdapt adds the four scores. Ratios are against NoAdapt, at
-the paper's map resolution (`model.map_stride=1`) and, for comparison, at stride 8.
+the paper's map resolution (`model.map_stride=1`) and, for comparison, at the coarsest stride
+whose D2 patches keep 16 px (size / 64: 8 for 512 crops).
 
   python benchmarks/asnet_step.py                            # width 1, 512 crops, batch 4
   python benchmarks/asnet_step.py --width=0.125 --size=256 --batch=4 --steps=3
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
     print(f"devices: {jax.devices()}")
-    for stride in (1, 8):
+    for stride in (1, args.size // 64):  # The coarsest maps whose D2 patches are 16 px.
         batch = paired_batch(args.batch, args.size, args.points, stride)
         results = {}
         for variant in ("noadapt", "coarse", "fine"):

@@ -57,7 +57,9 @@ def images_per_second(config, batch: dict, steps: int) -> float:
     for _ in range(steps):
         state, metrics = setup.train_step(state, global_batch)
     jax.block_until_ready(metrics)
-    return steps * batch["image"].shape[0] / (time.perf_counter() - t0)
+    images = batch["source" if "source" in batch else "image"]  # Paired: source images.
+    images = images["image"] if isinstance(images, dict) else images
+    return steps * images.shape[0] / (time.perf_counter() - t0)
 
 
 def main() -> None:

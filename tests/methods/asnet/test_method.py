@@ -174,16 +174,16 @@ def test_the_three_phases_match_an_independent_computation():
         loss = functools.partial(
             lambda d, fn, group, w: w * bce(d, fn, group), fn=fn, group=group, w=weight
         )
-        value, grads = jax.value_and_grad(loss)(p[group])
+        value, grads = jax.jit(jax.value_and_grad(loss))(p[group])  # eager VGG is slow
         np.testing.assert_allclose(metrics[name], value / weight, rtol=1e-5)
         close(new_state.params[group], sgd(p[group], grads))
     # Scores from the discriminators before their step (Alg. 1).
-    weight, scores = _reference_weight(model, p, batch)
+    weight, scores = jax.jit(lambda p: _reference_weight(model, p, batch))(p)
     for level, score in scores.items():
         np.testing.assert_allclose(metrics[f"score_{level}"], score.mean(), rtol=1e-6)
     updated = {**p, "d1": new_state.params["d1"], "d2": new_state.params["d2"]}
     eq9 = lambda g: _reference_eq9(model, {**updated, "generator": g}, batch, weight, config)
-    value, grads = jax.value_and_grad(eq9)(p["generator"])
+    value, grads = jax.jit(jax.value_and_grad(eq9))(p["generator"])
     np.testing.assert_allclose(metrics["loss"], value, rtol=1e-5)
     close(new_state.params["generator"], sgd(p["generator"], grads))
 
@@ -203,7 +203,7 @@ def _reference_weight(model, params, batch):
     w1, w2, w3, w4 = adversarial_scores(o1, o2, map_shape=(SIZE, SIZE), map_mask=mask)
     weight = (
         (1 + w1)[:, None, None]
-        * np.kron(1 + w2, np.ones((1, SIZE // 4, SIZE // 4)))
+        * jnp.kron(1 + w2, jnp.ones((1, SIZE // 4, SIZE // 4)))
         * (1 + w3)
         * (1 + w4)
     )
@@ -272,11 +272,11 @@ def test_loss_fn_is_eq9_with_the_current_discriminators():
     batch = _batch(6)
     fn = lambda p: method.loss_fn(p, {}, batch, None, model=model, config=config)[0]
     loss, grads = jax.jit(jax.value_and_grad(fn))(state.params)
-    weight, _ = _reference_weight(model, state.params, batch)
+    weight, _ = jax.jit(lambda p: _reference_weight(model, p, batch))(state.params)
     reference = lambda g: _reference_eq9(
         model, {**state.params, "generator": g}, batch, weight, config
     )
-    value, expected = jax.value_and_grad(reference)(state.params["generator"])
+    value, expected = jax.jit(jax.value_and_grad(reference))(state.params["generator"])
     np.testing.assert_allclose(loss, value, rtol=1e-5)
     for a, b in zip(jax.tree.leaves(grads["generator"]), jax.tree.leaves(expected), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
