@@ -269,6 +269,24 @@ def _check_stages(sub: Mapping, weights: VGGWeights, path: str):
             )
 
 
+def model_input_convention(pretrained: str) -> str:
+    """The backbone's `input_convention` for a config's `model.pretrained` file ("" = trained
+    from scratch on the project's ImageNet-normalised RGB input)."""
+    return input_convention_for_file(pretrained).name if pretrained else "imagenet"
+
+
+def vgg_backbone_loader(arch: str, make_model):
+    """A `Method.load_pretrained` that fills the model's one VGG backbone from an ImageNet file,
+    refusing a file whose input convention differs from the model's (`make_model(config)`)."""
+
+    def load(variables, path, config):
+        convention = make_model(config).input_convention
+        new_variables, _ = load_pretrained(variables, path, arch=arch, input_convention=convention)
+        return new_variables
+
+    return load
+
+
 def load_pretrained(
     params,
     path: str,

@@ -46,6 +46,11 @@ def torch_conv_bias_init(fan_in: int):
 # Pooling and resizing.
 
 
+def compute_dtype(name: str):
+    """The compute dtype of a config's `model.dtype`: "bfloat16", else float32."""
+    return jnp.bfloat16 if name == "bfloat16" else jnp.float32
+
+
 def _check_nhwc(x, name: str):
     if x.ndim != 4:
         raise ValueError(f"{name} expects x: [B, H, W, C], got shape {tuple(x.shape)}")

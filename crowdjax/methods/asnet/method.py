@@ -44,7 +44,7 @@ from crowdjax.losses.adversarial import (
 )
 from crowdjax.methods.asnet.model import MIN_DISCRIMINATOR_SIDE, ASNet
 from crowdjax.methods.base import Method
-from crowdjax.models import importers
+from crowdjax.models import importers, layers
 
 SCORES = ("w1", "w2", "w3", "w4")
 GLOBAL_SCORES = ("w1", "w3")  # From D1.
@@ -102,8 +102,6 @@ def _check_geometry(config) -> None:
 
 def make_model(config) -> ASNet:
     check_config(config)
-    pretrained = config.model.pretrained
-    convention = importers.input_convention_for_file(pretrained).name if pretrained else "imagenet"
     return ASNet(
         width=config.model.width,
         pools=int(config.model.pools),
@@ -111,14 +109,13 @@ def make_model(config) -> ASNet:
         activation=config.model.activation,
         patches=int(config.asnet.patches),
         leaky_slope=float(config.model.leaky_slope),
-        input_convention=convention,
-        dtype=jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32,
+        input_convention=importers.model_input_convention(config.model.pretrained),
+        dtype=layers.compute_dtype(config.model.dtype),
     )
 
 
 def init_variables(model, rng, config):
-    size = config.data.crop_size
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = pipeline.crop_shape(config.data)
     return model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all)
 
 
@@ -318,11 +315,7 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     return model.apply(variables, images) / float(config.loss.density_scale)
 
 
-def load_pretrained(variables, path, config):
-    new_variables, _ = importers.load_pretrained(
-        variables, path, arch="vgg16", input_convention=make_model(config).input_convention
-    )
-    return new_variables
+load_pretrained = importers.vgg_backbone_loader("vgg16", make_model)
 
 
 METHOD = Method(

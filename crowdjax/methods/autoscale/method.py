@@ -42,14 +42,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import labels, online_gt
+from crowdjax.data import labels, online_gt, pipeline
 from crowdjax.losses import center as center_lib
 from crowdjax.losses import dce as dce_lib
 from crowdjax.losses import density as density_lib
 from crowdjax.methods.autoscale import dense_regions
 from crowdjax.methods.autoscale.model import AutoScaleNet
 from crowdjax.methods.base import Method
-from crowdjax.models import importers, rescale
+from crowdjax.models import importers, layers, rescale
 
 OUTPUT_STRIDE = 1
 HEADS = {"regression": "density", "localization": "distance"}
@@ -72,8 +72,6 @@ def _edges(config) -> tuple[float, ...]:
 
 
 def make_model(config) -> AutoScaleNet:
-    pretrained = config.model.pretrained
-    convention = importers.input_convention_for_file(pretrained).name if pretrained else "imagenet"
     return AutoScaleNet(
         head=HEADS[_mode(config)],
         num_classes=len(_edges(config)),
@@ -81,8 +79,8 @@ def make_model(config) -> AutoScaleNet:
         use_l2s=_use_l2s(config),
         feature_stride=config.model.feature_stride,
         l2s_output=config.model.l2s_output,
-        input_convention=convention,
-        dtype=jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32,
+        input_convention=importers.model_input_convention(config.model.pretrained),
+        dtype=layers.compute_dtype(config.model.dtype),
     )
 
 
@@ -99,8 +97,7 @@ def initial_center_state(config) -> dict:
 
 
 def init_variables(model, rng, config):
-    size = config.data.crop_size
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = pipeline.crop_shape(config.data)
     variables = model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all)
     variables = dict(variables)
     if _use_l2s(config):
@@ -108,11 +105,7 @@ def init_variables(model, rng, config):
     return variables
 
 
-def load_pretrained(variables, path, config):
-    new_variables, _ = importers.load_pretrained(
-        variables, path, arch="vgg16", input_convention=make_model(config).input_convention
-    )
-    return new_variables
+load_pretrained = importers.vgg_backbone_loader("vgg16", make_model)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -46,13 +46,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import labels, online_gt, transforms
+from crowdjax.data import labels, online_gt, pipeline, transforms
 from crowdjax.losses.density import density_mse_loss
 from crowdjax.losses.mpcl import multipolar_center_loss, update_multipolar_centers
 from crowdjax.methods.base import Method
 from crowdjax.methods.l2sm import regions
 from crowdjax.methods.l2sm.model import OUTPUT_STRIDE, L2SMNet
-from crowdjax.models import importers, rescale
+from crowdjax.models import importers, layers, rescale
 from crowdjax.preparation import Preparation
 
 CELL = regions.CELL
@@ -67,8 +67,6 @@ def _use_l2sm(config) -> bool:
 
 
 def make_model(config) -> L2SMNet:
-    pretrained = config.model.pretrained
-    convention = importers.input_convention_for_file(pretrained).name if pretrained else "imagenet"
     return L2SMNet(
         width=config.model.width,
         pyramid_channels=int(config.model.pyramid_channels),
@@ -76,8 +74,8 @@ def make_model(config) -> L2SMNet:
         min_scale=float(config.l2sm.min_scale),
         max_scale=float(config.l2sm.max_scale),
         use_l2sm=_use_l2sm(config),
-        input_convention=convention,
-        dtype=jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32,
+        input_convention=importers.model_input_convention(config.model.pretrained),
+        dtype=layers.compute_dtype(config.model.dtype),
     )
 
 
@@ -89,8 +87,7 @@ def _check_grouping(config) -> tuple[int, int]:
 
 
 def init_variables(model, rng, config):
-    size = config.data.crop_size
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = pipeline.crop_shape(config.data)
     groups, centers = _check_grouping(config)
     variables = dict(model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all))
     if _use_l2sm(config):
@@ -103,11 +100,7 @@ def init_variables(model, rng, config):
     return variables
 
 
-def load_pretrained(variables, path, config):
-    new_variables, _ = importers.load_pretrained(
-        variables, path, arch="vgg16", input_convention=make_model(config).input_convention
-    )
-    return new_variables
+load_pretrained = importers.vgg_backbone_loader("vgg16", make_model)
 
 
 # ----------------------------------------------------------------------------------------------

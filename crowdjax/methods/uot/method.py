@@ -10,28 +10,26 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
+from crowdjax.data import pipeline
 from crowdjax.losses.uot import uot_loss
 from crowdjax.methods.base import Method
 from crowdjax.methods.uot.model import UOTRegressor
-from crowdjax.models import importers
+from crowdjax.models import importers, layers
 
 OUTPUT_STRIDE = 8
 
 
 def make_model(config) -> UOTRegressor:
-    pretrained = config.model.pretrained
-    convention = importers.input_convention_for_file(pretrained).name if pretrained else "imagenet"
     return UOTRegressor(
         width=config.model.width,
         activation=config.model.activation,
-        input_convention=convention,
-        dtype=jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32,
+        input_convention=importers.model_input_convention(config.model.pretrained),
+        dtype=layers.compute_dtype(config.model.dtype),
     )
 
 
 def init_variables(model, rng, config):
-    size = config.data.crop_size
-    h, w = (size, size) if isinstance(size, int) else size
+    h, w = pipeline.crop_shape(config.data)
     return model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32))
 
 
@@ -73,11 +71,7 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     return model.apply(variables, images)
 
 
-def load_pretrained(variables, path, config):
-    new_variables, _ = importers.load_pretrained(
-        variables, path, arch="vgg19", input_convention=make_model(config).input_convention
-    )
-    return new_variables
+load_pretrained = importers.vgg_backbone_loader("vgg19", make_model)
 
 
 METHOD = Method(
