@@ -2,6 +2,7 @@
 
 from crowdjax.losses import uot_loss, dce_loss, density_mse_loss, multipolar_center_loss
 from crowdjax.losses import adversarial_scores, domain_bce, scored_density_loss
+from crowdjax.losses import diag_gaussian_kl, variational_attention_regularizer
 """
 
 from crowdjax.losses.adversarial import adversarial_scores, domain_bce, scored_density_loss
@@ -11,6 +12,11 @@ from crowdjax.losses.dce import cross_entropy_loss, dce_loss, dce_weight, focal_
 from crowdjax.losses.density import density_mse_loss
 from crowdjax.losses.mpcl import multipolar_center_loss, update_multipolar_centers
 from crowdjax.losses.uot import uot_loss, uot_semi_dual, uot_solve
+from crowdjax.losses.variational import (
+    diag_gaussian_kl,
+    select_sub_centers,
+    variational_attention_regularizer,
+)
 
 __all__ = [
     "adversarial_scores",
@@ -19,14 +25,17 @@ __all__ = [
     "cross_entropy_loss",
     "dce_loss",
     "dce_weight",
+    "diag_gaussian_kl",
     "domain_bce",
     "density_mse_loss",
     "focal_loss",
     "multipolar_center_loss",
     "scored_density_loss",
+    "select_sub_centers",
     "uot_loss",
     "uot_semi_dual",
     "uot_solve",
     "update_center",
     "update_multipolar_centers",
+    "variational_attention_regularizer",
 ]
