@@ -6,8 +6,9 @@
   config.evals.<prefix>.during_training  also evaluated every `train.eval_every` steps
 e.g. per-data-set results of joint training, cross-data-set evaluation, or the target domain of
 an adaptation. `config.selection` names the entry and metric that select the best checkpoint
-(`selection_entry`); a test split may select it only when `config.selection.allow_test` says so
-(a paper's protocol, whose numbers are optimistic).
+(`selection_entries`; several entries select on their mean, e.g. the mean validation MAE of
+jointly trained data sets); a test split may select it only when `config.selection.allow_test`
+says so (a paper's protocol, whose numbers are optimistic).
 
 Images of any size are padded to a few size buckets by the input pipeline (`image_mask` marks
 real pixels), so the jitted prediction compiles once per bucket; batches are padded to a multiple
@@ -72,47 +73,75 @@ def eval_entries(config) -> list[EvalEntry]:
     return entries
 
 
-def selection_entry(config) -> tuple[EvalEntry, str, str]:
-    """(entry, metric, mode) that select the best checkpoint; checks the protocol.
+def selection_names(config) -> list[str]:
+    """The prefixes of `config.selection.eval`: one, or several ("val_a,val_b" or a tuple),
+    whose metric is then averaged (e.g. the mean validation MAE of jointly trained data sets)."""
+    names = config.selection.eval
+    if isinstance(names, str):
+        names = names.split(",")
+    names = [n.strip() for n in names if n.strip()]
+    if not names:
+        raise ValueError("config.selection.eval names no evaluation")
+    return names
+
+
+def selection_entries(config) -> tuple[list[EvalEntry], str, str]:
+    """(entries, metric, mode) that select the best checkpoint (the metric's mean over the
+    entries); checks the protocol for each.
 
     Raises:
       ValueError: unknown entry or metric, or a test split without `selection.allow_test`.
     """
     entries = {e.prefix: e for e in eval_entries(config)}
-    name, metric = config.selection.eval, config.selection.metric
-    if name not in entries:
-        raise ValueError(f"config.selection.eval={name!r} is none of config.evals {list(entries)}")
+    metric = config.selection.metric
     if metric not in SELECTION_MODES:
         raise ValueError(f"config.selection.metric={metric!r}; use one of {list(SELECTION_MODES)}")
-    entry = entries[name]
     trained = pipeline.dataset_names(config.data)
-    if entry.dataset in trained and entry.split in config.data.train_split.split("+"):
-        raise ValueError(
-            f"config.evals.{name} selects the checkpoint on {entry.split!r} of {entry.dataset!r}, "
-            f"which data.train_split={config.data.train_split!r} trains on"
-        )
-    if splits.is_test_split(config.data, entry.split) and not config.selection.allow_test:
-        raise ValueError(
-            f"the checkpoint would be selected on the test split {entry.split!r} of "
-            f"{entry.dataset!r} (config.evals.{name}). Select on a validation split (the default), "
-            "or set config.selection.allow_test=True to reproduce a paper's protocol (its "
-            "numbers are optimistic)."
-        )
-    return entry, metric, SELECTION_MODES[metric]
+    chosen = []
+    for name in selection_names(config):
+        if name not in entries:
+            raise ValueError(
+                f"config.selection.eval={name!r} is none of config.evals {list(entries)}"
+            )
+        entry = entries[name]
+        if entry.dataset in trained and entry.split in config.data.train_split.split("+"):
+            raise ValueError(
+                f"config.evals.{name} selects the checkpoint on {entry.split!r} of "
+                f"{entry.dataset!r}, which data.train_split={config.data.train_split!r} trains on"
+            )
+        if splits.is_test_split(config.data, entry.split) and not config.selection.allow_test:
+            raise ValueError(
+                f"the checkpoint would be selected on the test split {entry.split!r} of "
+                f"{entry.dataset!r} (config.evals.{name}). Select on a validation split (the "
+                "default), or set config.selection.allow_test=True to reproduce a paper's "
+                "protocol (its numbers are optimistic)."
+            )
+        chosen.append(entry)
+    return chosen, metric, SELECTION_MODES[metric]
+
+
+def selection_entry(config) -> tuple[EvalEntry, str, str]:
+    """(entry, metric, mode) of a selection on one entry (see `selection_entries`)."""
+    entries, metric, mode = selection_entries(config)
+    if len(entries) != 1:
+        raise ValueError(f"config.selection.eval names {len(entries)} entries, not one")
+    return entries[0], metric, mode
 
 
 def selection_info(config) -> dict:
     """What selects the checkpoint, for logs and every eval JSON."""
-    entry, metric, mode = selection_entry(config)
-    view = splits.resolve(config.data, entry.dataset, entry.split)
+    entries, metric, mode = selection_entries(config)
+    views = [splits.resolve(config.data, e.dataset, e.split) for e in entries]
+    join = lambda values: ",".join(values)
     return {
-        "eval": entry.prefix,
-        "dataset": entry.dataset,
-        "split": entry.split,
-        "split_description": view.description,
-        "metric": metric,
+        "eval": "+".join(e.prefix for e in entries),
+        "dataset": join(e.dataset for e in entries),
+        "split": join(e.split for e in entries),
+        "split_description": "; ".join(v.description for v in views),
+        "metric": metric,  # With several entries: their mean.
         "mode": mode,
-        "test_split": splits.is_test_split(config.data, entry.split),
+        "test_split": any(splits.is_test_split(config.data, e.split) for e in entries),
+        "entries": len(entries),
     }
 
 

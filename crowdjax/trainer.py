@@ -101,25 +101,28 @@ class _Selection:
 
     def __init__(self, setup, ckpts, writer):
         self.setup, self.ckpts, self.writer = setup, ckpts, writer
-        self.entry, self.metric, _ = evaluation.selection_entry(setup.config)
+        self.selecting, self.metric, _ = evaluation.selection_entries(setup.config)
+        self.name = "+".join(e.prefix for e in self.selecting)
         entries = evaluation.eval_entries(setup.config)
-        self.entries = [e for e in entries if e.during_training or e == self.entry]
+        self.entries = [e for e in entries if e.during_training or e in self.selecting]
         self.detailed = self.metric in evaluation.DETAILED_METRICS
 
     def __call__(self, step: int, state) -> None:
+        values = []
         for entry in self.entries:
             results = evaluation.evaluate(
                 self.setup,
                 state.variables,
                 entry,
-                detailed=self.detailed and entry == self.entry,
+                detailed=self.detailed and entry in self.selecting,
                 writer=self.writer,
                 step=step,
             )
-            if entry == self.entry:
-                value = results[self.metric]
-                if self.ckpts.save_if_best(step, state, value):
-                    log(f"step {step}: new best {entry.prefix}/{self.metric} {value:.4g}")
+            if entry in self.selecting:
+                values.append(results[self.metric])
+        value = float(np.mean(values))  # One entry: its value; several: their mean.
+        if self.ckpts.save_if_best(step, state, value):
+            log(f"step {step}: new best {self.name}/{self.metric} {value:.4g}")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

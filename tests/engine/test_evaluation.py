@@ -123,6 +123,33 @@ def test_selection_on_a_test_split_must_be_asked_for():
         evaluation.selection_entry(config)
 
 
+def test_selection_on_several_entries_is_their_mean(tiny_data_dir, tmp_path):
+    config = toy_configs.get_config("constant")
+    config.data.data_dir = tiny_data_dir
+    config.evals.val2 = common.eval_entry(split="validation", during_training=True)
+    config.evals.train = common.eval_entry(split="train")
+    config.selection.eval = "val,train"  # train: the split it trains on
+    with pytest.raises(ValueError, match="trains on"):
+        evaluation.selection_entries(config)
+    config.selection.eval = "val, val2"
+    entries, metric, _ = evaluation.selection_entries(config)
+    assert [e.prefix for e in entries] == ["val", "val2"] and metric == "mae"
+    with pytest.raises(ValueError, match="names 2 entries"):
+        evaluation.selection_entry(config)
+    info = evaluation.selection_info(config)
+    assert info["eval"] == "val+val2" and info["entries"] == 2 and not info["test_split"]
+    config.train.num_steps, config.train.eval_every = 2, 1
+    trainer.run_main(config, str(tmp_path))
+    with open(tmp_path / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    val = {r["step"]: r["mae"] for r in rows if r["split"] == "val" and not r.get("final")}
+    val2 = {r["step"]: r["mae"] for r in rows if r["split"] == "val2" and not r.get("final")}
+    best = json.load(open(tmp_path / "eval_val.json"))["checkpoint"]
+    step = min(val, key=lambda s: (val[s] + val2[s]) / 2)
+    assert best["step"] == step
+    assert best["val+val2/mae"] == pytest.approx((val[step] + val2[step]) / 2)
+
+
 @pytest.mark.parametrize("metric", ["game0", "af"])
 def test_selection_on_a_detailed_metric(tiny_data_dir, tmp_path, metric):
     config = toy_configs.get_config("constant")
