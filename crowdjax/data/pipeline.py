@@ -71,6 +71,10 @@ def default_data_config() -> ml_collections.ConfigDict:
       output_stride: the density is sum-pooled by this factor (trainer may override).
       density_sigma: None or 0 = the stored map (builder's kernel); > 0 = regenerate the density
         with this fixed Gaussian sigma (px).
+      density_truncate: the regenerated kernel's half-width in sigmas (4 as scipy; 1.75 with
+        sigma 4 gives the 15 x 15 kernel of DKPNet).
+      min_short_side: images (training and evaluation) with a shorter short side are scaled
+        up to it, aspect kept, before anything else; 0 = off.
       with_distance_label: add AutoScale distance-label maps (builder's class edges).
       balanced_domains: with several data sets, draw them in equal shares (round robin) instead
         of in proportion to their sizes.
@@ -109,6 +113,8 @@ def default_data_config() -> ml_collections.ConfigDict:
             "max_points": 2048,
             "output_stride": 8,
             "density_sigma": 0.0,
+            "density_truncate": 4.0,
+            "min_short_side": 0,
             "with_distance_label": False,
             "balanced_domains": False,
             "whole_image": False,
@@ -393,7 +399,7 @@ def _train_transform(data_config, name: str, stride: int):
     recipe = builder.builder_config
     sigma = data_config.density_sigma
     if sigma:  # None or 0: the builder's kernel (0 can be set from the command line).
-        kernel = transforms.Kernel(sigma=float(sigma))
+        kernel = transforms.Kernel(sigma=float(sigma), truncate=float(data_config.density_truncate))
     else:
         kernel = transforms.Kernel(
             sigma=float(recipe.sigma),
@@ -415,6 +421,7 @@ def _train_transform(data_config, name: str, stride: int):
         regenerate=bool(sigma),
         distance_edges=edges,
         with_roi="roi" in builder.info.features,
+        min_short_side=int(data_config.min_short_side),
     )
 
 
@@ -645,6 +652,9 @@ def eval_iterator(
     shapes, counts = split_index(name, view.source_split, data_dir)
     if view.indices is not None:
         shapes, counts = shapes[list(view.indices)], counts[list(view.indices)]
+    min_side = int(data_config.get("min_short_side", 0))
+    shapes = np.array([transforms.min_side_shape(int(h), int(w), min_side) for h, w in shapes])
+    shapes = shapes.reshape(-1, 2)
     max_points = max(64, math.ceil(int(counts.max(initial=0)) / 64) * 64)
     features = datasets.get_builder(name, data_dir=data_dir).info.features
     category_keys = tuple(
@@ -664,13 +674,14 @@ def eval_iterator(
         max_points=max_points,
         category_keys=category_keys,
         with_roi="roi" in features,
+        min_short_side=min_side,
     )
     ds = grain.MapDataset.source(slots).map(load).batch(local)
     ds = ds.map(functools.partial(_with_keys, category_keys=category_keys))
     return iter(_to_iter(ds, data_config))
 
 
-def _eval_slot(slot, *, source, max_points, category_keys, with_roi) -> dict:
+def _eval_slot(slot, *, source, max_points, category_keys, with_roi, min_short_side) -> dict:
     bucket, index, valid = slot
     example = transforms.eval_example(
         source[index],
@@ -678,6 +689,7 @@ def _eval_slot(slot, *, source, max_points, category_keys, with_roi) -> dict:
         max_points=max_points,
         category_keys=category_keys,
         with_roi=with_roi,
+        min_short_side=min_short_side,
     )
     return example if valid else transforms.invalid_like(example)
 

@@ -142,6 +142,7 @@ def density_crop(
     adaptive: bool = False,
     beta: float = 0.3,
     k: int = 3,
+    truncate: float = 4.0,
 ) -> np.ndarray:
     """`labels.density_map(points, shape, ...)[y0:y0+h, x0:x0+w]`, computed near the window only.
 
@@ -159,15 +160,21 @@ def density_crop(
     if adaptive:
         sig = labels.adaptive_sigmas(points, beta=beta, k=k)
         sig = sig[np.isfinite(sig)]
-        radius = labels.gaussian_radius(float(sig.max())) if sig.size else 0
+        radius = labels.gaussian_radius(float(sig.max()), truncate) if sig.size else 0
     else:
-        radius = labels.gaussian_radius(sigma)
+        radius = labels.gaussian_radius(sigma, truncate)
     wy0, wx0 = max(0, y0 - 2 * radius), max(0, x0 - 2 * radius)
     wy1, wx1 = min(shape[0], y0 + h + 2 * radius), min(shape[1], x0 + w + 2 * radius)
     if not adaptive:  # Only heads in the grown window matter (k-NN needs all of them).
         points = crop_points(points, (wy0, wx0, wy1 - wy0, wx1 - wx0)) + (wx0, wy0)
     grown = labels.density_map(
-        points - (wx0, wy0), (wy1 - wy0, wx1 - wx0), sigma=sigma, adaptive=adaptive, beta=beta, k=k
+        points - (wx0, wy0),
+        (wy1 - wy0, wx1 - wx0),
+        sigma=sigma,
+        adaptive=adaptive,
+        beta=beta,
+        k=k,
+        truncate=truncate,
     )
     return grown[y0 - wy0 : y0 - wy0 + h, x0 - wx0 : x0 - wx0 + w]
 
@@ -297,6 +304,16 @@ class Kernel:
     adaptive: bool = False
     beta: float = 0.3
     k: int = 3
+    truncate: float = 4.0  # Half-width in sigmas (1.75 with sigma 4: a 15 x 15 kernel).
+
+
+def min_side_shape(height: int, width: int, min_side: int) -> tuple[int, int]:
+    """(H, W) scaled up, aspect kept, so that the short side is at least `min_side` (0: off)."""
+    short = min(height, width)
+    if min_side <= 0 or short >= min_side:
+        return height, width
+    scale = min_side / short
+    return max(min_side, round(height * scale)), max(min_side, round(width * scale))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -428,6 +445,7 @@ class TrainTransform:
     distance_edges: tuple[float, ...] | None = None
     with_roi: bool = False
     domain: int = 0
+    min_short_side: int = 0
 
     def __call__(self, record: dict, rng: np.random.Generator) -> dict | Unpadded:
         example = self.example(record, rng)
@@ -438,7 +456,9 @@ class TrainTransform:
         )
 
     def scaled_shape(self, height: int, width: int, rng: np.random.Generator) -> tuple[int, int]:
-        """The random scale's image size (the transform's first draw from `rng`)."""
+        """The image size after `min_short_side` and the random scale (the transform's first
+        draw from `rng`)."""
+        height, width = min_side_shape(height, width, self.min_short_side)
         lo, hi = self.scale_range
         scale = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
         return max(1, round(height * scale)), max(1, round(width * scale))
@@ -510,8 +530,11 @@ def eval_example(
     max_points: int,
     category_keys: tuple[str, ...] = (),
     with_roi: bool = False,
+    min_short_side: int = 0,
 ) -> dict:
-    """Raw record -> whole-image evaluation example padded to `bucket` (bottom/right).
+    """Raw record -> whole-image evaluation example padded to `bucket` (bottom/right); an image
+    with a short side under `min_short_side` is first scaled up to it (bilinear, aspect kept;
+    points scaled with it, the count stays the annotated one).
 
     Returns a dict: image float32 [H, W, 3] (H, W = bucket), image_mask bool [H, W], points float32
     [P, 2], point_mask bool [P], count float32 (annotated points), valid bool (True), image_id
@@ -519,8 +542,13 @@ def eval_example(
     """
     name = text(record["image_id"])
     rgb = decode_image(record["image"], name=name)
-    h, w = rgb.shape[:2]
-    points, point_mask = pad_points(record["points"], max_points, image_id=name)
+    stored = rgb.shape[:2]
+    h, w = min_side_shape(*stored, min_short_side)
+    points = np.asarray(record["points"], np.float32).reshape(-1, 2)
+    if (h, w) != stored:
+        rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)
+        points = points * np.float32((w / stored[1], h / stored[0]))
+    points, point_mask = pad_points(points, max_points, image_id=name)
     out = {
         "image": pad_to(normalize(rgb), *bucket),
         "image_mask": image_mask(*bucket, h, w),
@@ -531,7 +559,10 @@ def eval_example(
         "image_id": np.str_(name),
     }
     if with_roi:
-        out["roi"] = pad_to(decode_tensor(record["roi"], np.uint8), *bucket)
+        roi = decode_tensor(record["roi"], np.uint8)
+        if (h, w) != stored:
+            roi = cv2.resize(roi, (w, h), interpolation=cv2.INTER_NEAREST)
+        out["roi"] = pad_to(roi, *bucket)
     for key in category_keys:
         value = record[key]
         out[key] = np.str_(text(value)) if isinstance(value, bytes | str) else np.asarray(value)

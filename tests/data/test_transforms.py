@@ -323,3 +323,46 @@ def test_eval_example_pads_to_bucket_and_invalid_like():
     pad = T.invalid_like(out)
     assert not pad["valid"] and pad["image_id"] == "" and not pad["image_mask"].any()
     assert pad["image"].shape == out["image"].shape
+
+
+def test_min_side_shape_keeps_the_aspect():
+    assert T.min_side_shape(300, 800, 416) == (416, round(800 * 416 / 300))
+    assert T.min_side_shape(800, 300, 416) == (round(800 * 416 / 300), 416)
+    assert T.min_side_shape(500, 600, 416) == (500, 600)  # already large enough
+    assert T.min_side_shape(300, 800, 0) == (300, 800)  # off
+
+
+def test_min_short_side_scales_small_images_up_in_training_and_evaluation():
+    rgb, points = _scene(3, shape=(30, 50), n=12)
+    hs, ws = T.min_side_shape(30, 50, 40)
+    assert (hs, ws) == (40, 67)
+    transform = T.TrainTransform(
+        crop_size=(40, 48),
+        max_points=64,
+        kernel=T.Kernel(sigma=2.0, truncate=1.75),
+        min_short_side=40,
+    )
+    scaled = points.astype(np.float64) * [ws / 50, hs / 30]
+    full = labels.density_map(scaled, (hs, ws), sigma=2.0, truncate=1.75)
+    resized = cv2.resize(rgb, (ws, hs), interpolation=cv2.INTER_LINEAR)
+    for seed in range(3):
+        out = transform(_record(rgb, points), np.random.default_rng(seed))
+        y0, x0, h, w = T.random_window(np.random.default_rng(seed), hs, ws, (40, 48))
+        np.testing.assert_allclose(out["density"], full[y0 : y0 + h, x0 : x0 + w], atol=1e-6)
+        np.testing.assert_allclose(
+            out["image"], _normalized(resized[y0 : y0 + h, x0 : x0 + w]), atol=2e-2
+        )
+    # Evaluation: the whole image scaled the same way; the count stays the annotated one.
+    out = T.eval_example(_record(rgb, points), bucket=(64, 128), max_points=16, min_short_side=40)
+    np.testing.assert_array_equal(out["image_mask"], T.image_mask(64, 128, hs, ws))
+    np.testing.assert_allclose(out["image"][:hs, :ws], _normalized(resized), atol=1e-6)
+    assert out["count"] == 12
+    np.testing.assert_allclose(out["points"][:12], scaled, atol=1e-4)
+
+
+def test_kernel_truncate_gives_a_15_by_15_kernel_for_sigma_4():
+    assert labels.gaussian_radius(4.0, 1.75) == 7  # 2 * 7 + 1 = 15
+    one = T.density_crop(np.array([[20.0, 20.0]]), (41, 41), (0, 0, 41, 41), truncate=1.75)
+    rows, cols = np.nonzero(one)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (13, 27, 13, 27)
+    np.testing.assert_allclose(one.sum(), 1.0, rtol=1e-6)
