@@ -110,6 +110,9 @@ DATASETS = {
         "synthetic_crowd/street", train=400, validation=50, test=100, sigma={"autoscale": 4.0}
     ),
     "synthetic_night": DatasetFacts("synthetic_crowd/night", train=400, validation=50, test=100),
+    "synthetic_stadium": DatasetFacts(
+        "synthetic_crowd/stadium", train=400, validation=50, test=100
+    ),
 }
 
 

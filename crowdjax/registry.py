@@ -16,6 +16,8 @@ _METHODS = {
     "autoscale_loc": "crowdjax.methods.autoscale.method:LOCALIZATION",
     "l2sm": "crowdjax.methods.l2sm.method",
     "asnet": "crowdjax.methods.asnet.method",
+    "dkpnet_va": "crowdjax.methods.dkpnet.method:VA",
+    "dkpnet_inva": "crowdjax.methods.dkpnet.method:INVA",
 }
 
 

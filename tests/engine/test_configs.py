@@ -29,6 +29,8 @@ DEFAULT_TINY = {
     "l2sm_qnrf",
     "asnet_synthetic",
 }
+# DKPNet: tests/methods/dkpnet trains and evaluates its stage I (VA) and stage II (InVA) tiny
+# runs end to end.
 
 
 def _load(name: str, variant: str = ""):
@@ -53,9 +55,10 @@ def test_full_config_is_consistent(name):
     for dataset in names:
         datasets.get_builder(dataset, data_dir="/nonexistent")
     # No shipped config selects its checkpoint on a test split unless it says so by name.
-    entry, _, _ = evaluation.selection_entry(config)
-    if splits.is_test_split(config.data, entry.split):
-        assert config.selection.allow_test and "select_on_test" in name, name
+    entries, _, _ = evaluation.selection_entries(config)
+    for entry in entries:
+        if splits.is_test_split(config.data, entry.split):
+            assert config.selection.allow_test and "select_on_test" in name, name
 
 
 def _tiny_params():
@@ -68,6 +71,13 @@ def _tiny_params():
 def test_tiny_variant_trains_end_to_end(name, tiny_data_dir, tmp_path):
     config = _load(name, "tiny")
     config.data.data_dir = tiny_data_dir
+    if config.method == "dkpnet_inva":  # Stage II clusters the attention of a stage-I run.
+        stage1 = _load(name.replace("_inva_", "_va_"), "va,tiny")
+        stage1.data.data_dir = tiny_data_dir
+        stage1.eval_at_end = False
+        trainer.run_main(stage1, str(tmp_path / "stage1"))
+        config.dkpnet.stage1 = str(tmp_path / "stage1")
+        tmp_path = tmp_path / "stage2"
     results = trainer.run_main(config, str(tmp_path))
     assert set(results) == set(config.evals)
     for prefix, result in results.items():
