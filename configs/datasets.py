@@ -27,6 +27,7 @@ class DatasetFacts:
       resize: the builder's resize rule (documentation).
       holdout_mode: "random" images, or a "block" of consecutive frames (video data sets, whose
         neighbouring frames are near duplicates).
+      public_test: the test split's annotations are released (NWPU-Crowd's are not).
     """
 
     name: str
@@ -37,6 +38,7 @@ class DatasetFacts:
     crop: dict = dataclasses.field(default_factory=dict)
     resize: str = "none"
     holdout_mode: str = "random"
+    public_test: bool = True
 
     def training_images(self, holdout_fraction: float) -> int:
         """Images in the training stream: all of train, or train without its held-out part."""
@@ -77,6 +79,7 @@ DATASETS = {
         sigma={"autoscale": 6.0},
         crop={"uot": 384, "autoscale": 512},
         resize="short side >= 512, long side <= 2048 (test labels are not public)",
+        public_test=False,
     ),
     "jhu": DatasetFacts(
         "jhu_crowd",

@@ -309,6 +309,12 @@ def evaluate(
     stream = StreamingMetrics(peak_threshold=peak_threshold, detailed=final or detailed)
     images = []  # At most `save_images` records with their maps, for the PNGs.
     for batch, fetched, i in stream_predictions(setup, variables, entry.dataset, entry.split):
+        if "has_annotation" in batch and not bool(batch["has_annotation"][i]):
+            raise ValueError(
+                f"{entry.dataset} {entry.split!r} image {transforms.text(batch['image_id'][i])}: "
+                "its annotations are not public (has_annotation = False), so no error can be "
+                f"computed; evaluate another split (config.evals.{entry.prefix})"
+            )
         shape = _real_shape(batch["image_mask"][i])
         h, w = shape
         gt_points = batch["points"][i][batch["point_mask"][i]]

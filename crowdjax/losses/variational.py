@@ -84,7 +84,8 @@ def variational_attention_regularizer(
     Returns:
       [B] float32: ``KL(N(mu, var) || N(u_c, Sigma_c)) + log sum_i exp(z^T u_i - z^T u_c)
       + (sum_d log Sigma_c)^2`` with c = domain[b]. The margin term is >= 0 (the i = c
-      summand is 1) and the whole is differentiable in every input but `domain`.
+      summand is 1) and the whole is differentiable in every input but `domain`. An image
+      whose domain is outside [0, C) gets NaN, so a wrong label cannot train another domain.
     """
     z, mu, var, prior_mu, prior_var = (
         jnp.asarray(a, jnp.float32) for a in (z, mu, var, prior_mu, prior_var)
@@ -94,12 +95,15 @@ def variational_attention_regularizer(
     b = z.shape[0]
     if prior_mu.ndim == 2:
         prior_mu = jnp.broadcast_to(prior_mu, (b, *prior_mu.shape))
-    rows = jnp.arange(b)
-    own_mu = prior_mu[rows, domain]  # [B, d]
-    own_var = prior_var[domain]  # [B, d]
+    # A domain outside [0, C) gives NaN (plain indexing would clamp it to a valid domain).
+    pick = lambda a: jnp.take_along_axis(
+        a, domain.reshape(b, 1, *([1] * (a.ndim - 2))), axis=1, mode="fill", fill_value=jnp.nan
+    )[:, 0]
+    own_mu = pick(prior_mu)  # [B, d]
+    own_var = pick(jnp.broadcast_to(prior_var, (b, *prior_var.shape)))  # [B, d]
     kl = diag_gaussian_kl(mu, var, own_mu, own_var)
     scores = jnp.einsum("bd,bcd->bc", z, prior_mu, precision=jax.lax.Precision.HIGHEST)
-    margin = jax.nn.logsumexp(scores - scores[rows, domain][:, None], axis=-1)
+    margin = jax.nn.logsumexp(scores - pick(scores)[:, None], axis=-1)
     log_det = jnp.sum(jnp.log(own_var), axis=-1)
     return kl + margin + jnp.square(log_det)
 

@@ -315,6 +315,33 @@ def test_eval_batches_cover_each_image_once_with_masks(data_dir, buckets):
         assert shapes <= {(48, 48), (80, 80)}
 
 
+def test_min_short_side_scales_eval_and_whole_image_training_consistently(data_dir):
+    # Images of 16-71 px: every short side under 40 is scaled up to 40 before bucketing.
+    config = _config(data_dir, min_short_side=40, eval_bucket_multiple=32)
+    reference = _reference_test_split(data_dir)
+    for batch in pipeline.eval_iterator(config, "test", batch_size=2):
+        for i in np.flatnonzero(batch["valid"]):
+            ref = reference[str(batch["image_id"][i])]
+            h, w = T.min_side_shape(*ref["image"].shape[:2], 40)
+            assert min(h, w) >= 40
+            assert batch["image"].shape[1:3] == pipeline.bucket_shape(h, w, multiple=32)
+            np.testing.assert_array_equal(
+                batch["image_mask"][i], T.image_mask(*batch["image"].shape[1:3], h, w)
+            )
+            assert batch["count"][i] == len(ref["points"])
+    # Whole-image training with 2 processes plans every image's size from the stored shapes
+    # (the same rule); each process's images must agree with the plan (else DataError).
+    config = _config(data_dir, min_short_side=40, whole_image=True, train_bucket_multiple=32)
+    for p in range(2):
+        batch = next(
+            pipeline.train_iterator(
+                config, global_batch_size=4, seed=0, process_index=p, process_count=2
+            )
+        )
+        real = batch["image_mask"].any(axis=2).sum(axis=1), batch["image_mask"].any(axis=1).sum(1)
+        assert np.all(np.minimum(*real) >= 40)
+
+
 def test_eval_process_slices_cover_the_split(data_dir):
     config = _config(data_dir, eval_bucket_multiple=32)
     per_process = [

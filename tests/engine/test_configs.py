@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pytest
 
+from configs import datasets as config_datasets
 from crowdjax import evaluation, registry, trainer
 from crowdjax.data import datasets, pipeline, splits
 from tests.engine.conftest import REPO, run_script
@@ -54,6 +55,10 @@ def test_full_config_is_consistent(name):
     ]
     for dataset in names:
         datasets.get_builder(dataset, data_dir="/nonexistent")
+    # No config evaluates a test split whose annotations are not public (NWPU-Crowd).
+    private = {f.name for f in config_datasets.DATASETS.values() if not f.public_test}
+    for entry in evaluation.eval_entries(config):
+        assert not (entry.dataset in private and entry.split == "test"), (name, entry)
     # No shipped config selects its checkpoint on a test split unless it says so by name.
     entries, _, _ = evaluation.selection_entries(config)
     for entry in entries:

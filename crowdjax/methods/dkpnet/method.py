@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import pipeline
+from crowdjax.data import pipeline, transforms
 from crowdjax.losses.variational import (
     diag_gaussian_kl,
     select_sub_centers,
@@ -208,28 +208,39 @@ def stage_one_run(config):
             f"{workdir}: stage I trained on {pipeline.dataset_names(stage1.data)}, stage II "
             f"trains on {names}; the clusters must come from the same data sets"
         )
-    stage1.data.data_dir = config.data.data_dir  # The data as this run sees it.
+    # The images as this run sees them and its training split (the same held-out images), with
+    # stage I's preprocessing of each image.
+    for key in ("data_dir", "train_split", "holdout_fraction", "holdout_seed", "holdout_mode"):
+        stage1.data[key] = config.data[key]
     stage1.eval.global_batch_size = config.eval.global_batch_size
     setup = run.Setup(stage1)
     variables, info = checkpointing.restore_variables(workdir, setup.abstract_variables())
     return stage1, setup, variables, info
 
 
-def attention_outputs(context) -> tuple[list[tuple[str, str]], np.ndarray]:
-    """([(data set, image id)], y [N, C]): the stage-I attention of every training image."""
+def attention_outputs(context) -> tuple[list[tuple[str, str]], np.ndarray, dict]:
+    """([(data set, image id)], y [N, C], the stage-I checkpoint's info): the stage-I attention
+    of every training image (held-out validation images excluded)."""
     from crowdjax import evaluation
 
-    _, setup, variables, _ = stage_one_run(context.config)
+    _, setup, variables, checkpoint = stage_one_run(context.config)
     keys, rows = [], []
     for view in context.training_splits():
+        ids = set()
         for batch, fetched, i in evaluation.stream_predictions(
             setup, variables, view.dataset, view.split
         ):
-            keys.append((view.dataset, str(np.asarray(batch["image_id"][i]).item())))
+            ids.add(transforms.text(batch["image_id"][i]))
+            keys.append((view.dataset, transforms.text(batch["image_id"][i])))
             rows.append(np.asarray(fetched["attention"][i], np.float64))
+        if len(ids) != view.size:  # Every training image needs a label, once.
+            raise ValueError(
+                f"{view.dataset} {view.split!r}: {view.size} training images but {len(ids)} "
+                "distinct image ids were predicted"
+            )
     if not rows:
         raise ValueError("the DKPNet preparation found no training image")
-    return keys, np.stack(rows)
+    return keys, np.stack(rows), checkpoint
 
 
 def cluster(attention: np.ndarray, clusters: int, *, seed: int) -> np.ndarray:
@@ -264,7 +275,7 @@ def agreement(datasets: list[str], labels: np.ndarray, clusters: int) -> dict:
 def prepare(context) -> Preparation:
     config = context.config
     clusters = int(config.dkpnet.clusters)
-    keys, attention = attention_outputs(context)
+    keys, attention, checkpoint = attention_outputs(context)
     labels = cluster(attention, clusters, seed=int(config.seed))
     domain_labels: dict = {}
     for (dataset, image_id), label in zip(keys, labels, strict=True):
@@ -273,6 +284,7 @@ def prepare(context) -> Preparation:
     sizes = np.bincount(labels, minlength=clusters)
     info = {
         "stage1": os.path.abspath(str(config.dkpnet.stage1)),
+        "stage1_checkpoint": checkpoint,
         "images": len(keys),
         "clusters": clusters,
         "cluster_sizes": sizes.tolist(),

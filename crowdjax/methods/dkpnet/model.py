@@ -43,8 +43,9 @@ def masked_mean(x: jax.Array, mask: jax.Array | None) -> jax.Array:
     """[B, h, w, C] -> [B, C]: the mean over the feature cells that hold real pixels."""
     if mask is None:
         return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    where = mask_to_features(mask, x.shape[1:3])[..., None]
-    return jnp.mean(x.astype(jnp.float32), axis=(1, 2), where=where)
+    where = mask_to_features(mask, x.shape[1:3])[..., None].astype(jnp.float32)
+    total = jnp.sum(x.astype(jnp.float32) * where, axis=(1, 2))
+    return total / jnp.maximum(jnp.sum(where, axis=(1, 2)), 1.0)  # An all-padding slot: 0.
 
 
 class VariationalEncoder(nn.Module):

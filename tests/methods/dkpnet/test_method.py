@@ -16,10 +16,13 @@ from flax import traverse_util
 
 from configs import dkpnet_synthetic
 from crowdjax import preparation, trainer
+from crowdjax.data import pipeline, transforms
+from crowdjax.losses import select_sub_centers, variational_attention_regularizer
 from crowdjax.methods.dkpnet import method
 from crowdjax.methods.dkpnet.model import masked_mean
 
 B, SIZE, DOMAINS = 4, 64, 3
+TINY = "synthetic_crowd/tiny"
 
 
 def _config(variant="va", **dkpnet):
@@ -132,6 +135,35 @@ def test_loss_is_eq9_against_numpy(variant):
     assert any(np.abs(after[k] - before[k]).max() > 0 for k in before)
 
 
+def test_inva_loss_draws_its_sub_center_dropout_from_the_step_rng():
+    _, model, variables, _ = _loss("inva")
+    config = _config("inva")  # dropout 0.2
+    params, state = _split(variables)
+    batch = _batch()
+    fn = jax.jit(functools.partial(method.loss_fn, model=model, config=config))
+    latent = jax.random.key(0)
+    out, _ = _train_apply(model)(variables, batch["image"], batch["image_mask"], latent)
+    closest = select_sub_centers(params["prior"]["mu"], out["mu"])[1]
+    differs = 0
+    for seed in range(4):
+        # The loss splits its key into the latent and the dropout keys (mu does not depend on
+        # either: `closest` holds for every seed).
+        rng = jax.random.key(seed)
+        latent_rng, dropout_rng = jax.random.split(rng)
+        out, _ = _train_apply(model)(variables, batch["image"], batch["image_mask"], latent_rng)
+        chosen, index = select_sub_centers(
+            params["prior"]["mu"], out["mu"], rng=dropout_rng, rate=0.2
+        )
+        prior_var = jnp.exp(params["prior"]["log_var"])
+        reg = variational_attention_regularizer(
+            out["z"], out["mu"], out["var"], batch["domain"], chosen, prior_var
+        )
+        _, (metrics, _) = fn(params, state, batch, rng)
+        np.testing.assert_allclose(metrics["regularizer"], reg.mean(), rtol=1e-5)
+        differs += int(np.any(np.asarray(index) != np.asarray(closest)))
+    assert differs > 0  # Dropout changed some choice.
+
+
 def test_attention_baselines():
     batch = _batch(1)
     images, mask = jnp.asarray(batch["image"]), jnp.asarray(batch["image_mask"])
@@ -231,8 +263,13 @@ def test_cluster_and_agreement_against_sklearn_free_checks():
         method.cluster(np.zeros((2, 3)), 3, seed=0)
 
 
+SECOND = "pipeline_test_crowd/a"  # Bright random images of 16-71 px (tests/data).
+
+
 def _tiny(variant, data_dir, steps, **dkpnet):
     config = dkpnet_synthetic.get_config(f"{variant},tiny")
+    config.data.name = [TINY, SECOND]  # Two domains.
+    config.data.eval_buckets = ((128, 128),)  # One prediction shape: one compile.
     config.data.data_dir = data_dir
     config.train.num_steps = steps
     config.eval_at_end = False
@@ -241,34 +278,49 @@ def _tiny(variant, data_dir, steps, **dkpnet):
     return config
 
 
-def test_stage_two_clusters_stage_one_and_reuses_the_labels_on_resume(tiny_data_dir, tmp_path):
+def _training_ids(config, name):
+    """Image ids of a data set's training split without its held-out validation images."""
+    source = pipeline.split_source(config.data, name, config.data.train_split)
+    return {transforms.text(source[i]["image_id"]) for i in range(len(source))}
+
+
+def test_stage_two_clusters_stage_one_and_reuses_the_labels_on_resume(extra_data_dir, tmp_path):
     stage1 = str(tmp_path / "va")
-    va = _tiny("va", tiny_data_dir, 2)
+    va = _tiny("va", extra_data_dir, 2)
     va.eval_at_end = True  # Stage I end to end: trained, selected on validation, tested.
     results = trainer.run_main(va, stage1)
     assert set(results) == {"val", "test"} and np.isfinite(results["test"]["mae"])
     workdir = str(tmp_path / "inva")
-    trainer.run_main(_tiny("inva", tiny_data_dir, 2, stage1=stage1), workdir)
+    config = _tiny("inva", extra_data_dir, 2, stage1=stage1)
+    trainer.run_main(config, workdir)
     stored = preparation.load(workdir)
-    labels = stored.domain_labels["synthetic_crowd/tiny"]
-    assert len(labels) == stored.info["images"] == sum(stored.info["cluster_sizes"])
+    # Every training image of both data sets has a label, held-out validation images none.
+    for name in (TINY, SECOND):
+        ids = _training_ids(config, name)
+        held_out = pipeline.split_source(config.data, name, "validation")
+        assert len(held_out) > 0 and not ids & {
+            transforms.text(held_out[i]["image_id"]) for i in range(len(held_out))
+        }
+        assert set(stored.domain_labels[name]) == ids
+    labels = {(d, k): v for d, ls in stored.domain_labels.items() for k, v in ls.items()}
     assert set(labels.values()) <= {0, 1}
+    assert stored.info["images"] == len(labels) == sum(stored.info["cluster_sizes"])
+    assert np.sum(stored.info["contingency"]) == len(labels)
     assert stored.info["stage1"] == os.path.abspath(stage1)
+    assert stored.info["stage1_checkpoint"]["kind"] == "best"
     # The stage-I attention outputs, clustered again here, give the stored labels.
     from crowdjax import run as run_lib
 
-    config = _tiny("inva", tiny_data_dir, 2, stage1=stage1)
-    setup = run_lib.Setup(config)
-    context = preparation.PrepareContext(config, setup, None)
-    keys, attention = method.attention_outputs(context)
+    context = preparation.PrepareContext(config, run_lib.Setup(config), None)
+    keys, attention, _ = method.attention_outputs(context)
     again = method.cluster(attention, 2, seed=config.seed)
-    assert {k: int(v) for (_, k), v in zip(keys, again, strict=True)} == labels
+    assert dict(zip(keys, (int(v) for v in again), strict=True)) == labels
     # Resumed without the stage-I run, stage II reads its stored labels (it never clusters
     # again) and continues.
     os.rename(stage1, stage1 + ".gone")
     with open(os.path.join(workdir, "preparation", "result.json")) as f:
         before = json.load(f)
-    trainer.run_main(_tiny("inva", tiny_data_dir, 4, stage1=stage1), workdir)
+    trainer.run_main(_tiny("inva", extra_data_dir, 4, stage1=stage1), workdir)
     with open(os.path.join(workdir, "preparation", "result.json")) as f:
         assert json.load(f) == before
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -276,4 +328,4 @@ def test_stage_two_clusters_stage_one_and_reuses_the_labels_on_resume(tiny_data_
     assert steps == [2, 4]
     # A fresh stage II without a stage-I run says what is missing.
     with pytest.raises(FileNotFoundError, match="stage-I run"):
-        trainer.run_main(_tiny("inva", tiny_data_dir, 2, stage1=stage1), str(tmp_path / "x"))
+        trainer.run_main(_tiny("inva", extra_data_dir, 2, stage1=stage1), str(tmp_path / "x"))
