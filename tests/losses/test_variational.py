@@ -193,17 +193,20 @@ def test_sub_center_selection_without_dropout_is_the_argmax():
             np.testing.assert_allclose(chosen[b, c], sub[c, k], rtol=1e-6)
 
 
-@pytest.mark.parametrize("sign", [1.0, -1.0])
-def test_sub_center_dropout_frequencies(sign):
-    # k = 2 with scores s1 > s2 of one sign: the second is chosen iff exactly the score that
-    # must vanish for it to win is dropped and the other kept: P = 0.2 * 0.8 for both signs.
-    # (Positive: s1 dropped, s2 kept. Negative: s2 dropped (-> 0 > s1), s1 kept.)
+def test_sub_center_dropout_frequencies():
+    # k = 2, scores (3, 1): the second is chosen iff the first is dropped (to 0) and the second
+    # kept: P = 0.2 * 0.8.
     mu = np.ones((20_000, 2))
-    # Scores (3, 1) or (-1, -2).
-    sub = np.array([[[2.0, 1.0], [0.5, 0.5]]] if sign > 0 else [[[-0.5, -0.5], [-1.0, -1.0]]])
-    _, index = select_sub_centers(sub, mu, rng=jax.random.key(0), rate=0.2)
-    share = float(np.mean(np.asarray(index) == 1))
-    assert abs(share - 0.16) < 0.01, share
+    _, index = select_sub_centers(
+        np.array([[[2.0, 1.0], [0.5, 0.5]]]), mu, rng=jax.random.key(0), rate=0.2
+    )
+    assert abs(float(np.mean(np.asarray(index) == 1)) - 0.16) < 0.01
+    # k = 3, scores (-1, -2, -3): a dropped score becomes 0 and beats every kept negative one,
+    # so the last is chosen iff it alone is dropped: P = 0.2 * 0.8 * 0.8 (it would be
+    # 0.8 * 0.2 * 0.2 if dropped scores were removed from the argmax instead).
+    sub = np.array([[[-0.5, -0.5], [-1.0, -1.0], [-1.5, -1.5]]])
+    _, index = select_sub_centers(sub, mu, rng=jax.random.key(1), rate=0.2)
+    assert abs(float(np.mean(np.asarray(index) == 2)) - 0.128) < 0.01
 
 
 def test_sub_center_gradient_reaches_only_the_chosen_sub_centers():
