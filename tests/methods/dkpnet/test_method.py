@@ -93,7 +93,7 @@ def _kl(mu_q, var_q, mu_p, var_p):
     return 0.5 * np.sum(np.log(var_p / var_q) - 1 + var_q / var_p + (mu_p - mu_q) ** 2 / var_p)
 
 
-@pytest.mark.parametrize("variant", ["va", "inva"])
+@pytest.mark.parametrize("variant", [pytest.param("va", marks=pytest.mark.slow), "inva"])
 def test_loss_is_eq9_against_numpy(variant):
     config, model, variables, loss_fn = _loss(variant)
     params, state = _split(variables)
@@ -164,6 +164,7 @@ def test_inva_loss_draws_its_sub_center_dropout_from_the_step_rng():
     assert differs > 0  # Dropout changed some choice.
 
 
+@pytest.mark.slow  # Its own compiles; the default suite keeps the Eq. 9 and stage-II tests.
 def test_attention_baselines():
     batch = _batch(1)
     images, mask = jnp.asarray(batch["image"]), jnp.asarray(batch["image_mask"])
@@ -192,6 +193,7 @@ def test_attention_baselines():
         assert ("regularizer" in metrics) == (variant == "va")
 
 
+@pytest.mark.slow  # Its own compiles; the default suite keeps the Eq. 9 and stage-II tests.
 def test_gradients_reach_the_prior_encoder_and_backbone():
     config, model, variables, _ = _loss("inva")
     params, state = _split(variables)
@@ -225,6 +227,7 @@ def test_masked_mean_ignores_padding():
     np.testing.assert_allclose(got[1], x[1, :5].mean(axis=(0, 1)), atol=1e-6)
 
 
+@pytest.mark.slow  # Its own compiles; the default suite keeps the Eq. 9 and stage-II tests.
 def test_predict_gives_density_at_stride_4_and_attention():
     config = _config("va")
     model, variables = _model_and_variables(config)
