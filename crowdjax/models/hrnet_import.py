@@ -127,17 +127,9 @@ def load_hrnet_weights(path: str) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"HRNet weight file not found: {path}")
     ext = _ext(path)
     if ext in TORCH_EXTS:
-        try:
-            import torch
-        except ImportError:
-            raise ImportError(
-                f"reading {path} needs torch; or save the state dict as .npz/.safetensors"
-            ) from None
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # pickle errors, non-tensor objects refused by weights_only
-            raise ValueError(f"{path}: cannot be read as a torch state dict ({e})") from e
-        obj = _find_state_dict(obj, path)
+        import torch
+
+        obj = _find_state_dict(importers.load_torch(path), path)
         sd = {}
         for k, v in obj.items():
             if torch.is_tensor(v):

@@ -99,18 +99,32 @@ def input_convention_for_file(path: str) -> InputConvention:
 # torchvision layout.
 
 
+def load_torch(path: str):
+    """The object of a torch file (.pth/.pt/.bin/.ckpt), read with ``weights_only=True``.
+
+    Raises:
+      ImportError: torch is not installed (the message says how to do without it).
+      ValueError: the file cannot be read as a torch checkpoint.
+    """
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            f"reading {path} needs torch; or save the state dict as .npz/.safetensors"
+        ) from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, non-tensor objects refused by weights_only
+        raise ValueError(f"{path}: cannot be read as a torch state dict ({e})") from e
+
+
 def read_state_dict(path: str) -> dict[str, np.ndarray]:
     """Reads a PyTorch state dict (.pth/.pt/.bin/.ckpt, .npz, .safetensors) as numpy arrays."""
     ext = _ext(path)
     if ext in TORCH_EXTS:
-        try:
-            import torch
-        except ImportError:
-            raise ImportError(
-                f"reading {path} needs torch; or save the state dict as .npz/.safetensors"
-            ) from None
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-        obj = _unwrap_state_dict(obj, path)
+        import torch
+
+        obj = _unwrap_state_dict(load_torch(path), path)
         return {k: v.detach().float().numpy() for k, v in obj.items() if torch.is_tensor(v)}
     if ext == ".npz":
         with np.load(path) as z:
