@@ -230,8 +230,9 @@ def attention_outputs(context) -> tuple[list[tuple[str, str]], np.ndarray, dict]
         for batch, fetched, i in evaluation.stream_predictions(
             setup, variables, view.dataset, view.split
         ):
-            ids.add(transforms.text(batch["image_id"][i]))
-            keys.append((view.dataset, transforms.text(batch["image_id"][i])))
+            image_id = transforms.text(batch["image_id"][i])
+            ids.add(image_id)
+            keys.append((view.dataset, image_id))
             rows.append(np.asarray(fetched["attention"][i], np.float64))
         if len(ids) != view.size:  # Every training image needs a label, once.
             raise ValueError(
