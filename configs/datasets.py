@@ -5,7 +5,8 @@ Split sizes are those of the official releases (the builders check them against 
 engine holds `data.holdout_fraction` of the training split out for model selection (see
 `crowdjax.data.splits`), so a run trains on `training_images(...)` images. Gaussian sigmas and
 crop sizes are per method family, as each paper states them (METHODS.md); resize rules are applied
-by the builders and repeated here for the docs.
+by the builders and repeated here for the docs. Your own data sets (`user_crowd/<name>`) are not
+listed: `get` reads their facts from the prepared data (`user_facts`).
 """
 
 from __future__ import annotations
@@ -119,8 +120,32 @@ DATASETS = {
 }
 
 
+USER_BUILDER = "user_crowd"
+
+
+def user_facts(name: str, *, data_dir: str | None = None) -> DatasetFacts:
+    """The facts of your own data set `user_crowd/<name>` (tfds_builders/user_crowd.py), read from
+    its prepared splits: sizes, an official validation split when the folder had one (else it is
+    held out of train, as for ShanghaiTech); kernel and resize rule are the folder's (crowd.json),
+    the crop is the method family's default.
+
+    Raises:
+      DataError: the data set is not prepared (the message gives the build command).
+    """
+    from crowdjax.data import datasets  # Lazy: the catalog above needs no data set code.
+
+    train = datasets.data_source(name, "train", data_dir=data_dir)  # Raises if not prepared.
+    splits = train.dataset_info.splits
+    validation = splits["validation"].num_examples if "validation" in splits else None
+    test = splits["test"].num_examples if "test" in splits else 0
+    return DatasetFacts(name, train=len(train), test=test, validation=validation)
+
+
 def get(key: str) -> DatasetFacts:
-    """The facts of a data set by its short name; an unknown name lists the known ones."""
+    """The facts of a data set by its short name (or `user_crowd/<name>`, see `user_facts`); an
+    unknown name lists the known ones."""
+    if key.startswith(USER_BUILDER + "/"):
+        return user_facts(key)
     if key not in DATASETS:
         raise ValueError(f"unknown data set {key!r}; known: {sorted(DATASETS)}")
     return DATASETS[key]

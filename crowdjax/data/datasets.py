@@ -1,6 +1,7 @@
 """Building and opening the crowd-counting data sets by name.
 
-A data set is named `builder[/config]` (e.g. `shanghaitech/part_b`, `synthetic_crowd/street`).
+A data set is named `builder[/config]` (e.g. `shanghaitech/part_b`, `synthetic_crowd/street`;
+your own images: `user_crowd/<name>`, see `tfds_builders.user_crowd`).
 Builders live in the `tfds_builders` package and write `array_record` files under `data_dir`;
 reading uses `tfds.data_source` (random access, no TensorFlow).
 """
@@ -26,6 +27,7 @@ BUILDER_MODULES = {
     "trancos": "tfds_builders.trancos",
     "synthetic_crowd": "tfds_builders.synthetic_crowd",
     "gcc": "tfds_builders.gcc",
+    "user_crowd": "tfds_builders.user_crowd",  # your own images: user_crowd/<name>
 }
 
 
@@ -45,17 +47,22 @@ def _split_name(name: str) -> tuple[str, str | None]:
 def get_builder(name: str, *, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """Returns the builder of `name` (`builder[/config]`) writing array_record under `data_dir`."""
     builder, config = _split_name(name)
-    return tfds.builder(
-        builder,
-        config=config,
-        data_dir=data_dir or default_data_dir(),
-        file_format=tfds.core.FileFormat.ARRAY_RECORD,
+    kwargs = dict(
+        data_dir=data_dir or default_data_dir(), file_format=tfds.core.FileFormat.ARRAY_RECORD
     )
+    cls = tfds.builder_cls(builder)
+    if getattr(cls, "OPEN_CONFIGS", False):
+        # Any config name is valid (user_crowd/<name>); tfds.builder would open a prepared one with
+        # a file reader that lacks the builder's recipe (kernel, edges), so build the class itself.
+        return cls(config=config, **kwargs)
+    return tfds.builder(builder, config=config, **kwargs)
 
 
 def build_command(name: str, *, data_dir: str | None = None) -> str:
     """The shell command that prepares `name`; quoted in 'data set missing' errors."""
     manual = "" if name.startswith("synthetic_crowd") else " --manual_dir=<download dir>"
+    if name.startswith("user_crowd"):
+        manual = " --manual_dir=<your folder of images and annotations>"
     return (
         f"python -m crowdjax.data.build {name}{manual} --data_dir={data_dir or default_data_dir()}"
     )
