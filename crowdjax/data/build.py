@@ -2,6 +2,7 @@
 
 python -m crowdjax.data.build shanghaitech/part_b --manual_dir=~/downloads/ShanghaiTech
 python -m crowdjax.data.build synthetic_crowd/street
+python -m crowdjax.data.build user_crowd/my_crowd --manual_dir=~/my_crowd   # your own images
 """
 
 from __future__ import annotations
