@@ -14,11 +14,12 @@ Folder layout (`<folder>`):
   images/                  the images (.jpg .jpeg .png .bmp .tif .tiff .webp); or the images
                            directly in <folder>. Subfolders are not read (images in one are an
                            error). The image's file name is its id (e.g. "IMG_1.jpg").
-  point annotations, in ONE of these forms (annotation_formats doc: user_crowd_annotations):
+  point annotations, in ONE of these forms (accepted shapes: `user_crowd_annotations`):
     annotations.json       {"IMG_1.jpg": [[x, y], ...], "IMG_2.jpg": [], ...}
     annotations.csv        header image,x,y; one row per head; "IMG_2.jpg,," = no people
     annotations/<stem>.json | <stem>.csv | GT_<stem>.mat     one file per image (a folder
-                           `ground-truth/` like ShanghaiTech's, or next to the images, also works)
+                           `ground-truth/` like ShanghaiTech's, or next to the images, also works;
+                           annotation files in two of these places are an error)
   train.txt, test.txt      optional split lists, one image file name per line (# comments);
   val.txt                  optional validation list (or validation.txt)
   crowd.json               optional options (below)
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 from typing import Any
@@ -252,6 +254,22 @@ def find_images(root: str) -> tuple[str, list[str]]:
                 f"{image_dir} (file names must stay unique)"
             )
     images = list_images(image_dir)
+    known = (*IMAGE_SUFFIXES, *ann.PER_IMAGE_SUFFIXES, ".txt")
+    other = [
+        n
+        for n in sorted(os.listdir(image_dir))
+        if not n.startswith(".")
+        and os.path.isfile(os.path.join(image_dir, n))
+        and not n.lower().endswith(known)
+    ]
+    if other:  # e.g. .gif or .heic images: not read, said so
+        logging.warning(
+            "%s: %d file(s) that are neither images (%s) nor annotations are not read: %s",
+            image_dir,
+            len(other),
+            ", ".join(IMAGE_SUFFIXES),
+            ", ".join(other[:5]),
+        )
     if not images:
         raise io.DataError(f"{image_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     return image_dir, images
@@ -267,19 +285,21 @@ def read_annotations(root: str, image_dir: str, images: list[str]):
     """
     single = [os.path.join(root, n) for n in (ALL_JSON, ALL_CSV)]
     single = [p for p in single if os.path.isfile(p)]
-    ann_dir = next(
-        (os.path.join(root, d) for d in ANNOTATION_DIRS if os.path.isdir(os.path.join(root, d))),
-        image_dir,
-    )
-    reserved = {MANIFEST, ALL_JSON, ALL_CSV} if ann_dir == root else set()
-    per_image = sorted(
-        (
-            n
-            for n in os.listdir(ann_dir)
-            if n.lower().endswith(ann.PER_IMAGE_SUFFIXES) and n not in reserved
-        ),
-        key=io.natural_key,
-    )
+    # Per-image files may be in annotations/, ground-truth/, next to the images or in the folder;
+    # in two of these places some would go unread, so that is an error.
+    places = [
+        os.path.join(root, d) for d in ANNOTATION_DIRS if os.path.isdir(os.path.join(root, d))
+    ]
+    places = list(dict.fromkeys([*places, image_dir, root]))
+    found = {place: _annotation_files(place, root) for place in places}
+    used = [place for place in places if found[place]]
+    if len(used) > 1:
+        raise io.DataError(
+            f"{used[0]} and {used[1]}: annotation files in both ({found[used[0]][0]}, "
+            f"{found[used[1]][0]}); keep them in one folder"
+        )
+    ann_dir = used[0] if used else places[0]
+    per_image = found[ann_dir]
     if len(single) > 1:
         raise io.DataError(f"{root}: both {ALL_JSON} and {ALL_CSV}; keep one")
     if single and per_image:
@@ -290,6 +310,21 @@ def read_annotations(root: str, image_dir: str, images: list[str]):
     if single:
         return _match_single(single[0], image_dir, images)
     return _match_per_image(ann_dir, image_dir, images, per_image)
+
+
+def _annotation_files(place: str, root: str) -> list[str]:
+    """Per-image annotation files (.json/.csv/.mat) of a folder; the folder's own files
+    (crowd.json, annotations.json/.csv) are not."""
+    reserved = {MANIFEST, ALL_JSON, ALL_CSV} if place == root else set()
+    names = [
+        n
+        for n in os.listdir(place)
+        if n.lower().endswith(ann.PER_IMAGE_SUFFIXES)
+        and n not in reserved
+        and not n.startswith(".")
+        and os.path.isfile(os.path.join(place, n))
+    ]
+    return sorted(names, key=io.natural_key)
 
 
 def _match_single(path: str, image_dir: str, images: list[str]):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -419,6 +420,11 @@ BAD = {
         _json("crowd.json", {"sigma": "4"}),
         r"crowd\.json: option 'sigma' = '4'",
     ),
+    "annotations in two folders": (
+        "json",
+        _json("images/IMG_1.json", [[1, 1]]),
+        r"raw/annotations and .*raw/images: annotation files in both",
+    ),
     "nested images": (
         "json",
         lambda root: fakes.write_image(os.path.join(root, "images", "cam2", "x.jpg"), H, W),
@@ -434,6 +440,14 @@ def test_bad_input_is_an_error_naming_the_file(tmp_path, case):
     breaks(os.fspath(tmp_path / "raw"))
     with pytest.raises(DataError, match=message):
         build(tmp_path / "raw", tmp_path / "out")
+
+
+def test_files_that_are_not_read_are_reported(tmp_path, caplog):
+    make_folder(tmp_path / "raw", "json")
+    fakes.write_text(tmp_path / "raw" / "images" / "IMG_7.gif", "GIF89a")
+    with caplog.at_level("WARNING"):
+        build(tmp_path / "raw", tmp_path / "out")
+    assert re.search(r"raw/images: 1 file\(s\) .* are not read: IMG_7\.gif", caplog.text)
 
 
 def test_too_few_images_for_drawn_splits(tmp_path):
