@@ -39,6 +39,9 @@ def autoscale_config(
     config.model.use_l2s = True  # False: the FPN baseline of the ablation.
     config.model.feature_stride = 1  # Stride of the L2S feature (reference: full resolution).
     config.model.l2s_output = "sigmoid"  # r in (0.5, 3), smooth; "clamp": clip (see module doc).
+    # "official": the localization network exactly as dk-liang/AutoScale's fpn.py (conv1 padding
+    # 35, ceil-mode pools, a stride-1 pool before conv5; set it to import that checkpoint).
+    config.model.fpn_layout = "crowdjax"
 
     config.loss = ml_collections.ConfigDict()
     config.loss.distance_edges = ()  # () = the builder's / paper's 11 class edges.

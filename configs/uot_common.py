@@ -16,7 +16,10 @@ def uot_config(dataset: str, *, epochs: int = 1000) -> ml_collections.ConfigDict
     config.data.hflip = True
     config.data.max_points = 4096
 
-    config.model.activation = "abs"  # Reference regressor; "relu" is the option.
+    config.model.activation = "abs"  # Reference regressor; "relu" is the option (DM-Count).
+    # x2 upsampling of the stride-16 features: "bilinear" (BL, DM-Count), "nearest" (the
+    # unofficial UOT code's F.interpolate default; set it to import such a checkpoint).
+    config.model.upsample = "bilinear"
 
     config.loss = ml_collections.ConfigDict()
     config.loss.epsilon = 0.01  # Entropic regularisation, relative to the crop size.

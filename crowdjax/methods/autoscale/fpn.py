@@ -20,6 +20,14 @@ Departures (documented): no BatchNorm in the localization laterals / reductions 
 BN with batch size 1), the localization backbone is the same VGG as regression (the reference
 pads conv1 by 35 and inserts a stride-1 max-pool before conv5), head inits are N(0, 0.01) as the
 reference for all 1x1/3x3 convs and PyTorch's default for the transposed convs.
+
+``layout="official"`` removes the localization departures but BatchNorm, so that the official
+checkpoint (github dk-liang/AutoScale, ``fpn.py``) imports exactly
+(:mod:`crowdjax.models.published` folds its inference-mode BatchNorms into the convs): conv1
+padded by 35 (an input pad of 34, then the usual 1), ceil-mode max-pools, a 2x2 stride-1 max-pool
+(padding 1) before conv5 (so conv5 is one pixel larger than conv4), and no ReLU between a
+top-down 1x1 reduction and its transposed conv. The regression network already is the official
+one (github dk-liang/AutoScale_regression), so "official" changes nothing for the density head.
 """
 
 from __future__ import annotations
@@ -31,9 +39,11 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from crowdjax.models import layers
-from crowdjax.models.vgg import VGG, VGG_PRESETS
+from crowdjax.models.vgg import VGG, VGG_PRESETS, vgg_channels
 
 HEADS = ("density", "distance")
+LAYOUTS = ("crowdjax", "official")
+OFFICIAL_LOC_PAD = 34  # The official conv1_1 padding of 35 is an input pad of 34 plus the conv's 1.
 LEVEL_STRIDES = {1: 1, 2: 2, 3: 4, 4: 8, 5: 8}  # stride of each VGG stage in the stride-8 layout
 
 
@@ -59,6 +69,45 @@ def _to_stride(x: jax.Array, factor: float, out_hw) -> jax.Array:
     return _center_crop(x, out_hw)
 
 
+class _OfficialLocalizationVGG(nn.Module):
+    """VGG16 backbone of the official localization network (params named like :class:`VGG`).
+
+    conv1 .. conv4 with ceil-mode 2x2 stride-2 max-pools, then a 2x2 stride-1 max-pool with
+    padding 1 and conv5 dilated by 2. Input: [B, H, W, 3] already padded; returns the five stage
+    outputs (before each pool), conv5 one pixel larger than conv4 on each axis.
+    """
+
+    width: float = 1.0
+    input_convention: str = "imagenet"
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> list[jax.Array]:
+        convention = layers.get_input_convention(self.input_convention)
+        x = convention.from_imagenet(images.astype(jnp.float32)).astype(self.dtype)
+        stages = []
+        for s, channels in enumerate(vgg_channels("vgg16", self.width)):
+            if s in (1, 2, 3):
+                x = layers.max_pool2d(x, window=2, stride=2, ceil_mode=True)
+            elif s == 4:
+                x = layers.max_pool2d(x, window=2, stride=1, padding=1)
+            d = 2 if s == 4 else 1
+            for i, c in enumerate(channels):
+                x = nn.Conv(
+                    c,
+                    (3, 3),
+                    padding=((d, d), (d, d)),
+                    kernel_dilation=(d, d),
+                    kernel_init=layers.vgg_kernel_init,
+                    dtype=self.dtype,
+                    param_dtype=jnp.float32,
+                    name=f"conv{s + 1}_{i + 1}",
+                )(x)
+                x = nn.relu(x)
+            stages.append(x)
+        return stages
+
+
 class AutoScaleFPN(nn.Module):
     """VGG16-FPN of AutoScale with a density (regression) or distance-class (localization) head.
 
@@ -71,6 +120,8 @@ class AutoScaleFPN(nn.Module):
       input_pad: zero padding of the input on each side, px (reference: 8).
       feature_stride: stride of the returned L2S feature (1 as the reference; 2, 4 or 8 save
         memory).
+      layout: "crowdjax" or "official" (the official localization network, see the module doc;
+        ``input_pad`` is then 34).
       input_convention: input the backbone weights expect (see :class:`crowdjax.models.vgg.VGG`).
       dtype: compute dtype; parameters and outputs are float32.
     """
@@ -82,6 +133,7 @@ class AutoScaleFPN(nn.Module):
     topdown_channels: int = 8
     input_pad: int = 8
     feature_stride: int = 1
+    layout: str = "crowdjax"
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
 
@@ -138,18 +190,29 @@ class AutoScaleFPN(nn.Module):
             raise ValueError(f"AutoScaleFPN expects [B, H, W, 3], got {tuple(images.shape)}")
         if self.feature_stride not in (1, 2, 4, 8):
             raise ValueError(f"feature_stride must be 1, 2, 4 or 8, got {self.feature_stride}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        official_loc = self.layout == "official" and self.head == "distance"
         h, w = images.shape[1:3]
-        p = self.input_pad
+        p = OFFICIAL_LOC_PAD if official_loc else self.input_pad
         x = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
-        backbone = VGG(
-            **VGG_PRESETS["vgg16_stride8_dilated"],
-            width=self.width,
-            input_convention=self.input_convention,
-            dtype=self.dtype,
-            name="backbone",
-        )
-        _, stages = backbone(x, return_stages=True)
-        stages = [stages[name] for name in backbone.stage_names]
+        if official_loc:
+            stages = _OfficialLocalizationVGG(
+                width=self.width,
+                input_convention=self.input_convention,
+                dtype=self.dtype,
+                name="backbone",
+            )(x)
+        else:
+            backbone = VGG(
+                **VGG_PRESETS["vgg16_stride8_dilated"],
+                width=self.width,
+                input_convention=self.input_convention,
+                dtype=self.dtype,
+                name="backbone",
+            )
+            _, stages = backbone(x, return_stages=True)
+            stages = [stages[name] for name in backbone.stage_names]
         scale = lambda c: max(1, round(c * self.width))
         lateral = self.lateral_channels or (32 if self.head == "density" else 24)
         out_channels = 1 if self.head == "density" else self.num_classes
@@ -160,10 +223,11 @@ class AutoScaleFPN(nn.Module):
             lat = nn.relu(self._conv(scale(lateral), 3, f"lateral{level}")(stages[level - 1]))
             if above is not None:
                 top_level, top = above
-                red = nn.relu(
-                    self._conv(scale(self.topdown_channels), 1, f"reduce{top_level}")(top)
-                )
-                if LEVEL_STRIDES[top_level] > LEVEL_STRIDES[level]:
+                red = self._conv(scale(self.topdown_channels), 1, f"reduce{top_level}")(top)
+                upsample = LEVEL_STRIDES[top_level] > LEVEL_STRIDES[level]
+                if not (official_loc and upsample):  # The official up(rd(p)) has no ReLU.
+                    red = nn.relu(red)
+                if upsample:
                     red = self._upconv(red.shape[-1], red.shape[-1] * 16, f"up{top_level}")(red)
                 lat = nn.relu(jnp.concatenate([lat, _center_crop(red, lat.shape[1:3])], axis=-1))
             pyramid[level] = lat

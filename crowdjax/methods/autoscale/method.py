@@ -79,6 +79,7 @@ def make_model(config) -> AutoScaleNet:
         use_l2s=_use_l2s(config),
         feature_stride=config.model.feature_stride,
         l2s_output=config.model.l2s_output,
+        fpn_layout=config.model.get("fpn_layout", "crowdjax"),
         input_convention=importers.model_input_convention(config.model.pretrained),
         dtype=layers.compute_dtype(config.model.dtype),
     )

@@ -32,6 +32,7 @@ class AutoScaleNet(nn.Module):
       use_l2s: build the L2S module (False: FPN baseline).
       feature_stride: stride of the feature given to L2S (1 as the reference).
       l2s_output: "clamp" (paper) or "sigmoid" (see :class:`crowdjax.methods.autoscale.l2s.L2S`).
+      fpn_layout: "crowdjax" or "official" (:class:`~crowdjax.methods.autoscale.fpn.AutoScaleFPN`).
       input_convention: what the backbone weights expect.
       dtype: compute dtype.
     """
@@ -42,6 +43,7 @@ class AutoScaleNet(nn.Module):
     use_l2s: bool = True
     feature_stride: int = 1
     l2s_output: str = "clamp"
+    fpn_layout: str = "crowdjax"
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
 
@@ -51,6 +53,7 @@ class AutoScaleNet(nn.Module):
             num_classes=self.num_classes,
             width=self.width,
             feature_stride=self.feature_stride,
+            layout=self.fpn_layout,
             input_convention=self.input_convention,
             dtype=self.dtype,
         )

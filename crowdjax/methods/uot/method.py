@@ -2,7 +2,7 @@
 
 The Bayesian-loss VGG19 regressor (output stride 8) trained with the semi-dual entropic UOT loss
 between the predicted density and the annotated points (Eq. 6-10; `crowdjax.losses.uot_loss`).
-Config fields used: `model.{width, activation, pretrained, dtype}`,
+Config fields used: `model.{width, activation, upsample, pretrained, dtype}`,
 `loss.{epsilon, rho, cost, penalty, delta, solver, max_iters, coord_scale}`.
 """
 
@@ -23,6 +23,7 @@ def make_model(config) -> UOTRegressor:
     return UOTRegressor(
         width=config.model.width,
         activation=config.model.activation,
+        upsample=config.model.get("upsample", "bilinear"),
         input_convention=importers.model_input_convention(config.model.pretrained),
         dtype=layers.compute_dtype(config.model.dtype),
     )

@@ -1,7 +1,8 @@
 """Density regressor of Bayesian loss (Ma et al., ICCV 2019) used by UOT (Ma et al., AAAI 2021).
 
 VGG19 with all 16 convs and 4 max-pools (stride 16; torchvision ``vgg19().features[:-1]``), bilinear
-x2 upsampling with ``align_corners=True`` (stride 8), then the regression head
+x2 upsampling with ``align_corners=True`` (stride 8; ``upsample="nearest"``: the nearest-neighbour
+``F.interpolate(x, scale_factor=2)`` of the unofficial UOT code), then the regression head
 conv3x3 512->256 + ReLU, conv3x3 256->128 + ReLU, conv1x1 128->1, and ``abs`` (or ReLU) so that the
 density is non-negative.
 
@@ -36,12 +37,14 @@ class UOTRegressor(nn.Module):
     Attributes:
       width: channel multiplier of backbone and head (1/8 for tiny test models).
       activation: "abs" (reference code, default) or "relu" for the final non-negativity.
+      upsample: "bilinear" (Bayesian loss, DM-Count: ``align_corners=True``) or "nearest".
       input_convention: input the backbone weights expect (see :class:`crowdjax.models.vgg.VGG`).
       dtype: compute dtype (e.g. jnp.bfloat16); parameters and the returned density are float32.
     """
 
     width: float = 1.0
     activation: str = "abs"
+    upsample: str = "bilinear"
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
 
@@ -71,7 +74,12 @@ class UOTRegressor(nn.Module):
             dtype=self.dtype,
             name="backbone",
         )(images)
-        x = layers.resize_bilinear_align_corners(x, (2 * x.shape[1], 2 * x.shape[2]))
+        if self.upsample == "bilinear":
+            x = layers.resize_bilinear_align_corners(x, (2 * x.shape[1], 2 * x.shape[2]))
+        elif self.upsample == "nearest":
+            x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        else:
+            raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {self.upsample!r}")
         for name, c, k in (("reg_conv1", 256, 3), ("reg_conv2", 128, 3), ("reg_out", 1, 1)):
             c = 1 if c == 1 else max(1, round(c * self.width))
             fan_in = x.shape[-1] * k * k
