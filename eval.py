@@ -22,7 +22,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory.")
 _CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", "best", "best, latest, or a path (a workdir, its best/ or checkpoints/, a step)."
+    "checkpoint",
+    "best",
+    "best, latest, or a path (a workdir, its best/ or checkpoints/, a step, or a published .pth).",
 )
 _DATASET = flags.DEFINE_string("dataset", None, "Evaluate this data set (with --split).")
 _SPLIT = flags.DEFINE_string("split", None, "Evaluate this split (default with --dataset: test).")

@@ -164,7 +164,9 @@ def initial_state(setup, ckpts: Checkpoints) -> tuple[TrainState, str]:
         return restored, "resume"
     state = setup.init(jax.random.key(config.seed))
     if config.init_from:
-        variables, info = restore_variables(config.init_from, setup.abstract_variables())
+        variables, info = restore_variables(
+            config.init_from, setup.abstract_variables(), config=config
+        )
         log(f"initialising variables from {info['path']} ({info['kind']} step {info['step']})")
         origin = "init_from"
     elif config.model.pretrained and setup.method.load_pretrained is not None:
@@ -217,16 +219,32 @@ def find_checkpoint(path: str, *, prefer: str = "best") -> tuple[str, int, str]:
     raise FileNotFoundError(f"{path}: no checkpoint found (looked in {order} and the directory)")
 
 
-def restore_variables(path: str, abstract_variables: dict, *, prefer: str = "best"):
+def restore_variables(path: str, abstract_variables: dict, *, prefer: str = "best", config=None):
     """Restores only {"params", **model_state} of a checkpoint (see `find_checkpoint`).
 
     The optimizer state is not read, so a run trained with other optimizer settings (or
-    another number of parameter groups) restores all the same.
+    another number of parameter groups) restores all the same. A published PyTorch file
+    (.pth/.pt/.bin/.ckpt/.npz/.safetensors, see `crowdjax.models.published`) is imported for
+    `config.method` instead.
 
     Returns:
       (variables, info) with info = {"path", "step", "kind"} and, for a best checkpoint, the
-      selection "metric" value stored with it.
+      selection "metric" value stored with it; for an imported file kind is "imported", step 0,
+      and "layout" names its layout. The variables are placed like `abstract_variables`.
     """
+    from crowdjax.models import published
+
+    if published.is_published_file(path):
+        if config is None:
+            raise ValueError(f"{path}: importing a PyTorch checkpoint needs the config (method)")
+        variables, layout = published.import_published(path, config, abstract_variables)
+        variables = jax.tree.map(
+            lambda v, a: jax.device_put(v, getattr(a, "sharding", None)),
+            variables,
+            abstract_variables,
+        )
+        info = {"path": os.path.abspath(path), "step": 0, "kind": "imported", "layout": layout}
+        return variables, info
     directory, step, kind = find_checkpoint(path, prefer=prefer)
     manager = _read_only(directory)
     try:

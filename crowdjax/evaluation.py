@@ -457,7 +457,8 @@ def evaluate_checkpoint(
       config: the run's config (eval.py reads the workdir's config.json by default).
       workdir: where the eval JSONs go, and the checkpoint's run.
       checkpoint: "best" (the default, as train.py's final evaluation), "latest", or a path (a
-        workdir, its best/ or checkpoints/, or one step directory).
+        workdir, its best/ or checkpoints/, one step directory, or a published PyTorch file,
+        see `crowdjax.models.published`).
       dataset, split: one evaluation instead of the config's list ("" / None: the first training
         data set, or the "test" split).
 
@@ -474,6 +475,7 @@ def evaluate_checkpoint(
         workdir if named else checkpoint,
         setup.abstract_variables(),
         prefer=checkpoint if named else "best",
+        config=config,
     )
     log(f"evaluating the {info['kind']} checkpoint, step {info['step']} ({info['path']})")
     if dataset or split:
