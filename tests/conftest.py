@@ -14,6 +14,8 @@ import os
 import shutil
 import tempfile
 
+import crowdjax  # noqa: F401  (first: its XLA CPU workaround must precede every computation)
+
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="crowdjax-xla-cache-")
     atexit.register(functools.partial(shutil.rmtree, _cache, ignore_errors=True))
