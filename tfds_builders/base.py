@@ -7,7 +7,8 @@ Every builder yields examples with the same features, made by `CrowdBuilder.make
   points          float32 [N, 2], (x, y) pixels of the stored image; pixel (r, c) covers
                   [c, c+1) x [r, r+1)
   count           int32, number of annotated heads kept (= N)
-  density         float32 [H, W], density map of the builder config's kernel, sums to N
+  density         float32 [H, W] when read, density map of the builder config's kernel, sums to N;
+                  stored as ZLIB float16 (`DensityMap`, `to_float16_map`)
   distance_label  uint8 [H, W], AutoScale distance-label map (classes of the config's edges)
   roi             uint8 [H, W] (only data sets with a region of interest), 1 inside
 
@@ -33,6 +34,11 @@ from crowdjax.data import io
 from crowdjax.data.labels import DEFAULT_DISTANCE_EDGES, density_map, distance_label_map
 
 OUT_OF_IMAGE_RULES = ("clip", "drop", "error")
+
+# The stored float16 map must sum to the point count within this fraction of max(count, 1).
+# Rounding to float16 moves a normal value by at most 2^-11 of it (4.9e-4), so only maps that lose
+# mass to float16's range (kernels so wide that whole heads fall under 6e-5, the subnormals) fail.
+DENSITY_COUNT_RTOL = 1e-3
 
 # Guards the metadata counters: builders may run `make_example` in worker threads.
 _METADATA_LOCK = threading.Lock()
@@ -121,6 +127,43 @@ def apply_out_of_image_rule(
     return np.clip(points, 0, hi).astype(np.float32), outside
 
 
+class DensityMap(tfds.features.Tensor):
+    """Density map feature: stored as ZLIB float16 [H, W], decoded to float32 [H, W].
+
+    float16 halves the raw bytes and, without float32's noisy low mantissa bits, zlib packs it to
+    0.42x the float32 stream (ShanghaiTech B, README "Disk size"). Undecoded reads
+    (`datasets.raw_source`) get the stored dtype with the bytes, so `transforms.decode_tensor`
+    decodes both this and older float32 maps.
+    """
+
+    def __init__(self, *, shape=(None, None), dtype=np.float16, encoding=None, **kwargs):
+        super().__init__(
+            shape=shape, dtype=dtype, encoding=encoding or tfds.features.Encoding.ZLIB, **kwargs
+        )
+
+    def decode_example_np(self, example_data):
+        return np.asarray(super().decode_example_np(example_data), np.float32)
+
+
+def to_float16_map(density: np.ndarray, count: int, *, name: str) -> np.ndarray:
+    """The map to store: float16 [H, W], checked to sum to `count` (`DENSITY_COUNT_RTOL`).
+
+    Raises:
+      DataError: naming the image, when float16 loses the count (or a value overflows).
+    """
+    with np.errstate(over="ignore"):  # an overflow (inf) fails the check below
+        stored = np.asarray(density, np.float32).astype(np.float16)
+    total = float(stored.sum(dtype=np.float64))
+    tolerance = DENSITY_COUNT_RTOL * max(int(count), 1)
+    if not np.isfinite(total) or abs(total - count) > tolerance:
+        raise io.DataError(
+            f"{name}: the float16 density map sums to {total:.6g}, not the {count} annotated "
+            f"heads (tolerance {tolerance:.3g}); float16 cannot hold this map (kernel too wide or "
+            "values out of range)"
+        )
+    return stored
+
+
 class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Base class: subclasses list their splits and call `make_example` per image."""
 
@@ -137,9 +180,7 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "image_id": tfds.features.Text(),
             "points": tfds.features.Tensor(shape=(None, 2), dtype=np.float32),
             "count": tfds.features.Scalar(dtype=np.int32),
-            "density": tfds.features.Tensor(
-                shape=(None, None), dtype=np.float32, encoding=tfds.features.Encoding.ZLIB
-            ),
+            "density": DensityMap(),
             "distance_label": tfds.features.Tensor(
                 shape=(None, None), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB
             ),
@@ -240,8 +281,12 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "image_id": image_id,
             "points": points,
             "count": np.int32(len(points)),
-            "density": density_map(
-                points, shape, sigma=cfg.sigma, adaptive=cfg.adaptive, beta=cfg.beta, k=cfg.k
+            "density": to_float16_map(
+                density_map(
+                    points, shape, sigma=cfg.sigma, adaptive=cfg.adaptive, beta=cfg.beta, k=cfg.k
+                ),
+                len(points),
+                name=name,
             ),
             "distance_label": distance_label_map(points, shape, edges=cfg.distance_edges),
         }

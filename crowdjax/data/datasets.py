@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from crowdjax.data.io import DataError
@@ -104,17 +105,27 @@ def data_source(name: str, split: str, *, data_dir: str | None = None):
 def raw_source(name: str, split: str, *, data_dir: str | None = None):
     """Random-access source whose images and ZLIB maps stay undecoded (decoded per crop).
 
-    Image features come as encoded bytes, ZLIB tensors as `{"shape": [H, W], "value": bytes}`;
-    scalars, text and points are decoded as usual.
+    Image features come as encoded bytes, ZLIB tensors as `{"shape": [H, W], "value": bytes,
+    "dtype": stored numpy dtype}` (decode with `transforms.decode_tensor`: density maps are stored
+    as float16 since builder version 1.1.0, float32 before); scalars, text and points are decoded
+    as usual.
     """
     source = data_source(name, split, data_dir=data_dir)
     features = source.dataset_info.features
-    skip = {
-        key: tfds.decode.SkipDecoding()
-        for key, feature in features.items()
-        if isinstance(feature, tfds.features.Image) or _is_zlib(feature)
-    }
+    skip = {}
+    for key, feature in features.items():
+        if isinstance(feature, tfds.features.Image):
+            skip[key] = tfds.decode.SkipDecoding()
+        elif _is_zlib(feature):
+            skip[key] = _UndecodedTensor()
     return source.__class__(dataset_info=source.dataset_info, split=split, decoders=skip)
+
+
+class _UndecodedTensor(tfds.decode.SkipDecoding):
+    """Keeps a ZLIB tensor compressed and adds its stored dtype (which the bytes do not tell)."""
+
+    def decode_example_np(self, serialized_example):
+        return {**serialized_example, "dtype": np.dtype(self.feature.np_dtype)}
 
 
 def _is_zlib(feature) -> bool:

@@ -59,19 +59,34 @@ def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     return cv2.cvtColor(decode_bgr(data, name=name), cv2.COLOR_BGR2RGB)
 
 
-def decode_tensor(feature, dtype, *, rows: int | None = None) -> np.ndarray:
-    """Decodes an undecoded TFDS ZLIB tensor `{"shape": [H, W], "value": bytes}` to [H', W].
+def decode_tensor(feature, dtype, *, rows: int | None = None, window=None) -> np.ndarray:
+    """Decodes an undecoded TFDS ZLIB tensor `{"shape": [H, W], "value": bytes}` to `dtype`.
+
+    The stored dtype is `feature["dtype"]` (`datasets.raw_source` adds it: density maps are float16
+    since builder version 1.1.0, float32 before), else `dtype`; the result is cast to `dtype` after
+    cropping, so only the kept pixels are converted.
 
     Args:
-      feature: the feature as read with `tfds.decode.SkipDecoding()`.
-      dtype: stored dtype (float32 for density, uint8 for label maps).
+      feature: the feature as read with `datasets.raw_source` (or `tfds.decode.SkipDecoding()`).
+      dtype: wanted dtype (float32 for density, uint8 for label maps).
       rows: decode only the first `rows` rows (a prefix of the stream: less work).
+      window: `(y0, x0, h, w)`: decode the rows up to y0 + h and return that window only.
+
+    Returns:
+      [min(rows, H), W] of `dtype`, or [h, w] with `window`.
     """
+    stored = np.dtype(feature.get("dtype", dtype))
     shape = tuple(int(s) for s in feature["shape"])
-    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * np.dtype(dtype).itemsize
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * stored.itemsize
+    if window is not None:
+        rows = window[0] + window[2]
     rows = shape[0] if rows is None else min(int(rows), shape[0])
     buf = zlib.decompressobj().decompress(feature["value"], rows * row_bytes)
-    return np.frombuffer(buf, dtype).reshape((rows,) + shape[1:])
+    out = np.frombuffer(buf, stored).reshape((rows,) + shape[1:])
+    if window is not None:
+        y0, x0, h, w = window
+        out = out[y0 : y0 + h, x0 : x0 + w]
+    return out if out.dtype == dtype else out.astype(dtype)
 
 
 def random_window(
@@ -489,8 +504,7 @@ class TrainTransform:
         if rescaled or self.regenerate:
             density = density_crop(points, (hs, ws), window, **dataclasses.asdict(self.kernel))
         else:
-            density = decode_tensor(record["density"], np.float32, rows=y0 + h)
-            density = density[y0:, x0 : x0 + w]
+            density = decode_tensor(record["density"], np.float32, window=window)
         maps = {"density": density}
         if self.distance_edges is not None:
             if rescaled:

@@ -109,7 +109,20 @@ def read_split(builder, split: str) -> dict[str, dict]:
     return out
 
 
-def check_example(ex, points, recipe, *, rtol: float = 1e-4) -> None:
+# Stored density maps are float16 (`tfds_builders.base.DensityMap`), read as float32: each value is
+# the float32 map rounded to float16, so within 2^-11 of it (relative, normal range) or 2^-25
+# (absolute: half the subnormal step, below 6.1e-5).
+F16_RTOL, F16_ATOL = 2.0**-11, 2.0**-25
+
+
+def assert_stored_density(density, want) -> None:
+    """`density` (as read) is float32 and equals `want` (float32 map) up to float16 rounding."""
+    density = np.asarray(density)
+    assert density.dtype == np.float32
+    np.testing.assert_allclose(density, want, rtol=F16_RTOL, atol=F16_ATOL)
+
+
+def check_example(ex, points, recipe) -> None:
     """Common checks: points, count, shapes, and both ground-truth maps whole, against the maps
     that the builder config's recipe (kernel, distance edges) gives for the stored points."""
     image = np.asarray(ex["image"])
@@ -120,11 +133,15 @@ def check_example(ex, points, recipe, *, rtol: float = 1e-4) -> None:
     assert int(ex["count"]) == len(got)
     density = np.asarray(ex["density"])
     assert density.shape == (h, w) and density.dtype == np.float32
-    np.testing.assert_allclose(density.sum(dtype=np.float64), len(got), rtol=rtol, atol=1e-6)
+    # Sum of the per-pixel float16 bounds (plus the float32 map's own 1e-5): a map concentrated on
+    # a few pixels can be off by 2^-11 of the count (measured on real ShanghaiTech B: <= 9e-6).
+    np.testing.assert_allclose(
+        density.sum(dtype=np.float64), len(got), rtol=F16_RTOL + 1e-5, atol=h * w * F16_ATOL
+    )
     want = labels.density_map(
         got, (h, w), sigma=recipe.sigma, adaptive=recipe.adaptive, beta=recipe.beta, k=recipe.k
     )
-    np.testing.assert_allclose(density, want, rtol=0, atol=1e-6)
+    assert_stored_density(density, want)
     classes = np.asarray(ex["distance_label"])
     assert classes.shape == (h, w) and classes.dtype == np.uint8
     want = labels.distance_label_map(got, (h, w), edges=recipe.distance_edges)

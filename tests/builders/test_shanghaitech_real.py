@@ -53,7 +53,8 @@ def test_splits_and_size(built):
     assert {s: builder.info.splits[s].num_examples for s in EXPECTED} == EXPECTED
     assert builder.info.metadata["points_outside_image"] == {"train": 0, "test": 0}
     assert builder.info.metadata["count_mismatch"] == {"train": 0, "test": 0}
-    assert size < 1.5 * 2**30
+    # float16 density maps (builders >= 1.1.0): 244 MiB measured, 414 MiB with float32 maps.
+    assert size < 300 * 2**20
 
 
 def test_every_example_matches_its_mat_file(built):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from crowdjax.data import datasets, io, labels, synthetic
+from tests.builders import fakes
 from tfds_builders import synthetic_crowd as sc
 
 # The style (domain) configs; "tiny" is a small street set for smoke tests.
@@ -80,8 +81,8 @@ def test_build_and_read_back(name, tmp_path):
             np.testing.assert_array_equal(ex["head_radius"], scene.radii)
             assert ex["count"] == len(scene.points)
             np.testing.assert_allclose(ex["density"].sum(), len(scene.points), atol=1e-2)
-            np.testing.assert_allclose(
-                ex["density"], labels.density_map(scene.points, (h, w), sigma=cfg.sigma), atol=1e-6
+            fakes.assert_stored_density(
+                ex["density"], labels.density_map(scene.points, (h, w), sigma=cfg.sigma)
             )
             np.testing.assert_array_equal(
                 ex["distance_label"], labels.distance_label_map(scene.points, (h, w))

@@ -69,6 +69,25 @@ def test_decode_tensor_prefix_rows_equals_full_decode():
     np.testing.assert_array_equal(T.decode_tensor(feature, np.float32, rows=5), array[:5])
 
 
+def test_decode_tensor_reads_the_stored_dtype_and_casts_after_cropping():
+    # float16 maps (builders >= 1.1.0) and float32 ones (1.0.0, or no "dtype" key) both decode.
+    array = np.random.default_rng(0).uniform(0, 0.01, size=(13, 7)).astype(np.float32)
+    half = array.astype(np.float16)
+    f16 = {"shape": np.array([13, 7]), "value": zlib.compress(half.tobytes()), "dtype": half.dtype}
+    f32 = {"shape": np.array([13, 7]), "value": zlib.compress(array.tobytes())}
+    for feature, want in ((f16, half.astype(np.float32)), (f32, array)):
+        whole = T.decode_tensor(feature, np.float32)
+        assert whole.dtype == np.float32
+        np.testing.assert_array_equal(whole, want)
+        np.testing.assert_array_equal(T.decode_tensor(feature, np.float32, rows=4), want[:4])
+        window = T.decode_tensor(feature, np.float32, window=(3, 2, 6, 4))
+        assert window.dtype == np.float32
+        np.testing.assert_array_equal(window, want[3:9, 2:6])
+    # A window at the border is cut by the map, as slicing is.
+    border = T.decode_tensor(f16, np.float32, window=(10, 5, 8, 8))
+    np.testing.assert_array_equal(border, half[10:, 5:].astype(np.float32))
+
+
 def test_crop_points_keeps_exactly_the_points_inside():
     rng = np.random.default_rng(1)
     points = np.concatenate(
