@@ -43,9 +43,13 @@ def draw_points(image: np.ndarray, points: np.ndarray, *, color, marker: str = "
     return out
 
 
-def _caption(image: np.ndarray, text: str) -> np.ndarray:
-    bar = np.full((22, image.shape[1], 3), 255, np.uint8)
-    cv2.putText(bar, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+def _caption(image: np.ndarray, text: str, *, scale: float = 1.0) -> np.ndarray:
+    bar = np.full((round(22 * scale), image.shape[1], 3), 255, np.uint8)
+    origin = (round(4 * scale), round(16 * scale))
+    thickness = max(1, round(scale))
+    cv2.putText(
+        bar, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), thickness, cv2.LINE_AA
+    )
     return np.concatenate([bar, image], 0)
 
 
@@ -84,3 +88,49 @@ def save_density_overlays(records: list[dict], outdir: str, *, peak_threshold: f
         cv2.imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         paths.append(path)
     return paths
+
+
+def prediction_overlay(image: np.ndarray, prediction, *, max_side: int = 1600) -> np.ndarray:
+    """RGB uint8 picture of one prediction (`crowdjax.prediction.Prediction`): the density as a
+    heat map over the image (density methods) or the heads as red dots (localization methods),
+    the count written above it; scaled down so that its long side is at most `max_side`."""
+    h, w = image.shape[:2]
+    factor = min(1.0, max_side / max(h, w))
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA) if factor < 1 else image
+    if prediction.points is not None:
+        picture = draw_points(small, prediction.points * factor, color=(255, 0, 0))
+        label = f"{prediction.count:.0f} people"
+    else:
+        picture = density_overlay(small, prediction.density)
+        label = f"{prediction.count:.1f} people"
+    return _caption(picture, label, scale=max(1.0, picture.shape[1] / 640))
+
+
+def save_rgb(path: str, rgb: np.ndarray) -> None:
+    """Writes an RGB uint8 image (PNG, JPEG, ... by extension); raises OSError if it cannot."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"{path}: could not be written")
+
+
+def count_plot(path: str, frames, counts, *, fps: float, title: str) -> bool:
+    """Count per frame of a video as a PNG line plot (matplotlib, the `plots` extra). Returns
+    False, writing nothing, when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
+    ax.plot(np.asarray(frames, float) / fps, counts, lw=1.5)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("predicted count")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return True
