@@ -22,11 +22,10 @@ CONFIG_FILES = sorted(
     if hasattr(importlib.import_module(f"configs.{name}"), "get_config")
 )
 # A representative tiny run per method family in the default suite; the others under -m slow
-# (AutoScale: localization on TRANCOS end to end; its regression step runs in the 1-vs-8 test).
+# (UOT: the quickstart; AutoScale: localization on TRANCOS end to end).
 DEFAULT_TINY = {
     "quickstart",
     "autoscale_loc_trancos",
-    "uot_nwpu",
     "l2sm_qnrf",
     "asnet_synthetic",
 }

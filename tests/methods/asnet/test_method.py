@@ -256,6 +256,7 @@ def test_coarse_adapt_has_discriminators_and_no_scores():
     assert not any(k.startswith("score_") for k in metrics) and "adv_local" in metrics
 
 
+@pytest.mark.slow  # 33 s in the suite: option switches of the score step (Eq. 9 is tested above).
 def test_scores_after_update_differ_and_subsets_switch_levels():
     batch = _batch(5)
     _, _, before = _step(_config(), batch)

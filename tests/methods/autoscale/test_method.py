@@ -336,6 +336,7 @@ def test_loss_with_l2s_matches_an_independent_recomputation(mode):
     assert bool(new_state["center"]["initialized"])
 
 
+@pytest.mark.slow  # 67 s in the suite: the gradient split by L2S, on top of the loss checks above.
 def test_center_loss_alone_trains_l2s_and_not_the_counting_network():
     config = _config("reg", area_ratio=0.01)
     model = autoscale.make_model(config)
