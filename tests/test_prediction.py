@@ -104,6 +104,7 @@ def test_tiled_count_is_within_one_percent_for_align_corners_upsampling(uot_coun
     assert tiled.count == pytest.approx(whole.count, rel=1e-2)
 
 
+@pytest.mark.slow  # 30 s in the suite; the stitching is tested exactly on UOT above.
 def test_localization_tiled_points_match_whole_image():
     config = autoscale_synthetic.get_config("loc")
     config.model.width = 1 / 16

@@ -11,6 +11,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from configs import quickstart
 from crowdjax import checkpointing, run, trainer
@@ -45,12 +46,20 @@ def test_a_finished_workdir_reruns_and_reports_the_same(tiny_data_dir, tmp_path)
     with open(tmp_path / "metrics.jsonl") as f:
         finals = [(r["split"], r["step"]) for r in map(json.loads, f) if r.get("final")]
     assert sorted(finals) == sorted(set(finals)) and len(finals) == 2  # test and val, once each
+
+
+@pytest.mark.slow  # Two more train.py processes (about 70 s of CPU).
+def test_a_finished_workdir_with_other_eval_settings_is_evaluated_again(tiny_data_dir, tmp_path):
+    args = [*TRAIN, f"--workdir={tmp_path}", f"--config.data.data_dir={tiny_data_dir}"]
+    first = run_script(args)
+    assert first.returncode == 0, first.stderr[-3000:]
     # Other evaluation settings: the stored report no longer applies, it is evaluated again.
     changed = run_script([*args, "--config.eval.peak_threshold=0.5"])
     assert changed.returncode == 0, changed.stderr[-3000:]
     assert "already done" not in changed.stdout and "eval test (" in changed.stdout
 
 
+@pytest.mark.slow  # 97 s in the suite; eval.py on a workdir runs by default in test_configs.
 def test_eval_py_needs_only_the_workdir_of_a_run_with_optimizer_overrides(tiny_data_dir, tmp_path):
     # SGD with weight decay has another optimizer state than the config file's Adam: eval.py
     # reads config.json and restores the variables only.
