@@ -64,6 +64,25 @@ def vgg_stage_names(arch: str, stages: int = 5) -> tuple[str, ...]:
     return tuple(f"conv{s + 1}_{len(st)}" for s, st in enumerate(VGG_STAGES[arch][:stages]))
 
 
+def vgg_stage_convs(x: jax.Array, channels, *, stage: int, dilation: int, dtype) -> jax.Array:
+    """One VGG stage inside a compact module: 3x3 convs (+ ReLU) of `channels`, dilated and
+    padded by `dilation`, named "conv{stage + 1}_{i + 1}" as the importers expect."""
+    d = dilation
+    for i, c in enumerate(channels):
+        x = nn.Conv(
+            c,
+            (3, 3),
+            padding=((d, d), (d, d)),
+            kernel_dilation=(d, d),
+            kernel_init=layers.vgg_kernel_init,
+            dtype=dtype,
+            param_dtype=jnp.float32,
+            name=f"conv{stage + 1}_{i + 1}",
+        )(x)
+        x = nn.relu(x)
+    return x
+
+
 class VGG(nn.Module):
     """VGG feature extractor: 3x3 conv + ReLU stages with optional 2x2 max-pools.
 
@@ -135,18 +154,7 @@ class VGG(nn.Module):
         channels = vgg_channels(self.arch, self.width)
         for s in range(self.stages):
             d = dilations[s]
-            for i, c in enumerate(channels[s]):
-                x = nn.Conv(
-                    c,
-                    (3, 3),
-                    padding=((d, d), (d, d)),
-                    kernel_dilation=(d, d),
-                    kernel_init=layers.vgg_kernel_init,
-                    dtype=self.dtype,
-                    param_dtype=jnp.float32,
-                    name=f"conv{s + 1}_{i + 1}",
-                )(x)
-                x = nn.relu(x)
+            x = vgg_stage_convs(x, channels[s], stage=s, dilation=d, dtype=self.dtype)
             outputs[f"conv{s + 1}_{len(channels[s])}"] = x
             if pools[s]:
                 x = layers.max_pool2d(x, window=2, stride=2, ceil_mode=self.ceil_mode)

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from crowdjax.models import layers
-from crowdjax.models.vgg import VGG, VGG_PRESETS, vgg_channels
+from crowdjax.models.vgg import VGG, VGG_PRESETS, vgg_channels, vgg_stage_convs
 
 HEADS = ("density", "distance")
 LAYOUTS = ("crowdjax", "official")
@@ -92,18 +92,7 @@ class _OfficialLocalizationVGG(nn.Module):
             elif s == 4:
                 x = layers.max_pool2d(x, window=2, stride=1, padding=1)
             d = 2 if s == 4 else 1
-            for i, c in enumerate(channels):
-                x = nn.Conv(
-                    c,
-                    (3, 3),
-                    padding=((d, d), (d, d)),
-                    kernel_dilation=(d, d),
-                    kernel_init=layers.vgg_kernel_init,
-                    dtype=self.dtype,
-                    param_dtype=jnp.float32,
-                    name=f"conv{s + 1}_{i + 1}",
-                )(x)
-                x = nn.relu(x)
+            x = vgg_stage_convs(x, channels, stage=s, dilation=d, dtype=self.dtype)
             stages.append(x)
         return stages
 
