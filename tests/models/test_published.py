@@ -133,22 +133,29 @@ class AutoScaleRegression(nn.Module):
         conv3 = self.frontend[9:16](conv2)
         conv4 = self.frontend[16:23](conv3)
         conv5 = self.backend(conv4)
-        p5 = self.cd5(conv5)
-        d5 = crop(F.interpolate(self.dsn5(F.relu(p5)), scale_factor=8, **_AC), hw)
-        p4_1 = self.cd4(conv4)
-        p4 = F.relu(torch.cat((p4_1, crop(self.rd5(F.relu(p5)), p4_1.shape[2:])), 1))
-        d4 = crop(F.interpolate(self.dsn4(p4), scale_factor=8, **_AC), hw)
-        p3_1 = self.cd3(conv3)
-        p3 = F.relu(torch.cat((p3_1, crop(self.up4(self.rd4(F.relu(p4))), p3_1.shape[2:])), 1))
-        d3 = crop(F.interpolate(self.dsn3(p3), scale_factor=4, **_AC), hw)
-        p2_1 = self.cd2(conv2)
-        p2 = F.relu(torch.cat((p2_1, crop(self.up3(self.rd3(F.relu(p3))), p2_1.shape[2:])), 1))
-        d2 = crop(F.interpolate(self.dsn2(p2), scale_factor=2, **_AC), hw)
+        _, (d2, d3, d4, d5) = top_down(self, conv2, conv3, conv4, conv5, hw)
         d6 = self.dsn6(torch.cat((d2, d3, d4, d5), 1))
         return d6, (d2, d3, d4, d5)
 
 
 _AC = dict(mode="bilinear", align_corners=True)  # nn.UpsamplingBilinear2d
+
+
+def top_down(m, conv2, conv3, conv4, conv5, hw):
+    """Levels 5 .. 2 of the official FPNs (both repos share them): p2 and the side outputs
+    d2 .. d5 upsampled and cropped to `hw`."""
+    p5 = m.cd5(conv5)
+    d5 = crop(F.interpolate(m.dsn5(F.relu(p5)), scale_factor=8, **_AC), hw)
+    p4_1 = m.cd4(conv4)
+    p4 = F.relu(torch.cat((p4_1, crop(m.rd5(F.relu(p5)), p4_1.shape[2:])), 1))
+    d4 = crop(F.interpolate(m.dsn4(p4), scale_factor=8, **_AC), hw)
+    p3_1 = m.cd3(conv3)
+    p3 = F.relu(torch.cat((p3_1, crop(m.up4(m.rd4(F.relu(p4))), p3_1.shape[2:])), 1))
+    d3 = crop(F.interpolate(m.dsn3(p3), scale_factor=4, **_AC), hw)
+    p2_1 = m.cd2(conv2)
+    p2 = F.relu(torch.cat((p2_1, crop(m.up3(m.rd3(F.relu(p3))), p2_1.shape[2:])), 1))
+    d2 = crop(F.interpolate(m.dsn2(p2), scale_factor=2, **_AC), hw)
+    return p2, (d2, d3, d4, d5)
 
 
 class AutoScaleLocalization(nn.Module):
@@ -194,17 +201,7 @@ class AutoScaleLocalization(nn.Module):
         conv3 = self.conv3(conv2)
         conv4 = self.conv4(conv3)
         conv5 = self.conv5(conv4)
-        p5 = self.cd5(conv5)
-        d5 = crop(F.interpolate(self.dsn5(F.relu(p5)), scale_factor=8, **_AC), hw)
-        p4_1 = self.cd4(conv4)
-        p4 = F.relu(torch.cat((p4_1, crop(self.rd5(F.relu(p5)), p4_1.shape[2:])), 1))
-        d4 = crop(F.interpolate(self.dsn4(p4), scale_factor=8, **_AC), hw)
-        p3_1 = self.cd3(conv3)
-        p3 = F.relu(torch.cat((p3_1, crop(self.up4(self.rd4(F.relu(p4))), p3_1.shape[2:])), 1))
-        d3 = crop(F.interpolate(self.dsn3(p3), scale_factor=4, **_AC), hw)
-        p2_1 = self.cd2(conv2)
-        p2 = F.relu(torch.cat((p2_1, crop(self.up3(self.rd3(F.relu(p3))), p2_1.shape[2:])), 1))
-        d2 = crop(F.interpolate(self.dsn2(p2), scale_factor=2, **_AC), hw)
+        p2, (d2, d3, d4, d5) = top_down(self, conv2, conv3, conv4, conv5, hw)
         p1_1 = self.cd1(conv1)
         p1 = F.relu(torch.cat((p1_1, crop(self.up2(self.rd2(F.relu(p2))), p1_1.shape[2:])), 1))
         d1 = crop(self.dsn1(p1), hw)
