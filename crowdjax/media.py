@@ -52,19 +52,13 @@ def decode_rgb(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
     """
     if not data:
         raise io.DataError(f"{name}: empty file")
-    buf = np.frombuffer(data, np.uint8)
-    raw = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    # One decode: COLOR makes gray and alpha images 3-channel BGR and applies the EXIF
+    # orientation (UNCHANGED would not); ANYDEPTH keeps 16 bits for `to_rgb`'s 1/257 scaling.
+    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if raw is None or raw.size == 0:
         raise io.DataError(f"{name}: corrupt or unreadable image")
-    if raw.dtype == np.uint8 and raw.ndim == 3 and raw.shape[2] == 3:
-        # IMREAD_UNCHANGED ignores EXIF orientation; IMREAD_COLOR applies it.
-        upright = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        if upright is not None:
-            raw = upright
-    elif raw.dtype not in (np.uint8, np.uint16):
+    if raw.dtype not in (np.uint8, np.uint16):
         raise io.DataError(f"{name}: unsupported image type {raw.dtype} (use 8 or 16 bits)")
-    if raw.ndim == 3 and raw.shape[2] == 2:  # Gray + alpha.
-        raw = raw[..., 0]
     return io.to_rgb(raw, name=name)
 
 
