@@ -134,6 +134,7 @@ class Counter:
       variables: {"params", **model_state} of the model.
       max_pixels: the most pixels one forward pass sees (the memory bound).
       margin: context (px) each window keeps around its core.
+      setup: the config's `run.Setup` on one device, if already built.
     """
 
     def __init__(
@@ -143,9 +144,10 @@ class Counter:
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         margin: int = DEFAULT_MARGIN,
+        setup: run.Setup | None = None,
     ):
         self.config = config
-        self.setup = run.Setup(config, devices=jax.devices()[:1])
+        self.setup = setup or run.Setup(config, devices=jax.devices()[:1])
         self.method = self.setup.method
         self.stride = int(self.setup.output_stride)
         # Padded sizes: multiples of the evaluation pipeline's and of the stride.
@@ -180,7 +182,7 @@ class Counter:
             )
         else:
             variables, info = checkpointing.restore_variables(checkpoint, abstract, prefer=prefer)
-        counter = cls(config, variables, **kwargs)
+        counter = cls(config, variables, setup=setup, **kwargs)
         counter.checkpoint_info = info
         return counter
 
@@ -275,8 +277,8 @@ class Counter:
             }
             for key, value in spatial.items():
                 if key not in stitched:
-                    stitched[key] = np.zeros((padded[0] // s, padded[1] // s) + value.shape[2:])
-                    stitched[key] = stitched[key].astype(value.dtype)
+                    shape = (padded[0] // s, padded[1] // s) + value.shape[2:]
+                    stitched[key] = np.zeros(shape, value.dtype)
                 stitched[key][cy0 // s : cy1 // s, cx0 // s : cx1 // s] = value[
                     (cy0 - win.y) // s : (cy1 - win.y) // s, (cx0 - win.x) // s : (cx1 - win.x) // s
                 ]
