@@ -9,13 +9,14 @@ The run's resolved config is read from `<workdir>/config.json` unless `--config`
 the checkpoint's variables are restored (never its optimizer state), so a run trained with any
 optimizer overrides evaluates from its workdir alone. By default the best checkpoint is
 evaluated, the one train.py's final evaluation reports. Writes `<workdir>/eval_<prefix>.json`
-(and `images_<prefix>/*.png` with --save_images).
+(and `images_<prefix>/*.png` with --save_images), and appends its log to `<workdir>/log.txt`
+(`-v 0` shows the libraries' INFO lines on the console too; see `crowdjax.console`).
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import evaluation, run
+from crowdjax import console, evaluation, run
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (default: the workdir's config.json).", lock_config=True
@@ -35,6 +36,7 @@ flags.mark_flags_as_required(["workdir"])
 def main(argv):
     del argv
     config = _CONFIG.value if _CONFIG.value is not None else run.load_config(_WORKDIR.value)
+    console.setup(_WORKDIR.value, process_id=config.distributed.process_id)
     evaluation.evaluate_checkpoint(
         config,
         _WORKDIR.value,

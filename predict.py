@@ -13,6 +13,8 @@ checkpoint unless `--config` is given (required for a published PyTorch file). W
   overlays/<name>.png       the density as a heat map, or the heads, over the image, with the count
   videos/<name>.mp4         each counted frame annotated; videos/<name>_counts.png: count per frame
   failed.json               the inputs that could not be read, and why
+  log.txt                   the full log, libraries' INFO lines included (the console shows
+                            them with -v 0; see `crowdjax.console`)
 Images larger than `--max_pixels` run in overlapping windows (see `crowdjax.prediction`). A file
 that cannot be read is reported and skipped; the command then ends with a summary and exit
 status 1.
@@ -26,10 +28,10 @@ import os
 import sys
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import media, prediction, visualize
+from crowdjax import console, media, prediction, visualize
 from crowdjax.data import io
 from crowdjax.metric_writers import log
 
@@ -184,10 +186,10 @@ def _write_tables(output: str, rows: list[dict], failures: list[dict]) -> None:
 
 
 def main(argv):
-    logging.set_verbosity(logging.WARNING)  # Orbax logs every restore step at INFO.
     inputs = argv[1:]
     if not inputs:
         raise app.UsageError("name at least one image, folder or video")
+    console.setup(_OUTPUT.value)
     counter = prediction.Counter.load(
         _CHECKPOINT.value,
         config=_CONFIG.value,

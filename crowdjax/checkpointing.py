@@ -35,7 +35,9 @@ def _save_args(state: TrainState) -> ocp.args.Composite:
 
 
 def _read_only(directory: str) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+    # The options orbax would otherwise reset, with a warning each, for a read-only manager.
+    options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
+    return ocp.CheckpointManager(directory, options=options)
 
 
 class Checkpoints:

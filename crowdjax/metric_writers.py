@@ -1,4 +1,5 @@
-"""Metrics to a JSON-lines file (and TensorBoard when installed), and the progress line.
+"""Metrics to a JSON-lines file (and TensorBoard when installed), the progress line, and `log`,
+which prints a line of the run (`crowdjax.console` decides what else the console shows).
 
 clu's writers need TensorFlow, so the workdir gets `metrics.jsonl`: one JSON object per line with
 `step`, `split` and every logged value. Only process 0 writes.
@@ -7,12 +8,13 @@ clu's writers need TensorFlow, so the workdir gets `metrics.jsonl`: one JSON obj
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 
 import jax
 import numpy as np
+
+from crowdjax import console
 
 
 def _tensorboard_writer(logdir: str):
@@ -109,7 +111,8 @@ def _duration(seconds: float) -> str:
 
 
 def log(message: str) -> None:
-    """Prints on process 0 only (progress lines go to stdout; everything else to logging)."""
+    """Prints a line of the run (progress, evaluations, reports) on process 0, and appends it to
+    the log file once `console.setup` has opened one."""
     if jax.process_index() == 0:
         print(message, flush=True)
-        logging.debug(message)
+        console.LINES.info(message, stacklevel=2)  # Names the caller's file in the log.
