@@ -29,9 +29,9 @@ def _in_log(text: str, *, level: str, file: str, message: str) -> bool:
 @pytest.fixture
 def restore_logging():
     """Puts back what `console.setup` changes in this process's logging."""
-    absl_handler = absl_logging.get_absl_handler()
+    absl_handler, absl_logger = absl_logging.get_absl_handler(), absl_logging.get_absl_logger()
     root, lines = logging.root.handlers[:], console.LINES.handlers[:]
-    levels = logging.root.level, absl_handler.level
+    levels = logging.root.level, absl_handler.level, absl_logger.level
     filters = absl_handler.filters[:]
     yield
     for handler in set(logging.root.handlers + console.LINES.handlers) - set(root + lines):
@@ -39,6 +39,7 @@ def restore_logging():
     logging.root.handlers[:], console.LINES.handlers[:] = root, lines
     logging.root.setLevel(levels[0])
     absl_handler.setLevel(levels[1])
+    absl_logger.setLevel(levels[2])
     absl_handler.filters[:] = filters
     logging.captureWarnings(False)
 
