@@ -19,17 +19,34 @@ from configs import common
 
 MODES = {"reg": "autoscale_reg", "loc": "autoscale_loc"}
 
+# Fixed Gaussian sigma (px) per data set (Sec 4.2; TRANCOS and the synthetic crowds: ours), used
+# by the data pipeline and the online GT of the rescaled regions.
+SIGMA = {
+    "sha": 4.0,
+    "shb": 8.0,
+    "qnrf": 8.0,
+    "nwpu": 6.0,
+    "jhu": 8.0,
+    "trancos": 10.0,
+    "synthetic": 4.0,
+}
+# Training crop (px) per data set; others take the library's default.
+CROP = {"sha": 384, "shb": 512, "qnrf": 512, "nwpu": 512, "jhu": 512, "trancos": 384}
+
 
 def autoscale_config(
     mode: str, dataset: str, *, max_points: int = 4096, epochs: int = 200
 ) -> ml_collections.ConfigDict:
     """mode: "reg" (density regression) or "loc" (localization by distance-label maps); dataset:
-    a data set of the catalog (`configs/datasets.py`, e.g. "shb"), whose sigma and crop it uses."""
+    a data set of the catalog (`configs/datasets.py`, e.g. "shb") with a sigma in `SIGMA`."""
     config = common.base_config()
     config.method = MODES[mode]
-    facts = common.use_dataset(config, dataset, family="autoscale")
+    facts = common.use_dataset(config, dataset)
+    config.data.crop_size = CROP.get(dataset, config.data.crop_size)
     train_images = facts.training_images(config.data.holdout_fraction)
-    sigma = facts.sigma["autoscale"]
+    if dataset not in SIGMA:
+        raise ValueError(f"no AutoScale Gaussian sigma for {dataset!r}; add it to SIGMA")
+    sigma = SIGMA[dataset]
     config.data.hflip = True
     config.data.scale_range = (0.8, 1.2)
     config.data.max_points = max_points

@@ -13,9 +13,9 @@ ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
 FPN baseline without L2S (ablation): --config.model.use_l2s=False.
 """
 
-from configs import autoscale_common
+from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
     config = autoscale_common.autoscale_config("reg", "qnrf")
-    return autoscale_common.make_tiny(config) if variant == "tiny" else config
+    return autoscale_common.make_tiny(config) if common.is_tiny(variant) else config

@@ -10,11 +10,13 @@ Table 1's fine-tuning rates, and the center S is updated every 50 steps (one epo
 batch 8). Variants: "reg" (default), "loc", and "tiny" (with either) for the tests.
 """
 
-from configs import autoscale_common
+from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    options = {v for v in variant.split(",") if v}
+    options = common.variant_options(variant, ("reg", "loc", "tiny"))
+    if {"reg", "loc"} <= set(options):
+        raise ValueError(f"choose reg or loc, not both: {variant!r}")
     mode = "loc" if "loc" in options else "reg"
     config = autoscale_common.autoscale_config(mode, "synthetic", max_points=1024)
     config.data.crop_size = 128

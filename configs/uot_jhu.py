@@ -17,4 +17,4 @@ from configs.uot_common import uot_config
 
 def get_config(variant: str = ""):
     config = uot_config("jhu")
-    return common.make_tiny(config) if variant == "tiny" else config
+    return common.make_tiny(config) if common.is_tiny(variant) else config

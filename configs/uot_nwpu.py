@@ -18,4 +18,4 @@ from configs.uot_common import uot_config
 def get_config(variant: str = ""):
     config = uot_config("nwpu")
     del config.evals["test"]  # Unlabelled: scored by the NWPU server only.
-    return common.make_tiny(config) if variant == "tiny" else config
+    return common.make_tiny(config) if common.is_tiny(variant) else config
