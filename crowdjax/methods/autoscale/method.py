@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import labels, online_gt, pipeline
+from crowdjax.data import labels, online_gt
 from crowdjax.losses import center as center_lib
 from crowdjax.losses import dce as dce_lib
 from crowdjax.losses import density as density_lib
@@ -79,7 +79,7 @@ def make_model(config) -> AutoScaleNet:
         use_l2s=_use_l2s(config),
         feature_stride=config.model.feature_stride,
         l2s_output=config.model.l2s_output,
-        fpn_layout=config.model.get("fpn_layout", "crowdjax"),
+        fpn_layout=config.model.fpn_layout,
         input_convention=importers.model_input_convention(config.model.pretrained),
         dtype=layers.compute_dtype(config.model.dtype),
     )
@@ -97,8 +97,8 @@ def initial_center_state(config) -> dict:
     }
 
 
-def init_variables(model, rng, config):
-    h, w = pipeline.crop_shape(config.data)
+def init_variables(model, rng, config, *, input_shape):
+    h, w = input_shape
     variables = model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all)
     variables = dict(variables)
     if _use_l2s(config):
