@@ -17,6 +17,6 @@ from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config("loc", "nwpu")
+    config = autoscale_common.autoscale_config("localization", "nwpu")
     del config.evals["test"]  # Unlabelled: scored by the NWPU server only.
     return autoscale_common.make_tiny(config) if common.is_tiny(variant) else config

@@ -17,5 +17,5 @@ from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config("loc", "shb")
+    config = autoscale_common.autoscale_config("localization", "shb")
     return autoscale_common.make_tiny(config) if common.is_tiny(variant) else config

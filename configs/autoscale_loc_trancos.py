@@ -19,5 +19,5 @@ from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config("loc", "trancos", max_points=1024)
+    config = autoscale_common.autoscale_config("localization", "trancos", max_points=1024)
     return autoscale_common.make_tiny(config) if common.is_tiny(variant) else config

@@ -17,5 +17,5 @@ from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config("reg", "sha")
+    config = autoscale_common.autoscale_config("regression", "sha")
     return autoscale_common.make_tiny(config) if common.is_tiny(variant) else config

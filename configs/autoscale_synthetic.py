@@ -17,8 +17,8 @@ def get_config(variant: str = ""):
     options = common.variant_options(variant, ("reg", "loc", "tiny"))
     if {"reg", "loc"} <= set(options):
         raise ValueError(f"choose reg or loc, not both: {variant!r}")
-    mode = "loc" if "loc" in options else "reg"
-    config = autoscale_common.autoscale_config(mode, "synthetic", max_points=1024)
+    head = "localization" if "loc" in options else "regression"
+    config = autoscale_common.autoscale_config(head, "synthetic", max_points=1024)
     config.data.crop_size = 128
     config.data.scale_range = (1.0, 1.0)
     config.model.width = 1 / 8
