@@ -1,4 +1,5 @@
-"""AutoScale localization on JHU-Crowd++ (sizes, sigma, crop: configs/datasets.py, "jhu").
+"""AutoScale localization on JHU-Crowd++ (sizes: configs/datasets.py, "jhu";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_loc_jhu.py --workdir=workdirs/autoscale_loc_jhu
   python eval.py --workdir=workdirs/autoscale_loc_jhu

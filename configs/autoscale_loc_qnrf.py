@@ -1,4 +1,5 @@
-"""AutoScale localization on UCF-QNRF (sizes, sigma, crop: configs/datasets.py, "qnrf").
+"""AutoScale localization on UCF-QNRF (sizes: configs/datasets.py, "qnrf";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_loc_qnrf.py --workdir=workdirs/autoscale_loc_qnrf
   python eval.py --workdir=workdirs/autoscale_loc_qnrf

@@ -1,4 +1,5 @@
-"""AutoScale localization on ShanghaiTech part A (sizes, sigma, crop: configs/datasets.py, "sha").
+"""AutoScale localization on ShanghaiTech part A (sizes: configs/datasets.py, "sha";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_loc_sha.py --workdir=workdirs/autoscale_loc_sha
   python eval.py --workdir=workdirs/autoscale_loc_sha

@@ -1,4 +1,5 @@
-"""AutoScale localization on ShanghaiTech part B (sizes, sigma, crop: configs/datasets.py, "shb").
+"""AutoScale localization on ShanghaiTech part B (sizes: configs/datasets.py, "shb";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_loc_shb.py --workdir=workdirs/autoscale_loc_shb
   python eval.py --workdir=workdirs/autoscale_loc_shb

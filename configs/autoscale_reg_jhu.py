@@ -1,4 +1,5 @@
-"""AutoScale regression on JHU-Crowd++ (sizes, sigma, crop: configs/datasets.py, "jhu").
+"""AutoScale regression on JHU-Crowd++ (sizes: configs/datasets.py, "jhu";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_reg_jhu.py --workdir=workdirs/autoscale_reg_jhu
   python eval.py --workdir=workdirs/autoscale_reg_jhu

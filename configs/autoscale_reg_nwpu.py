@@ -1,4 +1,5 @@
-"""AutoScale regression on NWPU-Crowd (sizes, sigma, crop: configs/datasets.py, "nwpu").
+"""AutoScale regression on NWPU-Crowd (sizes: configs/datasets.py, "nwpu";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_reg_nwpu.py --workdir=workdirs/autoscale_reg_nwpu
   python eval.py --workdir=workdirs/autoscale_reg_nwpu

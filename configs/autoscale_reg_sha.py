@@ -1,4 +1,5 @@
-"""AutoScale regression on ShanghaiTech part A (sizes, sigma, crop: configs/datasets.py, "sha").
+"""AutoScale regression on ShanghaiTech part A (sizes: configs/datasets.py, "sha";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_reg_sha.py --workdir=workdirs/autoscale_reg_sha
   python eval.py --workdir=workdirs/autoscale_reg_sha

@@ -1,4 +1,5 @@
-"""UOT on JHU-Crowd++ (sizes, crop and resize rule: configs/datasets.py, "jhu").
+"""UOT on JHU-Crowd++ (sizes and resize rule: configs/datasets.py, "jhu";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_jhu.py --workdir=workdirs/uot_jhu
   python eval.py --workdir=workdirs/uot_jhu

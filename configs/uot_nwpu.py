@@ -1,4 +1,5 @@
-"""UOT on NWPU-Crowd (sizes, crop and resize rule: configs/datasets.py, "nwpu").
+"""UOT on NWPU-Crowd (sizes and resize rule: configs/datasets.py, "nwpu";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_nwpu.py --workdir=workdirs/uot_nwpu
   python eval.py --workdir=workdirs/uot_nwpu

@@ -1,4 +1,5 @@
-"""UOT on UCF-QNRF (sizes, crop and resize rule: configs/datasets.py, "qnrf").
+"""UOT on UCF-QNRF (sizes and resize rule: configs/datasets.py, "qnrf";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_qnrf.py --workdir=workdirs/uot_qnrf
   python eval.py --workdir=workdirs/uot_qnrf

@@ -1,4 +1,5 @@
-"""UOT on ShanghaiTech part A (sizes, crop and resize rule: configs/datasets.py, "sha").
+"""UOT on ShanghaiTech part A (sizes and resize rule: configs/datasets.py, "sha";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_sha.py --workdir=workdirs/uot_sha
   python eval.py --workdir=workdirs/uot_sha

@@ -1,4 +1,5 @@
-"""UOT on ShanghaiTech part B (sizes, crop and resize rule: configs/datasets.py, "shb").
+"""UOT on ShanghaiTech part B (sizes and resize rule: configs/datasets.py, "shb";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_shb.py --workdir=workdirs/uot_shb
   python eval.py --workdir=workdirs/uot_shb
