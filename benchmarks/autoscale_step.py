@@ -63,7 +63,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args()
 
-    config = autoscale_common.autoscale_config(args.mode, "synthetic")  # sigma 4
+    head = {"reg": "regression", "loc": "localization"}[args.mode]
+    config = autoscale_common.autoscale_config(head, "synthetic")  # sigma 4
     config.data.crop_size = args.size
     config.model.width = args.width
     config.l2s.area_ratio = 0.01  # Select a region in (almost) every image.

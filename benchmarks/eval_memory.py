@@ -43,7 +43,9 @@ class _Constant(nn.Module):
 STUB = Method(
     name="constant_stub",
     make_model=lambda config: _Constant(),
-    init_variables=lambda model, rng, config: model.init(rng, jnp.zeros((1, 8, 8, 3))),
+    init_variables=lambda model, rng, config, *, input_shape: model.init(
+        rng, jnp.zeros((1, 8, 8, 3))
+    ),
     loss_fn=None,
     predict_fn=lambda variables, images, *, model, config, image_mask=None: model.apply(
         variables, images

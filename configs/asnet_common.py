@@ -44,7 +44,7 @@ def asnet_config(
     """ASNet from `source` to `target` (data sets of `configs/datasets.py`, e.g. "sha", "shb")."""
     config = common.base_config()
     config.method = "asnet"
-    facts = common.use_dataset(config, source, family="asnet")
+    facts = common.use_dataset(config, source)
     target_facts = common.datasets.get(target)
     config.data.target = target_facts.name
     config.data.crop_size = crop
@@ -113,10 +113,7 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def get_variant(make, variant: str) -> ml_collections.ConfigDict:
     """`make()` with the comma-separated options of `variant` applied (see the module doc)."""
-    options = [v for v in variant.split(",") if v]
-    unknown = sorted(set(options) - set(VARIANTS) - {"tiny"})
-    if unknown:
-        raise ValueError(f"unknown options {unknown}; use {VARIANTS} and/or 'tiny'")
+    options = common.variant_options(variant, (*VARIANTS, "tiny"))
     modes = [v for v in options if v in VARIANTS]
     if len(modes) > 1:
         raise ValueError(f"choose one of {VARIANTS}, got {modes}")

@@ -17,24 +17,45 @@ import ml_collections
 
 from configs import common
 
-MODES = {"reg": "autoscale_reg", "loc": "autoscale_loc"}
+# The method of each head (the heads' names as in crowdjax.methods.autoscale.heads).
+METHODS = {"regression": "autoscale_reg", "localization": "autoscale_loc"}
+
+# Fixed Gaussian sigma (px) per data set (Sec 4.2; TRANCOS and the synthetic crowds: ours), used
+# by the data pipeline and the online GT of the rescaled regions.
+SIGMA = {
+    "sha": 4.0,
+    "shb": 8.0,
+    "qnrf": 8.0,
+    "nwpu": 6.0,
+    "jhu": 8.0,
+    "trancos": 10.0,
+    "synthetic": 4.0,
+}
+# Training crop (px) per data set; others take the library's default.
+CROP = {"sha": 384, "shb": 512, "qnrf": 512, "nwpu": 512, "jhu": 512, "trancos": 384}
 
 
 def autoscale_config(
-    mode: str, dataset: str, *, max_points: int = 4096, epochs: int = 200
+    head: str, dataset: str, *, max_points: int = 4096, epochs: int = 200
 ) -> ml_collections.ConfigDict:
-    """mode: "reg" (density regression) or "loc" (localization by distance-label maps); dataset:
-    a data set of the catalog (`configs/datasets.py`, e.g. "shb"), whose sigma and crop it uses."""
+    """head: "regression" (density maps) or "localization" (distance-label maps); dataset:
+    a data set of the catalog (`configs/datasets.py`, e.g. "shb") with a sigma in `SIGMA`."""
     config = common.base_config()
-    config.method = MODES[mode]
-    facts = common.use_dataset(config, dataset, family="autoscale")
+    if head not in METHODS:
+        raise ValueError(f"unknown AutoScale head {head!r}; choose from {tuple(METHODS)}")
+    config.method = METHODS[head]
+    regression = head == "regression"
+    facts = common.use_dataset(config, dataset)
+    config.data.crop_size = CROP.get(dataset, config.data.crop_size)
     train_images = facts.training_images(config.data.holdout_fraction)
-    sigma = facts.sigma["autoscale"]
+    if dataset not in SIGMA:
+        raise ValueError(f"no AutoScale Gaussian sigma for {dataset!r}; add it to SIGMA")
+    sigma = SIGMA[dataset]
     config.data.hflip = True
     config.data.scale_range = (0.8, 1.2)
     config.data.max_points = max_points
     config.data.density_sigma = sigma  # Fixed Gaussian per data set; also the online GT kernel.
-    config.data.with_distance_label = mode == "loc"
+    config.data.with_distance_label = not regression
 
     config.model.use_l2s = True  # False: the FPN baseline of the ablation.
     config.model.feature_stride = 1  # Stride of the L2S feature (reference: full resolution).
@@ -46,14 +67,14 @@ def autoscale_config(
     config.loss = ml_collections.ConfigDict()
     config.loss.distance_edges = ()  # () = the builder's / paper's 11 class edges.
     config.loss.reduction = "sum"  # Sum over pixels, as Eq. 5 and Eq. 7.
-    config.loss.side_weight = 0.0 if mode == "reg" else 1.0  # Deep supervision of side outputs.
+    config.loss.side_weight = 0.0 if regression else 1.0  # Deep supervision of side outputs.
     config.loss.classification = "dce"  # "dce" (Eq. 7), "ce" or "focal" (Table 12).
     config.loss.focal_gamma = 2.0
     config.loss.dce_weight_gradient = False  # The DCE weight is a coefficient (stop-gradient).
     config.loss.center_weight = 1.0  # lambda of Eq. 6 / Eq. 8.
 
     config.l2s = ml_collections.ConfigDict()
-    config.l2s.area_ratio = 0.1 if mode == "reg" else 0.02  # J: skip smaller dense boxes.
+    config.l2s.area_ratio = 0.1 if regression else 0.02  # J: skip smaller dense boxes.
     config.l2s.factor = 2.0  # Regression: dense = density above 2 x its mean.
     config.l2s.max_class = 8  # Localization: dense = predicted class below 8.
     config.l2s.connectivity = 8
@@ -66,7 +87,7 @@ def autoscale_config(
     config.l2s.rescale_gradient = False  # The rescaled loss does not train r.
 
     config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-7 if mode == "reg" else 1e-4
+    config.optimizer.learning_rate = 1e-7 if regression else 1e-4
     config.optimizer.weight_decay = 5e-4
 
     config.train.global_batch_size = 1

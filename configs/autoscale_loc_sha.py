@@ -1,4 +1,5 @@
-"""AutoScale localization on ShanghaiTech part A (sizes, sigma, crop: configs/datasets.py, "sha").
+"""AutoScale localization on ShanghaiTech part A (sizes: configs/datasets.py, "sha";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_loc_sha.py --workdir=workdirs/autoscale_loc_sha
   python eval.py --workdir=workdirs/autoscale_loc_sha
@@ -13,9 +14,9 @@ ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
 FPN baseline without L2S (ablation): --config.model.use_l2s=False.
 """
 
-from configs import autoscale_common
+from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config("loc", "sha")
-    return autoscale_common.make_tiny(config) if variant == "tiny" else config
+    config = autoscale_common.autoscale_config("localization", "sha")
+    return autoscale_common.make_tiny(config) if common.is_tiny(variant) else config

@@ -15,9 +15,9 @@ Distance classes as for heads (vehicles are larger: the minima may be kept up to
 with --config.eval.minima_max_class).
 """
 
-from configs import autoscale_common
+from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config("loc", "trancos", max_points=1024)
-    return autoscale_common.make_tiny(config) if variant == "tiny" else config
+    config = autoscale_common.autoscale_config("localization", "trancos", max_points=1024)
+    return autoscale_common.make_tiny(config) if common.is_tiny(variant) else config

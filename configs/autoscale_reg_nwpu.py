@@ -1,4 +1,5 @@
-"""AutoScale regression on NWPU-Crowd (sizes, sigma, crop: configs/datasets.py, "nwpu").
+"""AutoScale regression on NWPU-Crowd (sizes: configs/datasets.py, "nwpu";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_reg_nwpu.py --workdir=workdirs/autoscale_reg_nwpu
   python eval.py --workdir=workdirs/autoscale_reg_nwpu
@@ -13,10 +14,10 @@ ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
 FPN baseline without L2S (ablation): --config.model.use_l2s=False.
 """
 
-from configs import autoscale_common
+from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config("reg", "nwpu")
+    config = autoscale_common.autoscale_config("regression", "nwpu")
     del config.evals["test"]  # Unlabelled: scored by the NWPU server only.
-    return autoscale_common.make_tiny(config) if variant == "tiny" else config
+    return autoscale_common.make_tiny(config) if common.is_tiny(variant) else config

@@ -1,4 +1,5 @@
-"""AutoScale regression on ShanghaiTech part B (sizes, sigma, crop: configs/datasets.py, "shb").
+"""AutoScale regression on ShanghaiTech part B (sizes: configs/datasets.py, "shb";
+sigma and crop: configs/autoscale_common.py).
 
   python train.py --config=configs/autoscale_reg_shb.py --workdir=workdirs/autoscale_reg_shb
   python eval.py --workdir=workdirs/autoscale_reg_shb
@@ -13,9 +14,9 @@ ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
 FPN baseline without L2S (ablation): --config.model.use_l2s=False.
 """
 
-from configs import autoscale_common
+from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    config = autoscale_common.autoscale_config("reg", "shb")
-    return autoscale_common.make_tiny(config) if variant == "tiny" else config
+    config = autoscale_common.autoscale_config("regression", "shb")
+    return autoscale_common.make_tiny(config) if common.is_tiny(variant) else config

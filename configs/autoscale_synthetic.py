@@ -10,13 +10,15 @@ Table 1's fine-tuning rates, and the center S is updated every 50 steps (one epo
 batch 8). Variants: "reg" (default), "loc", and "tiny" (with either) for the tests.
 """
 
-from configs import autoscale_common
+from configs import autoscale_common, common
 
 
 def get_config(variant: str = ""):
-    options = {v for v in variant.split(",") if v}
-    mode = "loc" if "loc" in options else "reg"
-    config = autoscale_common.autoscale_config(mode, "synthetic", max_points=1024)
+    options = common.variant_options(variant, ("reg", "loc", "tiny"))
+    if {"reg", "loc"} <= set(options):
+        raise ValueError(f"choose reg or loc, not both: {variant!r}")
+    head = "localization" if "loc" in options else "regression"
+    config = autoscale_common.autoscale_config(head, "synthetic", max_points=1024)
     config.data.crop_size = 128
     config.data.scale_range = (1.0, 1.0)
     config.model.width = 1 / 8

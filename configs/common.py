@@ -2,10 +2,14 @@
 `crowdjax.data.pipeline.default_data_config`, optimizer defaults in
 `crowdjax.optimizers.default_optimizer_config`), and the code reads fields without defaults of
 its own. Every config file is plain Python: `get_config(variant)` returns a ConfigDict;
-`variant="tiny"` shrinks the run (tiny model, synthetic data, a few steps) for tests.
+`variant="tiny"` shrinks the run (tiny model, synthetic data, a few steps) for tests; a variant
+that a file does not have is refused (`variant_options`). Older runs' `config.json` files are
+brought up to this schema by `crowdjax.config_migration.upgrade`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import ml_collections
 
@@ -73,14 +77,39 @@ def base_config() -> ml_collections.ConfigDict:
     return config
 
 
-def use_dataset(config, key: str, *, family: str) -> datasets.DatasetFacts:
-    """Points `config.data` at a data set of the catalog (`configs/datasets.py`): its name,
-    holdout mode and the crop of the method family; returns its facts."""
+def variant_options(variant: str, known: Iterable[str]) -> list[str]:
+    """The comma-separated options of a config variant (`--config=<file>:<variant>`).
+
+    Args:
+      variant: e.g. "", "tiny" or "loc,tiny".
+      known: the options the config file has.
+
+    Raises:
+      ValueError: an option the file does not have (a typo would otherwise run the paper's full
+        schedule); the message lists the options it has.
+    """
+    known = tuple(known)
+    options = [v for v in variant.split(",") if v]
+    unknown = [v for v in options if v not in known]
+    if unknown:
+        raise ValueError(
+            f"unknown config variant {variant!r} ({', '.join(unknown)}); this config file has "
+            f"the variants {', '.join(known)} (comma-separated) or none"
+        )
+    return options
+
+
+def is_tiny(variant: str) -> bool:
+    """Whether `variant` asks for the tiny run, in a config file whose only variant is "tiny"."""
+    return "tiny" in variant_options(variant, ("tiny",))
+
+
+def use_dataset(config, key: str) -> datasets.DatasetFacts:
+    """Points `config.data` at a data set of the catalog (`configs/datasets.py`): its name and
+    holdout mode; returns its facts."""
     facts = datasets.get(key)
     config.data.name = facts.name
     config.data.holdout_mode = facts.holdout_mode
-    if family in facts.crop:
-        config.data.crop_size = facts.crop[family]
     return facts
 
 

@@ -3,15 +3,19 @@
 Split sizes are those of the official releases (the builders check them against the files).
 `validation` is the size of an official validation split; where there is none (None), the
 engine holds `data.holdout_fraction` of the training split out for model selection (see
-`crowdjax.data.splits`), so a run trains on `training_images(...)` images. Gaussian sigmas and
-crop sizes are per method family, as each paper states them (METHODS.md); resize rules are applied
-by the builders and repeated here for the docs. Your own data sets (`user_crowd/<name>`) are not
-listed: `get` reads their facts from the prepared data (`user_facts`).
+`crowdjax.data.splits`), so a run trains on `training_images(...)` images. Resize rules are
+applied by the builders and repeated here for the docs. What a method sets per data set (its
+crop, its paper's Gaussian sigma) lives with the method's configs (e.g. `configs/uot_common.py`).
+Your own data sets (`user_crowd/<name>`) are not listed: `get` reads their facts from the
+prepared data (`user_facts`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+
+from crowdjax.data import datasets as data_sources
+from crowdjax.data import splits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,9 +26,6 @@ class DatasetFacts:
       name: the data set, `builder[/config]`.
       train, test: official split sizes (images).
       validation: official validation split size, or None (held out of train).
-      sigma: fixed Gaussian sigma (px) per method family ("autoscale", ...); missing: the
-        builder's kernel.
-      crop: training crop (px) per method family.
       resize: the builder's resize rule (documentation).
       holdout_mode: "random" images, or a "block" of consecutive frames (video data sets, whose
         neighbouring frames are near duplicates).
@@ -35,8 +36,6 @@ class DatasetFacts:
     train: int
     test: int
     validation: int | None = None
-    sigma: dict = dataclasses.field(default_factory=dict)
-    crop: dict = dataclasses.field(default_factory=dict)
     resize: str = "none"
     holdout_mode: str = "random"
     public_test: bool = True
@@ -45,7 +44,7 @@ class DatasetFacts:
         """Images in the training stream: all of train, or train without its held-out part."""
         if self.validation is not None or holdout_fraction <= 0:
             return self.train
-        return self.train - min(max(1, round(holdout_fraction * self.train)), self.train - 1)
+        return self.train - splits.holdout_size(self.train, holdout_fraction)
 
 
 DATASETS = {
@@ -53,23 +52,17 @@ DATASETS = {
         "shanghaitech/part_a",
         train=300,
         test=182,
-        sigma={"autoscale": 4.0},
-        crop={"uot": 256, "autoscale": 384},
         resize="none (geometry-adaptive kernels, beta 0.3, k 3)",
     ),
     "shb": DatasetFacts(
         "shanghaitech/part_b",
         train=400,
         test=316,
-        sigma={"autoscale": 8.0},
-        crop={"uot": 512, "autoscale": 512},
     ),
     "qnrf": DatasetFacts(
         "ucf_qnrf",
         train=1201,
         test=334,
-        sigma={"autoscale": 8.0},
-        crop={"uot": 512, "autoscale": 512},
         resize="short side >= 512, long side <= 2048",
     ),
     "nwpu": DatasetFacts(
@@ -77,8 +70,6 @@ DATASETS = {
         train=3109,
         validation=500,
         test=1500,
-        sigma={"autoscale": 6.0},
-        crop={"uot": 384, "autoscale": 512},
         resize="short side >= 512, long side <= 2048 (test labels are not public)",
         public_test=False,
     ),
@@ -87,8 +78,6 @@ DATASETS = {
         train=2272,
         validation=500,
         test=1600,
-        sigma={"autoscale": 8.0},
-        crop={"uot": 512, "autoscale": 512},
         resize="short side >= 512, long side <= 2048",
     ),
     "trancos": DatasetFacts(
@@ -96,8 +85,6 @@ DATASETS = {
         train=403,
         validation=420,
         test=421,
-        sigma={"autoscale": 10.0},
-        crop={"autoscale": 384},
     ),
     "mall": DatasetFacts("mall/full", train=800, test=1200, holdout_mode="block"),
     "ucsd": DatasetFacts("ucsd/native", train=800, test=1200, holdout_mode="block"),
@@ -110,9 +97,7 @@ DATASETS = {
         test=3803,
         resize="downscaled by 1/2 to 540 x 960",
     ),
-    "synthetic": DatasetFacts(
-        "synthetic_crowd/street", train=400, validation=50, test=100, sigma={"autoscale": 4.0}
-    ),
+    "synthetic": DatasetFacts("synthetic_crowd/street", train=400, validation=50, test=100),
     "synthetic_night": DatasetFacts("synthetic_crowd/night", train=400, validation=50, test=100),
     "synthetic_stadium": DatasetFacts(
         "synthetic_crowd/stadium", train=400, validation=50, test=100
@@ -127,14 +112,12 @@ def user_facts(name: str, *, data_dir: str | None = None) -> DatasetFacts:
     """The facts of your own data set `user_crowd/<name>` (tfds_builders/user_crowd.py), read from
     its prepared splits: sizes, an official validation split when the folder had one (else it is
     held out of train, as for ShanghaiTech); kernel and resize rule are the folder's (crowd.json),
-    the crop is the method family's default.
+    the crop is the method's default for a data set it does not list.
 
     Raises:
       DataError: the data set is not prepared (the message gives the build command).
     """
-    from crowdjax.data import datasets  # Lazy: the catalog above needs no data set code.
-
-    train = datasets.data_source(name, "train", data_dir=data_dir)  # Raises if not prepared.
+    train = data_sources.data_source(name, "train", data_dir=data_dir)  # Raises if not prepared.
     splits = train.dataset_info.splits
     validation = splits["validation"].num_examples if "validation" in splits else None
     test = splits["test"].num_examples if "test" in splits else 0

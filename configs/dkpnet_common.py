@@ -141,10 +141,10 @@ def get_variant(
 ) -> ml_collections.ConfigDict:
     """`make_config(variant)` for "<variant>[,tiny]", variant one of `allowed` (default: the
     last)."""
-    parts = [p for p in variant.split(",") if p]
+    parts = common.variant_options(variant, (*allowed, "tiny"))
     tiny = "tiny" in parts
     names = [p for p in parts if p != "tiny"]
-    if len(names) > 1 or (names and names[0] not in allowed):
+    if len(names) > 1:
         raise ValueError(f"unknown DKPNet variant {variant!r}; choose one of {allowed} [,tiny]")
     config = make_config(names[0] if names else allowed[-1])
     return make_tiny(config) if tiny else config

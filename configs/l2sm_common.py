@@ -42,12 +42,11 @@ def l2sm_config(dataset: str, *, epochs: int = 300, tiles: int = 1) -> ml_collec
     """L2SM on a data set of the catalog (`configs/datasets.py`, e.g. "shb")."""
     config = common.base_config()
     config.method = "l2sm"
-    facts = common.use_dataset(config, dataset, family="l2sm")
+    facts = common.use_dataset(config, dataset)
     train_images = facts.training_images(config.data.holdout_fraction)
     config.data.whole_image = True  # Sec 4.2: whole images, padded to a few size buckets.
     config.data.train_tiles = tiles
     config.data.train_bucket_multiple = 128
-    config.data.crop_size = 512  # Only the init shape (and the crop option, whole_image=False).
     config.data.hflip = True
     config.data.max_points = MAX_POINTS[dataset]
     config.data.density_sigma = FIXED_SIGMA.get(dataset, 0.0)

@@ -22,4 +22,4 @@ def get_config(variant: str = ""):
     config.data.name = "ucf_qnrf/l2sm"
     config.data.train_buckets = ((576, 1024), (1024, 576), (768, 1024), (1024, 768))
     config.evals.sha_test = common.eval_entry("shanghaitech/part_a", "test")
-    return l2sm_common.make_tiny(config) if variant == "tiny" else config
+    return l2sm_common.make_tiny(config) if common.is_tiny(variant) else config

@@ -25,7 +25,7 @@ def get_config(variant: str = ""):
     config.evals.shb_test = common.eval_entry("shanghaitech/part_b", "test")
     config.evals.ucf_cc_50 = common.eval_entry("ucf_cc_50/clip", ALL_UCF_CC_50)
     config.evals.qnrf_test = common.eval_entry("ucf_qnrf/l2sm", "test")
-    if variant == "tiny":
+    if common.is_tiny(variant):
         config = l2sm_common.make_tiny(config)
         config.evals.ucf_cc_50.split = "test"  # the tiny data has no folds
     return config

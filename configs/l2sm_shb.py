@@ -20,4 +20,4 @@ def get_config(variant: str = ""):
     config = l2sm_common.l2sm_config("shb")
     config.data.train_buckets = ((768, 1024),)
     config.evals.sha_test = common.eval_entry("shanghaitech/part_a", "test")
-    return l2sm_common.make_tiny(config) if variant == "tiny" else config
+    return l2sm_common.make_tiny(config) if common.is_tiny(variant) else config

@@ -8,7 +8,7 @@ From scratch (no ImageNet weights), width 1/8, whole images at batch 8: a larger
 than the paper's fine-tuning rate. Variant "tiny" for the tests.
 """
 
-from configs import l2sm_common
+from configs import common, l2sm_common
 
 
 def get_config(variant: str = ""):
@@ -25,4 +25,4 @@ def get_config(variant: str = ""):
     config.train.eval_every = 200
     config.train.checkpoint_every = 200
     config.eval.global_batch_size = 8
-    return l2sm_common.make_tiny(config) if variant == "tiny" else config
+    return l2sm_common.make_tiny(config) if common.is_tiny(variant) else config

@@ -17,19 +17,23 @@ ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
 
 import ml_collections
 
-from configs import l2sm_common
+from configs import common, l2sm_common
 from crowdjax import cross_validation
 
 FOLDS = tuple(f"fold{k}" for k in range(1, 6))
+TINY_FOLDS = ("test", "train")  # The tiny data's splits; first: train on train, test on test.
 
 
 def get_config(variant: str = ""):
-    options = [v for v in variant.split(",") if v]
+    options = common.variant_options(variant, ("tiny", *FOLDS, *TINY_FOLDS))
     config = l2sm_common.l2sm_config("ucf_cc_50")
     config.cross_validation = ml_collections.ConfigDict({"folds": FOLDS})
     if "tiny" in options:
         config = l2sm_common.make_tiny(config)
-        config.cross_validation.folds = ("test", "train")  # first: train on train, test on test
-    folds = tuple(config.cross_validation.folds)
-    fold = next((o for o in options if o in folds), folds[0])
+        config.cross_validation.folds = TINY_FOLDS
+    chosen = [o for o in options if o != "tiny"]
+    if len(chosen) > 1:
+        raise ValueError(f"choose one fold, got {chosen}")
+    # A fold the config does not have (e.g. "test" without "tiny") is refused by fold_config.
+    fold = chosen[0] if chosen else config.cross_validation.folds[0]
     return cross_validation.fold_config(config, fold)

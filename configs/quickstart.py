@@ -28,4 +28,4 @@ def get_config(variant: str = ""):
     config.train.eval_every = 250
     config.train.checkpoint_every = 250
     config.eval.global_batch_size = 8
-    return common.make_tiny(config) if variant == "tiny" else config
+    return common.make_tiny(config) if common.is_tiny(variant) else config

@@ -6,12 +6,16 @@ import ml_collections
 
 from configs import common
 
+# Training crop (px) per data set; others (e.g. synthetic, your own) take the library's default.
+CROP = {"sha": 256, "shb": 512, "qnrf": 512, "nwpu": 384, "jhu": 512}
+
 
 def uot_config(dataset: str, *, epochs: int = 1000) -> ml_collections.ConfigDict:
-    """UOT on a data set of the catalog (`configs/datasets.py`, e.g. "shb")."""
+    """UOT on a data set of the catalog (`configs/datasets.py`, e.g. "shb"), cropped as `CROP`."""
     config = common.base_config()
     config.method = "uot"
-    facts = common.use_dataset(config, dataset, family="uot")
+    facts = common.use_dataset(config, dataset)
+    config.data.crop_size = CROP.get(dataset, config.data.crop_size)
     train_images = facts.training_images(config.data.holdout_fraction)
     config.data.hflip = True
     config.data.max_points = 4096

@@ -1,4 +1,5 @@
-"""UOT on JHU-Crowd++ (sizes, crop and resize rule: configs/datasets.py, "jhu").
+"""UOT on JHU-Crowd++ (sizes and resize rule: configs/datasets.py, "jhu";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_jhu.py --workdir=workdirs/uot_jhu
   python eval.py --workdir=workdirs/uot_jhu
@@ -17,4 +18,4 @@ from configs.uot_common import uot_config
 
 def get_config(variant: str = ""):
     config = uot_config("jhu")
-    return common.make_tiny(config) if variant == "tiny" else config
+    return common.make_tiny(config) if common.is_tiny(variant) else config

@@ -1,4 +1,5 @@
-"""UOT on NWPU-Crowd (sizes, crop and resize rule: configs/datasets.py, "nwpu").
+"""UOT on NWPU-Crowd (sizes and resize rule: configs/datasets.py, "nwpu";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_nwpu.py --workdir=workdirs/uot_nwpu
   python eval.py --workdir=workdirs/uot_nwpu
@@ -18,4 +19,4 @@ from configs.uot_common import uot_config
 def get_config(variant: str = ""):
     config = uot_config("nwpu")
     del config.evals["test"]  # Unlabelled: scored by the NWPU server only.
-    return common.make_tiny(config) if variant == "tiny" else config
+    return common.make_tiny(config) if common.is_tiny(variant) else config

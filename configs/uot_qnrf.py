@@ -1,4 +1,5 @@
-"""UOT on UCF-QNRF (sizes, crop and resize rule: configs/datasets.py, "qnrf").
+"""UOT on UCF-QNRF (sizes and resize rule: configs/datasets.py, "qnrf";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_qnrf.py --workdir=workdirs/uot_qnrf
   python eval.py --workdir=workdirs/uot_qnrf
@@ -17,4 +18,4 @@ from configs.uot_common import uot_config
 
 def get_config(variant: str = ""):
     config = uot_config("qnrf")
-    return common.make_tiny(config) if variant == "tiny" else config
+    return common.make_tiny(config) if common.is_tiny(variant) else config

@@ -1,4 +1,5 @@
-"""UOT on ShanghaiTech part A (sizes, crop and resize rule: configs/datasets.py, "sha").
+"""UOT on ShanghaiTech part A (sizes and resize rule: configs/datasets.py, "sha";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_sha.py --workdir=workdirs/uot_sha
   python eval.py --workdir=workdirs/uot_sha
@@ -17,4 +18,4 @@ from configs.uot_common import uot_config
 
 def get_config(variant: str = ""):
     config = uot_config("sha")
-    return common.make_tiny(config) if variant == "tiny" else config
+    return common.make_tiny(config) if common.is_tiny(variant) else config

@@ -1,4 +1,5 @@
-"""UOT on ShanghaiTech part B (sizes, crop and resize rule: configs/datasets.py, "shb").
+"""UOT on ShanghaiTech part B (sizes and resize rule: configs/datasets.py, "shb";
+crop: configs/uot_common.py).
 
   python train.py --config=configs/uot_shb.py --workdir=workdirs/uot_shb
   python eval.py --workdir=workdirs/uot_shb
@@ -17,4 +18,4 @@ from configs.uot_common import uot_config
 
 def get_config(variant: str = ""):
     config = uot_config("shb")
-    return common.make_tiny(config) if variant == "tiny" else config
+    return common.make_tiny(config) if common.is_tiny(variant) else config

@@ -159,7 +159,7 @@ class Counter:
                 f"with a {self.margin} px margin; raise it or lower the margin"
             )
         self.max_pixels = int(max_pixels)
-        self.min_short_side = int(config.data.get("min_short_side", 0) or 0)
+        self.min_short_side = int(config.data.min_short_side)
         self.variables = variables
         self._predict = jax.jit(
             functools.partial(

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from crowdjax import registry, sharding
+from crowdjax import config_migration, registry, sharding
+from crowdjax.data import pipeline
 from crowdjax.optimizers import Optimizers
 
 
@@ -70,10 +71,12 @@ def default_train_step(state: TrainState, batch, *, method, model, config, optim
     return new_state, metrics
 
 
-def init_state(method, model, optimizer: Optimizers, config, rng) -> TrainState:
-    """A fresh state: variables from the method's init, optimizer states, the run's rng."""
+def init_state(method, model, optimizer: Optimizers, config, rng, *, input_shape) -> TrainState:
+    """A fresh state: variables from the method's init on an `input_shape` (h, w) image,
+    optimizer states, the run's rng."""
     init_rng, step_rng = jax.random.split(rng)
-    params, model_state = split_variables(dict(method.init_variables(model, init_rng, config)))
+    variables = method.init_variables(model, init_rng, config, input_shape=input_shape)
+    params, model_state = split_variables(dict(variables))
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -110,7 +113,16 @@ class Setup:
         )
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharded(self.mesh)
-        init = functools.partial(init_state, self.method, self.model, self.optimizer, config)
+        # Computed once here: every method initialises its model on the shape of a training crop.
+        self.input_shape = pipeline.crop_shape(config.data)
+        init = functools.partial(
+            init_state,
+            self.method,
+            self.model,
+            self.optimizer,
+            config,
+            input_shape=self.input_shape,
+        )
         self.abstract_state = jax.eval_shape(init, jax.random.key(0))
         self.state_sharding = jax.tree.map(lambda _: self.replicated, self.abstract_state)
         self.init = jax.jit(init, out_shardings=self.state_sharding)
@@ -174,4 +186,4 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f), type_safe=False)
     config.distributed.update(auto=False, coordinator_address="", num_processes=1, process_id=0)
-    return config
+    return config_migration.upgrade(config)

@@ -50,6 +50,12 @@ class SplitView:
 HOLDOUT_MODES = ("random", "block")
 
 
+def holdout_size(size: int, fraction: float) -> int:
+    """k, the examples held out of a split of `size`: round(fraction * size), at least 1 and at
+    most size - 1 (both sides keep an example)."""
+    return min(max(1, round(fraction * size)), size - 1)
+
+
 def holdout_indices(
     dataset: str,
     split: str,
@@ -62,7 +68,7 @@ def holdout_indices(
 ):
     """Sorted positions [k] of the held-out part of a split of `size` examples.
 
-    k = round(fraction * size), at least 1 and at most size - 1. "random": k positions of a
+    k = `holdout_size(size, fraction)`. "random": k positions of a
     permutation; "block": k consecutive examples from a random start, consecutive in `order`
     (positions in time order, e.g. of the frames' names: a built split is shuffled; default the
     positions themselves), so that near-duplicate neighbouring video frames do not leak into
@@ -75,7 +81,7 @@ def holdout_indices(
         raise ValueError(f"data.holdout_mode must be one of {HOLDOUT_MODES}, got {mode!r}")
     if size < 2:
         raise DataError(f"{dataset}/{split}: {size} image(s), too few to hold some out")
-    k = min(max(1, round(fraction * size)), size - 1)
+    k = holdout_size(size, fraction)
     key = zlib.crc32(f"{dataset}:{split}".encode())
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), key]))
     if mode == "block":

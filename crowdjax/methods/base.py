@@ -2,7 +2,9 @@
 
 A method never subclasses the trainer. It provides:
   make_model(config) -> flax.linen.Module
-  init_variables(model, rng, config) -> {"params": ..., other collections...}
+  init_variables(model, rng, config, *, input_shape) -> {"params": ..., other collections...}
+      input_shape: (h, w) of the image the model is initialised on (`crowdjax.run.Setup`
+      gives the training crop).
   loss_fn(params, model_state, batch, rng, *, model, config) -> (loss, (metrics, new_model_state))
       loss: scalar mean over the (global) batch; metrics: dict of scalars, every loss term;
       model_state: the non-parameter collections (e.g. batch_stats, learnable centers).

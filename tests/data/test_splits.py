@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from configs import datasets as config_datasets
 from crowdjax.data import pipeline, splits
 
 
@@ -29,6 +30,17 @@ def test_holdout_keeps_at_least_one_image_on_each_side():
         splits.holdout_indices("x", "train", 10, fraction=1.0, seed=0)
     with pytest.raises(ValueError, match="holdout_mode"):
         splits.holdout_indices("x", "train", 10, fraction=0.1, seed=0, mode="tail")
+
+
+def test_the_config_catalog_counts_training_images_with_the_same_holdout_size():
+    # SHB: round(0.1 * 400) = 40 held out, 360 train; UCF_CC_50 fold: round(0.1 * 40) = 4.
+    assert splits.holdout_size(400, 0.1) == 40 and splits.holdout_size(2, 0.99) == 1
+    assert config_datasets.get("shb").training_images(0.1) == 400 - 40
+    assert config_datasets.get("ucf_cc_50").training_images(0.1) == 40 - 4
+    assert config_datasets.get("nwpu").training_images(0.1) == 3109  # official validation
+    for size, fraction in ((400, 0.1), (7, 0.5), (2, 0.01), (1201, 0.25)):
+        held = splits.holdout_indices("x", "train", size, fraction=fraction, seed=0)
+        assert len(held) == splits.holdout_size(size, fraction)
 
 
 def test_test_splits_are_recognised_by_name():

@@ -24,11 +24,6 @@ from crowdjax.models.batch_norm import MaskedBatchNorm
 from crowdjax.preparation import Preparation
 
 
-def _crop(config):
-    size = config.data.crop_size
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
 def _density_mse(density, batch):
     mask = batch["image_mask"].astype(jnp.float32)
     return (jnp.square(density - batch["density"]) * mask).sum(axis=(1, 2)).mean()
@@ -66,8 +61,8 @@ class TwoPlayerNet(nn.Module):
         return self.critic(self.generator(images))
 
 
-def _two_player_init(model, rng, config):
-    return model.init(rng, jnp.zeros((1, *_crop(config), 3)), method=model.init_all)
+def _two_player_init(model, rng, config, *, input_shape):
+    return model.init(rng, jnp.zeros((1, *input_shape, 3)), method=model.init_all)
 
 
 def _two_player_loss(params, model_state, batch, rng, *, model, config):
@@ -137,8 +132,8 @@ class BatchNormNet(nn.Module):
         return jnp.abs(nn.Conv(1, (1, 1))(x)[..., 0])
 
 
-def _bn_init(model, rng, config):
-    return model.init(rng, jnp.zeros((1, *_crop(config), 3)), train=False)
+def _bn_init(model, rng, config, *, input_shape):
+    return model.init(rng, jnp.zeros((1, *input_shape, 3)), train=False)
 
 
 def _bn_loss(params, model_state, batch, rng, *, model, config):
@@ -178,8 +173,8 @@ class Regressor(nn.Module):
         return jnp.abs(nn.Conv(1, (3, 3))(images)[..., 0])
 
 
-def _prepared_init(model, rng, config):
-    variables = dict(model.init(rng, jnp.zeros((1, *_crop(config), 3))))
+def _prepared_init(model, rng, config, *, input_shape):
+    variables = dict(model.init(rng, jnp.zeros((1, *input_shape, 3))))
     variables["prior"] = {"mean_count": jnp.zeros((), jnp.float32)}  # Filled by `prepare`.
     return variables
 
@@ -248,7 +243,9 @@ def _constant_loss(params, model_state, batch, rng, *, model, config):
 CONSTANT = Method(
     name="toy_constant",
     make_model=lambda config: Constant(stride=config.toy.stride),
-    init_variables=lambda model, rng, config: model.init(rng, jnp.zeros((1, *_crop(config), 3))),
+    init_variables=lambda model, rng, config, *, input_shape: model.init(
+        rng, jnp.zeros((1, *input_shape, 3))
+    ),
     loss_fn=_constant_loss,
     predict_fn=_predict,
     output_stride=lambda config: config.toy.stride,

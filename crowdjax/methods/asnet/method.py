@@ -114,8 +114,8 @@ def make_model(config) -> ASNet:
     )
 
 
-def init_variables(model, rng, config):
-    h, w = pipeline.crop_shape(config.data)
+def init_variables(model, rng, config, *, input_shape):
+    h, w = input_shape
     return model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all)
 
 
@@ -246,8 +246,8 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
     del rng
     source, target = _generate_both(params, batch, model=model, config=config)
     fixed = jax.lax.stop_gradient(source)
-    g, l_ = _source_logits(params, fixed, model=model, config=config)
-    scores = scores_of(g, l_, fixed[1], config)
+    global_logits, local_logits = _source_logits(params, fixed, model=model, config=config)
+    scores = scores_of(global_logits, local_logits, fixed[1], config)
     gt = batch["source"]["density"] * float(config.loss.density_scale)
     loss, metrics = objective_of_maps(
         params, source, target, gt, scores, model=model, config=config
@@ -265,8 +265,10 @@ def train_step(state, batch, *, method, model, config, optimizer):
     cfg = config.asnet
     params, opt_state = state.params, state.opt_state
 
-    def generator_maps(g):
-        return _generate_both({**params, "generator": g}, batch, model=model, config=config)
+    def generator_maps(generator_params):
+        return _generate_both(
+            {**params, "generator": generator_params}, batch, model=model, config=config
+        )
 
     (source, target), pull_back = jax.vjp(generator_maps, params["generator"])
     metrics = {}

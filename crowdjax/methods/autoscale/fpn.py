@@ -27,7 +27,7 @@ checkpoint (github dk-liang/AutoScale, ``fpn.py``) imports exactly
 padded by 35 (an input pad of 34, then the usual 1), ceil-mode max-pools, a 2x2 stride-1 max-pool
 (padding 1) before conv5 (so conv5 is one pixel larger than conv4), and no ReLU between a
 top-down 1x1 reduction and its transposed conv. The regression network already is the official
-one (github dk-liang/AutoScale_regression), so "official" changes nothing for the density head.
+one (github dk-liang/AutoScale_regression), so "official" changes nothing for the regression head.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from flax import linen as nn
 from crowdjax.models import layers
 from crowdjax.models.vgg import VGG, VGG_PRESETS, vgg_channels, vgg_stage_convs
 
-HEADS = ("density", "distance")
+HEADS = ("regression", "localization")
 LAYOUTS = ("crowdjax", "official")
 OFFICIAL_LOC_PAD = 34  # The official conv1_1 padding of 35 is an input pad of 34 plus the conv's 1.
 LEVEL_STRIDES = {1: 1, 2: 2, 3: 4, 4: 8, 5: 8}  # stride of each VGG stage in the stride-8 layout
@@ -98,13 +98,13 @@ class _OfficialLocalizationVGG(nn.Module):
 
 
 class AutoScaleFPN(nn.Module):
-    """VGG16-FPN of AutoScale with a density (regression) or distance-class (localization) head.
+    """VGG16-FPN of AutoScale with a regression (density) or localization (distance-class) head.
 
     Attributes:
-      head: "density" (Sec 3.4) or "distance" (Sec 3.5).
-      num_classes: distance classes N_c (11) for the "distance" head.
+      head: "regression" (Sec 3.4, a density map) or "localization" (Sec 3.5, distance classes).
+      num_classes: distance classes N_c (11) for the "localization" head.
       width: channel multiplier of backbone and FPN (1/8 for tiny test models).
-      lateral_channels: lateral conv width; None: 32 (density) or 24 (distance).
+      lateral_channels: lateral conv width; None: 32 (regression) or 24 (localization).
       topdown_channels: top-down width (8).
       input_pad: zero padding of the input on each side, px (reference: 8).
       feature_stride: stride of the returned L2S feature (1 as the reference; 2, 4 or 8 save
@@ -115,7 +115,7 @@ class AutoScaleFPN(nn.Module):
       dtype: compute dtype; parameters and outputs are float32.
     """
 
-    head: str = "density"
+    head: str = "regression"
     num_classes: int = 11
     width: float = 1.0
     lateral_channels: int | None = None
@@ -129,7 +129,7 @@ class AutoScaleFPN(nn.Module):
     @property
     def levels(self) -> tuple[int, ...]:
         """VGG stages with a lateral branch and a side output."""
-        return (2, 3, 4, 5) if self.head == "density" else (1, 2, 3, 4, 5)
+        return (2, 3, 4, 5) if self.head == "regression" else (1, 2, 3, 4, 5)
 
     def _conv(self, features, kernel, name, init=None):
         k = kernel
@@ -166,8 +166,8 @@ class AutoScaleFPN(nn.Module):
 
         Returns:
           A dict with
-            "density": [B, H, W] float32 (head "density"; count = sum), or
-            "logits": [B, H, W, K] float32 (head "distance");
+            "density": [B, H, W] float32 (head "regression"; count = sum), or
+            "logits": [B, H, W, K] float32 (head "localization");
             "side_outputs": tuple over the levels (2-5 or 1-5) of maps shaped like the output
               (deep supervision);
             "features" (if ``return_features``): [B, H / s, W / s, C_f] float32, s =
@@ -181,7 +181,7 @@ class AutoScaleFPN(nn.Module):
             raise ValueError(f"feature_stride must be 1, 2, 4 or 8, got {self.feature_stride}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        official_loc = self.layout == "official" and self.head == "distance"
+        official_loc = self.layout == "official" and self.head == "localization"
         h, w = images.shape[1:3]
         p = OFFICIAL_LOC_PAD if official_loc else self.input_pad
         x = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
@@ -203,8 +203,8 @@ class AutoScaleFPN(nn.Module):
             _, stages = backbone(x, return_stages=True)
             stages = [stages[name] for name in backbone.stage_names]
         scale = lambda c: max(1, round(c * self.width))
-        lateral = self.lateral_channels or (32 if self.head == "density" else 24)
-        out_channels = 1 if self.head == "density" else self.num_classes
+        lateral = self.lateral_channels or (32 if self.head == "regression" else 24)
+        out_channels = 1 if self.head == "regression" else self.num_classes
 
         pyramid = {}  # level -> FPN feature (after ReLU)
         above = None
@@ -228,7 +228,7 @@ class AutoScaleFPN(nn.Module):
             sides.append(_to_stride(side.astype(jnp.float32), LEVEL_STRIDES[level], (h, w)))
         fused = self._conv(out_channels, 1, "fuse")(jnp.concatenate(sides, axis=-1))
         fused = fused.astype(jnp.float32)
-        if self.head == "density":
+        if self.head == "regression":
             out = {"density": fused[..., 0], "side_outputs": tuple(s[..., 0] for s in sides)}
         else:
             out = {"logits": fused, "side_outputs": tuple(sides)}

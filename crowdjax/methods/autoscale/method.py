@@ -28,6 +28,10 @@ Choices the paper leaves open (METHODS.md):
     given value in px; Eq. 4's "random initialisation" leaves the scale of S undefined.
   * T (``l2s.center_update_every``) counts steps; the configs set it to one epoch.
 
+Both methods are the functions below with a `Head` bound (`crowdjax.methods.autoscale.heads`:
+the output, ground truth, losses, dense-region rule and prediction of each): `REGRESSION` and
+`LOCALIZATION`, registered as `autoscale_reg` and `autoscale_loc`.
+
 Counting: regression N_f = sum Y - sum Y_d + sum Y'_d, returned as one density map (the
 re-prediction's mass moved back to the image pixels under the box). Localization: minima of the
 initial map outside the box plus minima of the re-prediction mapped back to the image
@@ -40,46 +44,36 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from crowdjax.data import labels, online_gt, pipeline
 from crowdjax.losses import center as center_lib
-from crowdjax.losses import dce as dce_lib
-from crowdjax.losses import density as density_lib
 from crowdjax.methods.autoscale import dense_regions
+from crowdjax.methods.autoscale.heads import (
+    LOCALIZATION_HEAD,
+    REGRESSION_HEAD,
+    Head,
+    Repredicted,
+    distance_edges,
+)
 from crowdjax.methods.autoscale.model import AutoScaleNet
 from crowdjax.methods.base import Method
 from crowdjax.models import importers, layers, rescale
 
 OUTPUT_STRIDE = 1
-HEADS = {"regression": "density", "localization": "distance"}
 
 
 # ----------------------------------------------------------------------------------------------
 # Model.
 
 
-def _mode(config) -> str:
-    return "regression" if config.method == "autoscale_reg" else "localization"
-
-
-def _use_l2s(config) -> bool:
-    return bool(config.model.use_l2s)
-
-
-def _edges(config) -> tuple[float, ...]:
-    return tuple(config.loss.distance_edges or labels.DEFAULT_DISTANCE_EDGES)
-
-
-def make_model(config) -> AutoScaleNet:
+def make_model(config, *, head: Head) -> AutoScaleNet:
     return AutoScaleNet(
-        head=HEADS[_mode(config)],
-        num_classes=len(_edges(config)),
+        head=head.name,
+        num_classes=len(distance_edges(config)),
         width=config.model.width,
-        use_l2s=_use_l2s(config),
+        use_l2s=bool(config.model.use_l2s),
         feature_stride=config.model.feature_stride,
         l2s_output=config.model.l2s_output,
-        fpn_layout=config.model.get("fpn_layout", "crowdjax"),
+        fpn_layout=config.model.fpn_layout,
         input_convention=importers.model_input_convention(config.model.pretrained),
         dtype=layers.compute_dtype(config.model.dtype),
     )
@@ -97,16 +91,13 @@ def initial_center_state(config) -> dict:
     }
 
 
-def init_variables(model, rng, config):
-    h, w = pipeline.crop_shape(config.data)
+def init_variables(model, rng, config, *, input_shape):
+    h, w = input_shape
     variables = model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all)
     variables = dict(variables)
-    if _use_l2s(config):
+    if config.model.use_l2s:
         variables["center"] = initial_center_state(config)
     return variables
-
-
-load_pretrained = importers.vgg_backbone_loader("vgg16", make_model)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -119,23 +110,13 @@ def canvas_shape(input_shape, config) -> tuple[int, int]:
     return tuple(max(8, -(-round(s * factor) // 8) * 8) for s in input_shape)
 
 
-def dense_masks(out: dict, image_mask: jax.Array, config) -> jax.Array:
+def dense_masks(out: dict, image_mask: jax.Array, config, *, head: Head) -> jax.Array:
     """Candidate dense pixels [B, H, W] bool of the initial prediction (no gradient)."""
     mask = image_mask.astype(bool)
-    if _mode(config) == "regression":
-        density = jax.lax.stop_gradient(out["density"]) * mask
-        mean = density.sum(axis=(1, 2), keepdims=True) / jnp.maximum(
-            mask.sum(axis=(1, 2), keepdims=True), 1
-        )
-        factor = config.l2s.factor
-        return mask & (density > factor * mean)
-    max_class = config.l2s.max_class
-    return mask & dense_regions.dense_mask_localization(
-        jnp.argmax(out["logits"], axis=-1), max_class=max_class
-    )
+    return mask & head.dense_mask(jax.lax.stop_gradient(out[head.output]), mask, config)
 
 
-def select_boxes(masks: jax.Array, image_mask: jax.Array, config):
+def select_boxes(masks: jax.Array, image_mask: jax.Array, config, *, head: Head):
     """Largest region's box [B, 4] (x0, y0, w, h) and whether it is used [B] (area > J)."""
     connectivity = int(config.l2s.connectivity)
     how = config.l2s.selection
@@ -156,15 +137,16 @@ def select_boxes(masks: jax.Array, image_mask: jax.Array, config):
         )
     else:
         raise ValueError(f"l2s.selection must be 'device' or 'host', got {how!r}")
-    ratio = dense_regions.default_area_ratio(_mode(config), config.l2s.area_ratio or None)
+    ratio = float(config.l2s.area_ratio or head.area_ratio)
     area = image_mask.astype(jnp.float32).sum(axis=(1, 2))  # real pixels, not the padding
     used = found & (boxes[:, 2] * boxes[:, 3] > ratio * area)
     return boxes, used
 
 
-def dense_region_scale(params, model, out, image_mask, config, *, feature_gradient=False):
+def dense_region_scale(params, model, out, image_mask, config, *, head, feature_gradient=False):
     """Boxes [B, 4], their use [B] and the L2S scale r [B] of the initial prediction ``out``."""
-    boxes, used = select_boxes(dense_masks(out, image_mask, config), image_mask, config)
+    masks = dense_masks(out, image_mask, config, head=head)
+    boxes, used = select_boxes(masks, image_mask, config, head=head)
     features = out["features"]
     if not feature_gradient:
         features = jax.lax.stop_gradient(features)
@@ -184,48 +166,14 @@ def rescale_region(images, boxes, scale, config):
 # Losses.
 
 
-def _pixel_loss(out: dict, target, mask, config) -> jax.Array:
+def _pixel_loss(out: dict, target, mask, config, *, head: Head) -> jax.Array:
     """Per-image loss [B] of the fused output plus ``side_weight`` x each side output."""
-    cfg = config.loss
-    reduction = cfg.reduction
-    if _mode(config) == "regression":
-        one = lambda pred: density_lib.density_mse_loss(
-            pred, target, mask=mask, reduction=reduction
-        )
-        fused = one(out["density"])
-    else:
-        kind = cfg.classification
-        if kind == "dce":
-            fn = functools.partial(dce_lib.dce_loss, weight_gradient=bool(cfg.dce_weight_gradient))
-        elif kind == "ce":
-            fn = dce_lib.cross_entropy_loss
-        elif kind == "focal":
-            fn = functools.partial(dce_lib.focal_loss, gamma=float(cfg.focal_gamma))
-        else:
-            raise ValueError(f"loss.classification must be dce, ce or focal, got {kind!r}")
-        one = lambda logits: fn(logits, target, mask=mask, reduction=reduction)
-        fused = one(out["logits"])
-    side_weight = float(cfg.side_weight)
+    one = head.map_loss(config)
+    fused = one(out[head.output], target, mask)
+    side_weight = float(config.loss.side_weight)
     if side_weight:
-        fused = fused + side_weight * sum(one(side) for side in out["side_outputs"])
+        fused = fused + side_weight * sum(one(side, target, mask) for side in out["side_outputs"])
     return fused
-
-
-def _online_target(points, point_mask, canvas_mask, config):
-    """GT of the rescaled regions from the scaled points (Sec 3.4 / 3.5 online GT)."""
-    shape = canvas_mask.shape[1:]
-    if _mode(config) == "regression":
-        sigma = float(config.data.density_sigma or 0.0)
-        return online_gt.density_map(
-            points, point_mask, shape, sigma=sigma, extent=rescale.canvas_extent(canvas_mask)
-        )
-    return online_gt.distance_label_map(points, point_mask, shape, edges=_edges(config))
-
-
-def _initial_target(batch, config):
-    if _mode(config) == "regression":
-        return batch["density"].astype(jnp.float32)
-    return batch["distance_label"].astype(jnp.int32)
 
 
 def update_center_state(state: dict, scales, closeness, mask, config) -> dict:
@@ -253,26 +201,23 @@ def update_center_state(state: dict, scales, closeness, mask, config) -> dict:
     }
 
 
-def loss_fn(params, model_state, batch, rng, *, model, config):
+def loss_fn(params, model_state, batch, rng, *, model, config, head: Head):
     """AutoScale objective (Eq. 6 / Eq. 8); see the module doc for the steps."""
     del rng
     images = batch["image"]
     image_mask = batch["image_mask"].astype(jnp.float32)
-    use_l2s = _use_l2s(config)
+    use_l2s = bool(config.model.use_l2s)
     out = model.apply({"params": params}, images, return_features=use_l2s)
-    initial = _pixel_loss(out, _initial_target(batch, config), image_mask, config)
+    target = batch[head.label].astype(head.label_dtype)
+    initial = _pixel_loss(out, target, image_mask, config, head=head)
     metrics = {"initial": initial.mean()}
-    if _mode(config) == "regression":
-        count = (out["density"] * image_mask).sum(axis=(1, 2))
     if not use_l2s:
-        loss = initial.mean()
-        if _mode(config) == "regression":
-            metrics["count_mae"] = jnp.abs(count - batch["count"]).mean()
-        return loss, (metrics, model_state)
+        metrics.update(head.count_metrics(out, image_mask, batch, None))
+        return initial.mean(), (metrics, model_state)
 
     cfg = config.l2s
     boxes, used, scale = dense_region_scale(
-        params, model, out, image_mask, config, feature_gradient=cfg.feature_gradient
+        params, model, out, image_mask, config, head=head, feature_gradient=cfg.feature_gradient
     )
 
     # Center loss on the GT closeness of the heads inside each dense box (Eq. 1-3).
@@ -296,9 +241,9 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
     canvas_points, canvas_point_mask = rescale.rescale_points(
         points, point_mask, fitted, r, canvas_shape=canvas_mask.shape[1:]
     )
-    target = _online_target(canvas_points, canvas_point_mask, canvas_mask, config)
+    canvas_target = head.online_target(canvas_points, canvas_point_mask, canvas_mask, config)
     out2 = model.apply({"params": params}, canvas)
-    rescaled = _pixel_loss(out2, target, canvas_mask, config) * used
+    rescaled = _pixel_loss(out2, canvas_target, canvas_mask, config, head=head) * used
 
     batch_size = images.shape[0]
     weight = float(config.loss.center_weight)
@@ -315,11 +260,8 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
         selected=used_f.mean(),
         scale=jnp.sum(scale * used_f) / jnp.maximum(used_f.sum(), 1.0),
     )
-    if _mode(config) == "regression":
-        inside = (out["density"] * rescale.box_mask(fitted, images.shape[1:3])).sum(axis=(1, 2))
-        repredicted = (out2["density"] * canvas_mask).sum(axis=(1, 2))
-        final = jnp.where(used, count - inside + repredicted, count)
-        metrics["count_mae"] = jnp.abs(final - batch["count"]).mean()
+    again = Repredicted(box=fitted, scale=scale, used=used, canvas_mask=canvas_mask, out=out2)
+    metrics.update(head.count_metrics(out, image_mask, batch, again))
     return loss, (metrics, new_state)
 
 
@@ -327,103 +269,43 @@ def loss_fn(params, model_state, batch, rng, *, model, config):
 # Prediction.
 
 
-def predict_fn(variables, images, *, model, config, image_mask=None):
+def predict_fn(variables, images, *, model, config, head: Head, image_mask=None):
     """Regression: the final density [B, H, W] (sum = N_f). Localization: a dict of class maps,
     boxes and scales for :func:`points_fn` (heads are found on the host)."""
     if image_mask is None:
         image_mask = jnp.ones(images.shape[:3], bool)
     params = variables["params"]
-    use_l2s = _use_l2s(config)
+    use_l2s = bool(config.model.use_l2s)
     out = model.apply({"params": params}, images, return_features=use_l2s)
-    regression = _mode(config) == "regression"
     mask = image_mask.astype(bool)
-    last = len(_edges(config)) - 1
-    if regression:
-        initial = out["density"] * mask
-    else:
-        classes = jnp.where(mask, jnp.argmax(out["logits"], axis=-1), last)
-        result = {"classes": classes.astype(jnp.int8)}
+    initial = head.predict(out, mask, config)
     if not use_l2s:
-        return initial if regression else result
-
-    boxes, used, scale = dense_region_scale(params, model, out, mask, config)
+        return initial
+    boxes, used, scale = dense_region_scale(params, model, out, mask, config, head=head)
     fitted, canvas, canvas_mask = rescale_region(images, boxes, scale, config)
     out2 = model.apply({"params": params}, canvas)
-    if regression:
-        moved = _move_back(out2["density"] * canvas_mask, canvas_mask, fitted, scale, images.shape)
-        inside = rescale.box_mask(fitted, images.shape[1:3])
-        composed = initial * (1.0 - inside) + moved
-        return jnp.where(used[:, None, None], composed, initial)
-    canvas_classes = jnp.where(canvas_mask > 0, jnp.argmax(out2["logits"], axis=-1), last)
-    result.update(
-        canvas_classes=canvas_classes.astype(jnp.int8),
-        box=fitted,
-        scale=scale,
-        used=used,
-        canvas_extent=rescale.canvas_extent(canvas_mask),
-    )
-    return result
+    again = Repredicted(box=fitted, scale=scale, used=used, canvas_mask=canvas_mask, out=out2)
+    return head.repredict(initial, again, images.shape, config)
 
 
-def _move_back(density, canvas_mask, box, scale, image_shape):
-    """The re-predicted density on image pixels: the mean of the canvas pixels landing on each
-    image pixel, rescaled so that the box holds exactly the canvas mass (sum Y'_d).
-
-    Summing the canvas pixels per image pixel alone (``canvas_mass_to_image``) also preserves the
-    mass, but at a non-integer r the number of canvas pixels per image pixel alternates (e.g. 2, 3,
-    2, ...), which draws a grid of false density peaks.
-    """
-    shape = image_shape[1:3]
-    mass = rescale.canvas_mass_to_image(density, box, scale, shape)
-    hits = rescale.canvas_mass_to_image(canvas_mask, box, scale, shape)
-    mean = mass / jnp.maximum(hits, 1.0)
-    total, spread = mass.sum(axis=(1, 2)), mean.sum(axis=(1, 2))
-    factor = jnp.where(spread != 0, total / jnp.where(spread != 0, spread, 1.0), 0.0)
-    return mean * factor[:, None, None]
+# ----------------------------------------------------------------------------------------------
+# The two methods.
 
 
-def heads_from_classes(classes: np.ndarray, max_class: int) -> np.ndarray:
-    """Head points [N, 2] (x, y): centroids of the regional minima of class <= ``max_class``."""
-    return labels.local_minima(np.asarray(classes, np.int32), max_label=max_class)
-
-
-def points_fn(outputs: dict, image_shape, config) -> np.ndarray:
-    """Predicted heads [N, 2] (x, y) of one image from :func:`predict_fn`'s outputs (numpy).
-
-    Minima of the initial class map outside the fitted dense box, plus minima of the
-    re-prediction (its valid area) mapped back to the image: ``x0 + x' / r``.
-    """
-    h, w = image_shape
-    max_class = int(config.eval.minima_max_class)
-    points = heads_from_classes(outputs["classes"][:h, :w], max_class)
-    if "canvas_classes" not in outputs or not bool(outputs["used"]):
-        return points
-    x0, y0, bw, bh = (int(v) for v in outputs["box"])
-    r = float(outputs["scale"])
-    inside = (
-        (points[:, 0] >= x0)
-        & (points[:, 0] < x0 + bw)
-        & (points[:, 1] >= y0)
-        & (points[:, 1] < y0 + bh)
-    )
-    rows, cols = (int(v) for v in outputs["canvas_extent"])
-    zoomed = heads_from_classes(outputs["canvas_classes"][:rows, :cols], max_class)
-    mapped = np.stack([x0 + zoomed[:, 0] / r, y0 + zoomed[:, 1] / r], axis=1).astype(np.float32)
-    return np.concatenate([points[~inside], mapped.reshape(-1, 2)], axis=0)
-
-
-def _method(name: str, **extra) -> Method:
+def _method(head: Head) -> Method:
+    """The registered method of one head: the shared functions with the head bound."""
+    make = functools.partial(make_model, head=head)
     return Method(
-        name=name,
-        make_model=make_model,
+        name=head.method_name,
+        make_model=make,
         init_variables=init_variables,
-        loss_fn=loss_fn,
-        predict_fn=predict_fn,
+        loss_fn=functools.partial(loss_fn, head=head),
+        predict_fn=functools.partial(predict_fn, head=head),
         output_stride=lambda config: OUTPUT_STRIDE,
-        load_pretrained=load_pretrained,
-        **extra,
+        load_pretrained=importers.vgg_backbone_loader("vgg16", make),
+        points_fn=head.points_fn,
     )
 
 
-REGRESSION = _method("autoscale_reg")
-LOCALIZATION = _method("autoscale_loc", points_fn=points_fn)
+REGRESSION = _method(REGRESSION_HEAD)
+LOCALIZATION = _method(LOCALIZATION_HEAD)

@@ -23,10 +23,10 @@ from crowdjax.methods.autoscale.l2s import L2S
 
 
 class AutoScaleNet(nn.Module):
-    """Counting network (density or distance-class head) with an optional L2S module.
+    """Counting network (regression or localization head) with an optional L2S module.
 
     Attributes:
-      head: "density" (regression) or "distance" (localization, 11 classes).
+      head: "regression" (a density map) or "localization" (11 distance classes).
       num_classes: distance classes N_c.
       width: channel multiplier of the FPN (the L2S module keeps its widths).
       use_l2s: build the L2S module (False: FPN baseline).
@@ -37,7 +37,7 @@ class AutoScaleNet(nn.Module):
       dtype: compute dtype.
     """
 
-    head: str = "density"
+    head: str = "regression"
     num_classes: int = 11
     width: float = 1.0
     use_l2s: bool = True

@@ -96,8 +96,8 @@ def _model(config, allowed: tuple[str, ...]) -> DKPNet:
     )
 
 
-def init_variables(model, rng, config):
-    h, w = pipeline.crop_shape(config.data)
+def init_variables(model, rng, config, *, input_shape):
+    h, w = input_shape
     images = jnp.zeros((1, h, w, 3), jnp.float32)
     # An RBG key for the initialisers: with threefry keys XLA compiles the HRNet's ~200
     # initialisers for 12-15 s on a CPU, with RBG in 3-4 s (the draws are as random).

@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import labels, online_gt, pipeline, transforms
+from crowdjax.data import labels, online_gt, transforms
 from crowdjax.losses.density import density_mse_loss
 from crowdjax.losses.mpcl import multipolar_center_loss, update_multipolar_centers
 from crowdjax.methods.base import Method
@@ -86,8 +86,8 @@ def _check_grouping(config) -> tuple[int, int]:
     return groups, centers
 
 
-def init_variables(model, rng, config):
-    h, w = pipeline.crop_shape(config.data)
+def init_variables(model, rng, config, *, input_shape):
+    h, w = input_shape
     groups, centers = _check_grouping(config)
     variables = dict(model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all))
     if _use_l2sm(config):

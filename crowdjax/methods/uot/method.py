@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from crowdjax.data import pipeline
 from crowdjax.losses.uot import uot_loss
 from crowdjax.methods.base import Method
 from crowdjax.methods.uot.model import UOTRegressor
@@ -23,14 +22,14 @@ def make_model(config) -> UOTRegressor:
     return UOTRegressor(
         width=config.model.width,
         activation=config.model.activation,
-        upsample=config.model.get("upsample", "bilinear"),
+        upsample=config.model.upsample,
         input_convention=importers.model_input_convention(config.model.pretrained),
         dtype=layers.compute_dtype(config.model.dtype),
     )
 
 
-def init_variables(model, rng, config):
-    h, w = pipeline.crop_shape(config.data)
+def init_variables(model, rng, config, *, input_shape):
+    h, w = input_shape
     return model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32))
 
 

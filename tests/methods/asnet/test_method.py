@@ -13,6 +13,7 @@ from flax import traverse_util
 
 from configs import asnet_synthetic
 from crowdjax import run, trainer
+from crowdjax.data import pipeline
 from crowdjax.losses import adversarial_scores, domain_bce
 from crowdjax.losses.adversarial import output_mask, split_patches
 from crowdjax.methods.asnet import method
@@ -72,7 +73,14 @@ def _setup(config):
     optimizer = Optimizers.from_config(config, total_steps=10, param_group=method.param_group)
     key = config.optimizers.to_json()  # The optimizer states' structure.
     if key not in _INIT:
-        init = functools.partial(run.init_state, method.METHOD, model, optimizer, config)
+        init = functools.partial(
+            run.init_state,
+            method.METHOD,
+            model,
+            optimizer,
+            config,
+            input_shape=pipeline.crop_shape(config.data),
+        )
         _INIT[key] = jax.jit(init)(jax.random.key(0))
     return model, optimizer, _INIT[key]
 
@@ -302,7 +310,10 @@ def test_the_trainer_gives_asnet_the_target_images_only(tiny_data_dir):
     pooled = full.reshape(2, SIZE // 2, 2, SIZE // 2, 2).sum(axis=(2, 4))  # the same crops
     np.testing.assert_allclose(density, pooled, rtol=1e-5, atol=1e-7)
     model = method.make_model(config)
-    params = jax.jit(lambda r: method.init_variables(model, r, config))(jax.random.key(0))
+    shape = pipeline.crop_shape(config.data)
+    params = jax.jit(lambda r: method.init_variables(model, r, config, input_shape=shape))(
+        jax.random.key(0)
+    )
     loss, (metrics, _) = jax.jit(
         lambda p: method.loss_fn(p["params"], {}, batch, None, model=model, config=config)
     )(params)

@@ -14,7 +14,7 @@ from crowdjax.methods.autoscale.fpn import AutoScaleFPN
 from tests.models import reference
 
 W8 = 1 / 8
-KEY = {"density": "density", "distance": "logits"}
+KEY = {"regression": "density", "localization": "logits"}
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +34,9 @@ def _count(tree):
 
 @pytest.mark.parametrize("shape", [(2, 64, 48, 3), (1, 61, 45, 3)])
 def test_density_head_shapes(tiny, shape):
-    model = AutoScaleFPN(head="density", width=W8)
+    model = AutoScaleFPN(head="regression", width=W8)
     fn = jax.jit(lambda v, x: model.apply(v, x, return_features=True))
-    out = fn(tiny["density"], _images(shape))
+    out = fn(tiny["regression"], _images(shape))
     b, h, w = shape[:3]
     assert out["density"].shape == (b, h, w) and out["density"].dtype == jnp.float32
     assert len(out["side_outputs"]) == 4
@@ -47,15 +47,15 @@ def test_density_head_shapes(tiny, shape):
 
 
 def test_distance_head_shapes_and_feature_stride(tiny):
-    model = AutoScaleFPN(head="distance", width=W8, feature_stride=4)
+    model = AutoScaleFPN(head="localization", width=W8, feature_stride=4)
     out = jax.jit(lambda v, x: model.apply(v, x, return_features=True))(
-        tiny["distance"], _images((2, 64, 48, 3))
+        tiny["localization"], _images((2, 64, 48, 3))
     )
     assert out["logits"].shape == (2, 64, 48, 11)
     assert len(out["side_outputs"]) == 5
     assert all(s.shape == (2, 64, 48, 11) for s in out["side_outputs"])
     assert out["features"].shape == (2, 16, 12, 19)  # 4 x (3 + 1) + 3
-    assert tiny["distance"]["params"]["fuse"]["kernel"].shape == (1, 1, 55, 11)  # 5 x 11 -> 11
+    assert tiny["localization"]["params"]["fuse"]["kernel"].shape == (1, 1, 55, 11)  # 5 x 11 -> 11
 
 
 def test_head_layout_matches_reference_parameter_counts():
@@ -80,7 +80,7 @@ def test_head_layout_matches_reference_parameter_counts():
         + 33
         + 5
     )
-    assert _count(shapes["density"]) - vgg16 == density
+    assert _count(shapes["regression"]) - vgg16 == density
     # Reference localization head without its BatchNorms: cd1..cd5 (3x3 -> 24), rd5 (24 -> 8),
     # rd4..rd2 (32 -> 8), up4..up2, dsn1..dsn4 (32 -> 11), dsn5 (24 -> 11), dsn6 (55 -> 11).
     distance = (
@@ -93,10 +93,12 @@ def test_head_layout_matches_reference_parameter_counts():
         + (24 * 11 + 11)
         + (55 * 11 + 11)
     )
-    assert _count(shapes["distance"]) - vgg16 == distance
+    assert _count(shapes["localization"]) - vgg16 == distance
 
 
-@pytest.mark.parametrize("head", ["distance", pytest.param("density", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "head", ["localization", pytest.param("regression", marks=pytest.mark.slow)]
+)
 def test_jit_matches_eager(tiny, head):
     model = AutoScaleFPN(head=head, width=W8)
     x = _images((1, 16, 24, 3))
@@ -109,9 +111,11 @@ def test_jit_matches_eager(tiny, head):
 @pytest.mark.slow
 def test_bf16_compute(tiny):
     x = _images((1, 32, 40, 3))
-    ref = jax.jit(AutoScaleFPN(head="distance", width=W8).apply)(tiny["distance"], x)["logits"]
-    low = AutoScaleFPN(head="distance", width=W8, dtype=jnp.bfloat16)
-    out = jax.jit(low.apply)(tiny["distance"], x)["logits"]
+    ref = jax.jit(AutoScaleFPN(head="localization", width=W8).apply)(tiny["localization"], x)[
+        "logits"
+    ]
+    low = AutoScaleFPN(head="localization", width=W8, dtype=jnp.bfloat16)
+    out = jax.jit(low.apply)(tiny["localization"], x)["logits"]
     assert out.dtype == jnp.float32 and np.all(np.isfinite(out))
     scale = float(jnp.abs(ref).max()) + 1e-6
     assert float(jnp.abs(out - ref).max()) < 0.05 * scale
@@ -119,10 +123,10 @@ def test_bf16_compute(tiny):
 
 @pytest.mark.slow
 def test_gradients_finite_and_reach_the_backbone(tiny):
-    model = AutoScaleFPN(head="density", width=W8)
+    model = AutoScaleFPN(head="regression", width=W8)
     x = _images((1, 32, 32, 3))
     loss = lambda v: jnp.sum(model.apply(v, x)["density"] ** 2)
-    grads = jax.jit(jax.grad(loss))(tiny["density"])
+    grads = jax.jit(jax.grad(loss))(tiny["regression"])
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         assert np.all(np.isfinite(g)), path
     # (A 1-channel top-down ReLU of the tiny model may be dead; the main paths must not be.)
@@ -148,7 +152,7 @@ def test_errors():
 
 @pytest.mark.slow
 def test_real_init():
-    model = AutoScaleFPN(head="distance", width=W8)
+    model = AutoScaleFPN(head="localization", width=W8)
     variables = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
     p = variables["params"]
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(variables))
@@ -184,7 +188,7 @@ def _torch_reference(params, images, head):
         for i in range(n):
             x = f.relu(conv(x, bb[f"conv{s + 1}_{i + 1}"], dilation=2 if s == 4 else 1))
         stages.append(x)
-    levels = (2, 3, 4, 5) if head == "density" else (1, 2, 3, 4, 5)
+    levels = (2, 3, 4, 5) if head == "regression" else (1, 2, 3, 4, 5)
     pyr = {}
     for lv in reversed(levels):
         lat = f.relu(conv(stages[lv - 1], params[f"lateral{lv}"]))
@@ -209,5 +213,5 @@ def test_matches_torch_reference_forward(tiny, head):
     x = _images((1, 37, 50, 3), seed=2)  # not a multiple of 8: floor pools, crops
     out = jax.jit(AutoScaleFPN(head=head, width=W8).apply)(tiny[head], x)[KEY[head]]
     ref = _torch_reference(tiny[head]["params"], np.asarray(x), head)
-    ref = ref[..., 0] if head == "density" else ref
+    ref = ref[..., 0] if head == "regression" else ref
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4 * np.abs(ref).max())

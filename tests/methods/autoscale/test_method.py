@@ -15,7 +15,7 @@ from configs import autoscale_common
 from crowdjax import registry
 from crowdjax.data import labels, online_gt
 from crowdjax.losses import dce
-from crowdjax.methods.autoscale import dense_regions
+from crowdjax.methods.autoscale import dense_regions, heads
 from crowdjax.methods.autoscale import method as autoscale
 from crowdjax.models import rescale
 from tests.models import reference
@@ -23,8 +23,13 @@ from tests.models import reference
 H, W = 48, 40
 
 
-def _config(mode="reg", **l2s_options):
-    config = autoscale_common.autoscale_config(mode, "synthetic")
+REG, LOC = heads.REGRESSION_HEAD, heads.LOCALIZATION_HEAD
+HEADS = {"regression": REG, "localization": LOC}
+METHODS = {"regression": autoscale.REGRESSION, "localization": autoscale.LOCALIZATION}
+
+
+def _config(head="regression", **l2s_options):
+    config = autoscale_common.autoscale_config(head, "synthetic")
     config.data.name = "synthetic_crowd/tiny"
     config.data.density_sigma = 3.0
     config.data.crop_size = (H, W)
@@ -163,8 +168,8 @@ def test_online_density_with_extent_equals_host_map_of_the_area():
 # Dense-region selection inside the step.
 
 
-@pytest.mark.parametrize("mode", ["reg", "loc"])
-def test_select_boxes_device_and_host_agree_and_use_the_real_area(mode):
+@pytest.mark.parametrize("head", ["regression", "localization"])
+def test_select_boxes_device_and_host_agree_and_use_the_real_area(head):
     rng = np.random.default_rng(5)
     masks = rng.random((6, H, W)) > 0.7
     masks[0] = False  # no region
@@ -172,12 +177,13 @@ def test_select_boxes_device_and_host_agree_and_use_the_real_area(mode):
     image_mask = np.ones((6, H, W), bool)
     image_mask[2:, :, 20:] = False  # padded images: J is relative to the real area
     masks &= image_mask
-    cfg_dev, cfg_host = _config(mode, selection="device"), _config(mode, selection="host")
-    dev = jax.jit(lambda m, im: autoscale.select_boxes(m, im, cfg_dev))(masks, image_mask)
-    host = jax.jit(lambda m, im: autoscale.select_boxes(m, im, cfg_host))(masks, image_mask)
+    cfg_dev, cfg_host = _config(head, selection="device"), _config(head, selection="host")
+    select = lambda config: lambda m, im: autoscale.select_boxes(m, im, config, head=HEADS[head])
+    dev = jax.jit(select(cfg_dev))(masks, image_mask)
+    host = jax.jit(select(cfg_host))(masks, image_mask)
     np.testing.assert_array_equal(np.asarray(dev[0]), np.asarray(host[0]))
     np.testing.assert_array_equal(np.asarray(dev[1]), np.asarray(host[1]))
-    ratio = 0.1 if mode == "reg" else 0.02
+    ratio = 0.1 if head == "regression" else 0.02
     for m, im, box, used in zip(masks, image_mask, *map(np.asarray, dev), strict=True):
         want_box, found = dense_regions.largest_region_box_host(m)
         np.testing.assert_array_equal(box, want_box)
@@ -191,12 +197,12 @@ def test_dense_masks_follow_the_paper_rules():
     image_mask = np.ones((2, H, W), bool)
     image_mask[1, :, 30:] = False
     got = autoscale.dense_masks(
-        {"density": jnp.asarray(density)}, jnp.asarray(image_mask), _config()
+        {"density": jnp.asarray(density)}, jnp.asarray(image_mask), _config(), head=REG
     )
     for d, m, g in zip(density, image_mask, np.asarray(got), strict=True):
         np.testing.assert_array_equal(g, m & (d > 2 * d[m].mean()))
     got = autoscale.dense_masks(
-        {"logits": jnp.asarray(logits)}, jnp.asarray(image_mask), _config("loc")
+        {"logits": jnp.asarray(logits)}, jnp.asarray(image_mask), _config("localization"), head=LOC
     )
     np.testing.assert_array_equal(np.asarray(got), image_mask & (logits.argmax(-1) < 8))
 
@@ -255,40 +261,43 @@ def _numpy_pixel_loss(out, target, mask, config):
     return fn(main) + side * sum(fn(s) for s in out["side_outputs"])
 
 
-@pytest.mark.parametrize("mode", ["reg", "loc"])
-def test_loss_without_l2s_is_the_initial_loss(mode):
-    config = _config(mode)
+@pytest.mark.parametrize("head", ["regression", "localization"])
+def test_loss_without_l2s_is_the_initial_loss(head):
+    config = _config(head)
     config.model.use_l2s = False
-    model = autoscale.make_model(config)
+    method = METHODS[head]
+    model = method.make_model(config)
     variables = _variables(model, config)
     batch = _batch(pad_cols=6)
     loss, (metrics, state) = jax.jit(
-        lambda p, b: autoscale.loss_fn(p, {}, b, None, model=model, config=config)
+        lambda p, b: method.loss_fn(p, {}, b, None, model=model, config=config)
     )(variables["params"], batch)
     out = _apply(model)[0](variables, batch["image"])
-    target = batch["density"] if mode == "reg" else batch["distance_label"].astype(int)
+    target = batch["density"] if head == "regression" else batch["distance_label"].astype(int)
     want = _numpy_pixel_loss(out, target, batch["image_mask"], config).mean()
     np.testing.assert_allclose(float(loss), want, rtol=1e-4)
     assert state == {}
 
 
-@pytest.mark.parametrize("mode", ["reg", "loc"])
-def test_loss_with_l2s_matches_an_independent_recomputation(mode):
-    config = _config(mode, area_ratio=0.01)
-    model = autoscale.make_model(config)
+@pytest.mark.parametrize("head", ["regression", "localization"])
+def test_loss_with_l2s_matches_an_independent_recomputation(head):
+    config = _config(head, area_ratio=0.01)
+    method = METHODS[head]
+    model = method.make_model(config)
     variables = _variables(model, config, seed=1)
     batch = _batch(seed=2, b=4)
     params, state = variables["params"], {"center": variables["center"]}
     loss, (metrics, new_state) = jax.jit(
-        lambda p, s, b: autoscale.loss_fn(p, s, b, None, model=model, config=config)
+        lambda p, s, b: method.loss_fn(p, s, b, None, model=model, config=config)
     )(params, state, batch)
 
     # Recompute every term step by step on the host.
     forward, scale = _apply(model)
     out = forward(variables, batch["image"], True)
-    target = batch["density"] if mode == "reg" else batch["distance_label"].astype(int)
+    target = batch["density"] if head == "regression" else batch["distance_label"].astype(int)
     initial = _numpy_pixel_loss(out, target, batch["image_mask"], config)
-    dense = np.asarray(autoscale.dense_masks(out, jnp.asarray(batch["image_mask"]), config))
+    dense = autoscale.dense_masks(out, jnp.asarray(batch["image_mask"]), config, head=HEADS[head])
+    dense = np.asarray(dense)
     boxes, found = [], []
     for m in dense:
         box, ok = dense_regions.largest_region_box_host(m)
@@ -319,7 +328,7 @@ def test_loss_with_l2s_matches_an_independent_recomputation(mode):
         eh, ew = int(np.asarray(cmask)[0, :, 0].sum()), int(np.asarray(cmask)[0, 0].sum())
         keep = (pts[:, 0] >= fx) & (pts[:, 0] < fx + fw) & (pts[:, 1] >= fy) & (pts[:, 1] < fy + fh)
         scaled = (pts[keep] - [fx, fy]) * r[i]
-        if mode == "reg":  # same kernel, count-preserving inside the rescaled area
+        if head == "regression":  # same kernel, count-preserving inside the rescaled area
             scaled = np.minimum(scaled, [ew - 1e-3, eh - 1e-3])
             gt = np.zeros((H, W))
             gt[:eh, :ew] = labels.density_map(scaled, (eh, ew), sigma=3.0)
@@ -338,17 +347,18 @@ def test_loss_with_l2s_matches_an_independent_recomputation(mode):
 
 @pytest.mark.slow  # 67 s in the suite: the gradient split by L2S, on top of the loss checks above.
 def test_center_loss_alone_trains_l2s_and_not_the_counting_network():
-    config = _config("reg", area_ratio=0.01)
-    model = autoscale.make_model(config)
+    config = _config("regression", area_ratio=0.01)
+    method = autoscale.REGRESSION
+    model = method.make_model(config)
     variables = _variables(model, config, seed=1)
     batch = _batch(seed=2, b=4)
     state = {"center": variables["center"]}
     grads = jax.jit(
-        jax.grad(lambda p: autoscale.loss_fn(p, state, batch, None, model=model, config=config)[0])
+        jax.grad(lambda p: method.loss_fn(p, state, batch, None, model=model, config=config)[0])
     )(variables["params"])
     config.loss.center_weight = 0.0
     grads_no_center = jax.jit(
-        jax.grad(lambda p: autoscale.loss_fn(p, state, batch, None, model=model, config=config)[0])
+        jax.grad(lambda p: method.loss_fn(p, state, batch, None, model=model, config=config)[0])
     )(variables["params"])
     # The FPN sees the same gradient with or without Ls (features go to L2S under stop_gradient).
     for a, b in zip(
@@ -365,18 +375,20 @@ def test_center_loss_alone_trains_l2s_and_not_the_counting_network():
 
 
 def test_regression_prediction_counts_n_f():
-    config = _config("reg", area_ratio=0.01)
-    model = autoscale.make_model(config)
+    config = _config("regression", area_ratio=0.01)
+    model = autoscale.REGRESSION.make_model(config)
     variables = _variables(model, config, seed=1)
     batch = _batch(seed=2, b=4, pad_cols=8)
     images, image_mask = jnp.asarray(batch["image"]), jnp.asarray(batch["image_mask"])
-    predict = jax.jit(functools.partial(autoscale.predict_fn, model=model, config=config))
+    predict = jax.jit(
+        functools.partial(autoscale.REGRESSION.predict_fn, model=model, config=config)
+    )
     density = predict(variables, images, image_mask=image_mask)
     forward, scale = _apply(model)
     out = forward(variables, images, True)
     y = np.asarray(out["density"]) * batch["image_mask"]
     boxes, used = autoscale.select_boxes(
-        autoscale.dense_masks(out, image_mask, config), image_mask, config
+        autoscale.dense_masks(out, image_mask, config, head=REG), image_mask, config, head=REG
     )
     r = scale(variables, out["features"], boxes)
     fitted, canvas, cmask = autoscale.rescale_region(images, boxes, r, config)
@@ -396,7 +408,7 @@ def test_regression_prediction_counts_n_f():
 def test_localization_points_recover_heads_outside_and_inside_the_box():
     # Class maps made from known heads: the initial map sees merged heads in the dense box, the
     # re-prediction (the box zoomed by r) separates them; points_fn maps them back.
-    config = _config("loc")
+    config = _config("localization")
     rng = np.random.default_rng(8)
     sparse = np.array([[5.5, 5.5], [34.5, 40.5], [30.5, 8.5]], np.float32)
     box, r = np.array([10, 16, 16, 16]), 2.0
@@ -414,31 +426,35 @@ def test_localization_points_recover_heads_outside_and_inside_the_box():
         "used": np.bool_(True),
         "canvas_extent": np.array([32, 32]),
     }
-    got = autoscale.points_fn(outputs, (H, W), config)
+    got = heads.points_fn(outputs, (H, W), config)
     want = np.concatenate([sparse, box[:2] + (np.floor(canvas_pts) + 0.5) / r])
     assert len(got) == len(want)
     d = np.linalg.norm(got[:, None] - want[None], axis=-1)
     assert np.all(d.min(1) < 1e-4) and np.all(d.min(0) < 1e-4)
     outputs["used"] = np.bool_(False)  # no region: the initial map alone
     np.testing.assert_allclose(
-        autoscale.points_fn(outputs, (H, W), config),
+        heads.points_fn(outputs, (H, W), config),
         labels.local_minima(classes, max_label=config.eval.minima_max_class),
     )
 
 
 def test_localization_predict_outputs_and_padding():
-    config = _config("loc")
-    model = autoscale.make_model(config)
+    config = _config("localization")
+    model = autoscale.LOCALIZATION.make_model(config)
     variables = _variables(model, config)
     batch = _batch(pad_cols=8)
-    predict = jax.jit(functools.partial(autoscale.predict_fn, model=model, config=config))
+    predict = jax.jit(
+        functools.partial(autoscale.LOCALIZATION.predict_fn, model=model, config=config)
+    )
     out = predict(
         variables, jnp.asarray(batch["image"]), image_mask=jnp.asarray(batch["image_mask"])
     )
     assert set(out) == {"classes", "canvas_classes", "box", "scale", "used", "canvas_extent"}
     assert np.all(np.asarray(out["classes"])[:, :, W - 8 :] == 10)  # padding is background
     for i in range(2):
-        pts = autoscale.points_fn({k: np.asarray(v[i]) for k, v in out.items()}, (H, W - 8), config)
+        pts = autoscale.LOCALIZATION.points_fn(
+            {k: np.asarray(v[i]) for k, v in out.items()}, (H, W - 8), config
+        )
         assert pts.shape[1] == 2 and np.all(pts[:, 0] < W - 8 + 1e-6)
 
 
@@ -449,27 +465,28 @@ def test_dce_is_the_localization_loss():
         ("ce", dce.cross_entropy_loss),
         ("focal", dce.focal_loss),
     ):
-        config = _config("loc")
+        config = _config("localization")
         config.loss.classification = kind
         config.loss.side_weight = 0.0
         rng = np.random.default_rng(9)
         logits = jnp.asarray(rng.normal(size=(2, 8, 8, 11)), jnp.float32)
         target = jnp.asarray(rng.integers(0, 11, (2, 8, 8)))
         mask = jnp.ones((2, 8, 8))
-        got = autoscale._pixel_loss({"logits": logits, "side_outputs": ()}, target, mask, config)
+        outputs = {"logits": logits, "side_outputs": ()}
+        got = autoscale._pixel_loss(outputs, target, mask, config, head=LOC)
         np.testing.assert_allclose(
             np.asarray(got), np.asarray(fn(logits, target, mask=mask)), rtol=1e-6
         )
 
 
 def test_imagenet_vgg16_weights_load_into_the_fpn_backbone(tmp_path):
-    config = _config("loc")
-    model = autoscale.make_model(config)
+    config = _config("localization")
+    model = autoscale.LOCALIZATION.make_model(config)
     variables = _variables(model, config)
     convs = reference.random_vgg_convs("vgg16", config.model.width)
     path = str(tmp_path / "vgg16.npz")
     np.savez(path, **reference.torchvision_state_dict(convs, "vgg16"))
-    loaded = autoscale.load_pretrained(jax.device_get(variables), path, config)
+    loaded = autoscale.LOCALIZATION.load_pretrained(jax.device_get(variables), path, config)
     params = loaded["params"]
     backbone = params["fpn"]["backbone"]
     for name in ("conv1_1", "conv3_2", "conv4_3"):

@@ -41,7 +41,14 @@ def _model_and_variables(config):
     model = _make(config)
     key = (config.dkpnet.attention, int(config.dkpnet.sub_centers))
     if key not in _VARIABLES:
-        init = jax.jit(functools.partial(method.init_variables, model, config=config))
+        init = jax.jit(
+            functools.partial(
+                method.init_variables,
+                model,
+                config=config,
+                input_shape=pipeline.crop_shape(config.data),
+            )
+        )
         _VARIABLES[key] = init(jax.random.key(0))
     return model, _VARIABLES[key]
 

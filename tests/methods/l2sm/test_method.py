@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import l2sm_synthetic
-from crowdjax.data import labels
+from crowdjax.data import labels, pipeline
 from crowdjax.methods.l2sm import method, regions
 from crowdjax.methods.l2sm import model as model_lib
 from crowdjax.models import rescale
@@ -28,7 +28,8 @@ def _init(model, config, seed=0):
     config variants of these tests share the parameter shapes)."""
     key = (config.model.use_l2sm, seed)
     if key not in _VARIABLES:
-        init = jax.jit(lambda rng: method.init_variables(model, rng, config))
+        shape = pipeline.crop_shape(config.data)
+        init = jax.jit(lambda rng: method.init_variables(model, rng, config, input_shape=shape))
         _VARIABLES[key] = init(jax.random.PRNGKey(seed))
     return jax.tree.map(lambda x: x, _VARIABLES[key])  # a fresh dict tree per test
 
@@ -217,7 +218,9 @@ def test_spn_alone_has_no_l2sm_parts():
     config.model.use_l2sm = False
     model = method.make_model(config)
     # Shapes only (tracing, no compilation).
-    variables = jax.eval_shape(lambda r: method.init_variables(model, r, config), jax.random.key(0))
+    variables = jax.eval_shape(
+        lambda r: method.init_variables(model, r, config, input_shape=(64, 64)), jax.random.key(0)
+    )
     assert "l2sm" not in variables
     assert not any(k.startswith(("repredict", "scale")) for k in variables["params"])
     out = jax.eval_shape(
@@ -242,7 +245,7 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="l2sm.centers"):
         config = _config(centers=6)
         model = method.make_model(config)
-        method.init_variables(model, jax.random.PRNGKey(0), config)
+        method.init_variables(model, jax.random.PRNGKey(0), config, input_shape=(64, 64))
     config = _config(scaling="zoom")
     model, variables = _model_and_variables(config)
     with pytest.raises(ValueError, match="l2sm.scaling"):
