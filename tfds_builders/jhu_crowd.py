@@ -86,11 +86,6 @@ class JhuCrowd(CrowdBuilder):
     """JHU-Crowd++ v2.0, read from the original release."""
 
     name = "jhu_crowd"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = "http://www.crowd-counting.com/"
     CITATION = """@article{sindagi2020jhu,
   title={JHU-CROWD++: Large-Scale Crowd Counting Dataset and A Benchmark Method},

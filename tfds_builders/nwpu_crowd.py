@@ -80,11 +80,6 @@ class NwpuCrowd(CrowdBuilder):
     """NWPU-Crowd, read from the original release."""
 
     name = "nwpu_crowd"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = "https://gjy3035.github.io/NWPU-Crowd-Sample-Code/"
     CITATION = """@article{wang2020nwpu,
   title={NWPU-Crowd: A Large-Scale Benchmark for Crowd Counting and Localization},

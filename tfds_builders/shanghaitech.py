@@ -90,11 +90,6 @@ class ShanghaiTech(CrowdBuilder):
     """ShanghaiTech part A / part B, read from the original release."""
 
     name = "shanghaitech"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = "https://github.com/desenzhou/ShanghaiTechDataset"
     CITATION = """@inproceedings{zhang2016single,
   title={Single-image crowd counting via multi-column convolutional neural network},

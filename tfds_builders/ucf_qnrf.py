@@ -48,11 +48,6 @@ class UcfQnrf(CrowdBuilder):
     """UCF-QNRF, read from the original release."""
 
     name = "ucf_qnrf"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = "https://www.crcv.ucf.edu/data/ucf-qnrf/"
     CITATION = """@inproceedings{idrees2018composition,
   title={Composition loss for counting, density map estimation and localization in dense crowds},
