@@ -26,11 +26,6 @@ from crowdjax.models import importers, layers
 from crowdjax.models.vgg import VGG
 
 
-def uot_output_shape(height: int, width: int) -> tuple[int, int]:
-    """Density map size for an input image of ``height`` x ``width`` pixels."""
-    return 2 * (height // 16), 2 * (width // 16)
-
-
 class UOTRegressor(nn.Module):
     """VGG19 density regressor (output stride 8) of Bayesian loss / UOT.
 

@@ -5,6 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import uot_common
+from crowdjax.methods.uot import method as uot_method
 from crowdjax.methods.uot import model as uot_model
 from crowdjax.models import importers
 from tests.models import reference
@@ -71,16 +73,23 @@ def test_matches_torch_reference(tmp_path, hw, activation):
         want = _torch_regressor(sd, activation)(torch.from_numpy(x).double().permute(0, 3, 1, 2))
     want = want[:, 0].numpy()
     # (64, 48) -> (8, 6); (50, 37) -> 2 * floor(/16) = (6, 4), as in PyTorch.
-    assert got.shape == want.shape == (2, *uot_model.uot_output_shape(*hw))
+    assert got.shape == want.shape == (2, 2 * (hw[0] // 16), 2 * (hw[1] // 16))
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     if activation == "relu":
         assert (np.asarray(got) == 0).any()  # the random head has negative outputs to clip
 
 
+def _output_shape(height, width):
+    model = uot_model.UOTRegressor(width=W8)
+    images = jnp.zeros((1, height, width, 3))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
+    return jax.eval_shape(model.apply, shapes, images).shape[1:]
+
+
 def test_output_shape_by_hand():
-    assert uot_model.uot_output_shape(512, 384) == (64, 48)  # multiples of 16: H / 8
-    assert uot_model.uot_output_shape(50, 37) == (6, 4)  # floor(50 / 16) = 3, 37 -> 2
+    assert _output_shape(512, 384) == (64, 48)  # multiples of 16: H / 8
+    assert _output_shape(50, 37) == (6, 4)  # floor(50 / 16) = 3, 37 -> 2
 
 
 def test_jit_eager_bf16_and_nonnegative():
@@ -126,6 +135,30 @@ def test_backbone_import_leaves_head(tmp_path):
     )
     with pytest.raises(ValueError, match="reg_layer.0.weight"):
         uot_model.load_bayesian_regressor(variables["params"], path)
+
+
+def test_method_loads_a_regressor_checkpoint_whole_and_imagenet_weights_into_the_backbone(
+    tmp_path,
+):
+    sd = _reference_state_dict(seed=4)
+    np.savez(tmp_path / "bl.npz", **sd)
+    np.savez(tmp_path / "vgg19.npz", **{k: v for k, v in sd.items() if k.startswith("features")})
+    config = uot_common.uot_config("shb")
+    config.model.width = W8
+    model = uot_method.make_model(config)
+    variables = reference.random_variables(model, jnp.zeros((1, 32, 32, 3)))
+    conv5 = sd["features.34.weight"].transpose(2, 3, 1, 0)
+    head = sd["reg_layer.4.weight"].transpose(2, 3, 1, 0)
+
+    whole = uot_method.load_pretrained(variables, str(tmp_path / "bl.npz"), config)
+    np.testing.assert_array_equal(whole["params"]["backbone"]["conv5_4"]["kernel"], conv5)
+    np.testing.assert_array_equal(whole["params"]["reg_out"]["kernel"], head)
+
+    backbone = uot_method.load_pretrained(variables, str(tmp_path / "vgg19.npz"), config)
+    np.testing.assert_array_equal(backbone["params"]["backbone"]["conv5_4"]["kernel"], conv5)
+    np.testing.assert_array_equal(
+        backbone["params"]["reg_out"]["kernel"], variables["params"]["reg_out"]["kernel"]
+    )
 
 
 def test_bad_inputs_raise():
