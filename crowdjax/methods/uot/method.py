@@ -2,8 +2,7 @@
 
 The Bayesian-loss VGG19 regressor (output stride 8) trained with the semi-dual entropic UOT loss
 between the predicted density and the annotated points (Eq. 6-10; `crowdjax.losses.uot_loss`).
-Config fields used: `model.{width, activation, upsample, pretrained, dtype}` (`pretrained`: an
-ImageNet VGG19 file or a whole Bayesian-loss / UOT regressor checkpoint),
+Config fields used: `model.{width, activation, upsample, pretrained, dtype}`,
 `loss.{epsilon, rho, cost, penalty, delta, solver, max_iters, coord_scale}`.
 """
 
@@ -14,7 +13,7 @@ import jax.numpy as jnp
 from crowdjax.data import pipeline
 from crowdjax.losses.uot import UOTOptions, uot_loss
 from crowdjax.methods.base import Method
-from crowdjax.methods.uot.model import UOTRegressor, load_bayesian_regressor
+from crowdjax.methods.uot.model import UOTRegressor
 from crowdjax.models import importers, layers
 
 OUTPUT_STRIDE = 8
@@ -80,16 +79,7 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     return model.apply(variables, images)
 
 
-_load_backbone = importers.vgg_backbone_loader("vgg19", make_model)
-
-
-def load_pretrained(variables, path, config):
-    """ImageNet VGG19 weights fill the backbone; a Bayesian-loss / UOT regressor checkpoint
-    (recognised by its ``reg_layer.*`` head) fills the backbone and the head."""
-    head = [k for k in importers.read_vgg_weights(path).extra if "reg_layer." in k]
-    if not head:
-        return _load_backbone(variables, path, config)
-    return {**variables, "params": load_bayesian_regressor(variables["params"], path)}
+load_pretrained = importers.vgg_backbone_loader("vgg19", make_model)
 
 
 METHOD = Method(

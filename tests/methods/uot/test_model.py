@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from configs import uot_common
-from crowdjax.methods.uot import method as uot_method
 from crowdjax.methods.uot import model as uot_model
-from crowdjax.models import importers
+from crowdjax.models import importers, published
 from tests.models import reference
 
 W8 = 1 / 8
@@ -23,6 +22,15 @@ def _reference_state_dict(seed=0):
         sd[f"reg_layer.{idx}.weight"] = rng.normal(0, std, (c_out, c_in, k, k)).astype(np.float32)
         sd[f"reg_layer.{idx}.bias"] = rng.normal(0, 0.1, c_out).astype(np.float32)
     return sd
+
+
+def _import_regressor(params, path, activation="abs"):
+    """A Bayesian-loss / UOT checkpoint into UOTRegressor params, as `init_from` imports it."""
+    config = uot_common.uot_config("shb")
+    config.model.activation = activation
+    variables, layout = published.import_published(path, config, {"params": params})
+    assert layout == "bayesian_vgg19"
+    return variables["params"]
 
 
 def _torch_regressor(sd, activation="abs"):
@@ -67,7 +75,7 @@ def test_matches_torch_reference(tmp_path, hw, activation):
     model = uot_model.UOTRegressor(width=W8, activation=activation)
     x = np.random.default_rng(1).normal(size=(2, *hw, 3)).astype(np.float32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(x))
-    params = uot_model.load_bayesian_regressor(shapes["params"], path)
+    params = _import_regressor(shapes["params"], path, activation)
     got = model.apply({"params": params}, jnp.asarray(x))
     with torch.no_grad():
         want = _torch_regressor(sd, activation)(torch.from_numpy(x).double().permute(0, 3, 1, 2))
@@ -133,32 +141,8 @@ def test_backbone_import_leaves_head(tmp_path):
     np.testing.assert_array_equal(
         new["params"]["reg_out"]["kernel"], variables["params"]["reg_out"]["kernel"]
     )
-    with pytest.raises(ValueError, match="reg_layer.0.weight"):
-        uot_model.load_bayesian_regressor(variables["params"], path)
-
-
-def test_method_loads_a_regressor_checkpoint_whole_and_imagenet_weights_into_the_backbone(
-    tmp_path,
-):
-    sd = _reference_state_dict(seed=4)
-    np.savez(tmp_path / "bl.npz", **sd)
-    np.savez(tmp_path / "vgg19.npz", **{k: v for k, v in sd.items() if k.startswith("features")})
-    config = uot_common.uot_config("shb")
-    config.model.width = W8
-    model = uot_method.make_model(config)
-    variables = reference.random_variables(model, jnp.zeros((1, 32, 32, 3)))
-    conv5 = sd["features.34.weight"].transpose(2, 3, 1, 0)
-    head = sd["reg_layer.4.weight"].transpose(2, 3, 1, 0)
-
-    whole = uot_method.load_pretrained(variables, str(tmp_path / "bl.npz"), config)
-    np.testing.assert_array_equal(whole["params"]["backbone"]["conv5_4"]["kernel"], conv5)
-    np.testing.assert_array_equal(whole["params"]["reg_out"]["kernel"], head)
-
-    backbone = uot_method.load_pretrained(variables, str(tmp_path / "vgg19.npz"), config)
-    np.testing.assert_array_equal(backbone["params"]["backbone"]["conv5_4"]["kernel"], conv5)
-    np.testing.assert_array_equal(
-        backbone["params"]["reg_out"]["kernel"], variables["params"]["reg_out"]["kernel"]
-    )
+    with pytest.raises(ValueError, match="unknown checkpoint layout"):  # no regressor head
+        _import_regressor(variables["params"], path)
 
 
 def test_bad_inputs_raise():
@@ -181,7 +165,7 @@ def test_parameter_gradients_match_torch(tmp_path):
     x = rng.normal(size=(2, 64, 48, 3)).astype(np.float32)
     w = rng.normal(size=(2, 8, 6)).astype(np.float32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(x))
-    params = uot_model.load_bayesian_regressor(shapes["params"], str(tmp_path / "bl.npz"))
+    params = _import_regressor(shapes["params"], str(tmp_path / "bl.npz"))
     loss = lambda p: jnp.sum(model.apply({"params": p}, jnp.asarray(x)) * w)
     grads = jax.jit(jax.grad(loss))(params)
     regressor = _torch_regressor(sd)
