@@ -4,9 +4,10 @@ Split sizes are those of the official releases (the builders check them against 
 `validation` is the size of an official validation split; where there is none (None), the
 engine holds `data.holdout_fraction` of the training split out for model selection (see
 `crowdjax.data.splits`), so a run trains on `training_images(...)` images. Gaussian sigmas and
-crop sizes are per method family, as each paper states them (METHODS.md); resize rules are applied
-by the builders and repeated here for the docs. Your own data sets (`user_crowd/<name>`) are not
-listed: `get` reads their facts from the prepared data (`user_facts`).
+crop sizes are per method family, as each paper states them (docs/methods/); resize rules are
+applied by the builders (docs/datasets.md) and repeated here for the docs. Your own data sets
+(`user_crowd/<name>`) are not listed: `get` reads their facts from the prepared data
+(`user_facts`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ out-of-image rule). The total count of image_labels.txt is checked against the p
 (`count_mismatch` in the metadata).
 
 Config `default`: resize like UCF-QNRF (short side >= 512, long side <= 2048, points scaled);
-fixed Gaussian sigma 8 px (AutoScale's JHU choice, METHODS.md); points outside: clipped.
+fixed Gaussian sigma 8 px (AutoScale's JHU choice, docs/datasets.md); points outside: clipped.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ code must skip or refuse `has_annotation = False`). A train/val image without it
 error. Points are used as they are (0-based (x, y)); `boxes` are not stored.
 
 Config `default`: resize like UCF-QNRF (short side >= 512, long side <= 2048, points scaled);
-fixed Gaussian sigma 6 px (AutoScale's NWPU choice, METHODS.md); points outside: clipped.
+fixed Gaussian sigma 6 px (AutoScale's NWPU choice, docs/datasets.md); points outside: clipped.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ Annotations: `img_NNNN_ann.mat` with `annPoints` [N, 2] (x, y) pixels, used as t
 
 Config `default`: images are resized (points scaled alike) so that the short side is at least
 512 and the long side at most 2048 (UOT/AutoScale practice; the short-side rule is applied first,
-see `base.resize_scale`); fixed Gaussian sigma 8 px (AutoScale's QNRF choice, METHODS.md);
+see `base.resize_scale`); fixed Gaussian sigma 8 px (AutoScale's QNRF choice, docs/datasets.md);
 annotated points outside the image are clipped to the border (counted in the metadata).
 
 Config `l2sm`: images larger than 1920 x 1080 (long side x short side, either orientation) are
