@@ -126,7 +126,7 @@ class UOTSolution(NamedTuple):
     converged: jax.Array
 
 
-def _problem(density, points, point_mask, coord_scale, *, stride, cost, delta):
+def _problem(density, points, point_mask, coord_scale, *, stride, options):
     """Flattened density u [B, N], cost [B, N, M] (+inf on padding) and valid [B, M]."""
     if density.ndim == 4 and density.shape[-1] == 1:
         density = density[..., 0]
@@ -148,7 +148,8 @@ def _problem(density, points, point_mask, coord_scale, *, stride, cost, delta):
     valid = point_mask > 0
     pts = jnp.where(valid[..., None], points.astype(dtype), 0.0)
     pixels = centres[None] / scale[:, None, None]
-    c = uot_kernel.cost_matrix(pixels, pts / scale[:, None, None], cost=cost, delta=delta)
+    points_scaled = pts / scale[:, None, None]
+    c = uot_kernel.cost_matrix(pixels, points_scaled, cost=options.cost, delta=options.delta)
     c = jnp.where(valid[:, None, :], c, jnp.inf)
     return density.reshape(b, h * w).astype(dtype), c, valid
 
@@ -195,15 +196,7 @@ def uot_solve(
 
     Arguments as :func:`uot_loss`; returns a :class:`UOTSolution`.
     """
-    u, c, valid = _problem(
-        density,
-        points,
-        point_mask,
-        coord_scale,
-        stride=stride,
-        cost=options.cost,
-        delta=options.delta,
-    )
+    u, c, valid = _problem(density, points, point_mask, coord_scale, stride=stride, options=options)
     u, c = jax.lax.stop_gradient(jnp.maximum(u, 0.0)), jax.lax.stop_gradient(c)
     if valid.shape[1] == 0:  # No point slot at all: nothing to solve.
         t = jnp.full(u.shape, -jnp.inf, u.dtype)
@@ -246,15 +239,7 @@ def uot_semi_dual(
     Differentiable w.r.t. density and beta; padded entries of beta are ignored. Only the
     problem settings of ``options`` matter (epsilon, rho, cost, penalty, delta), not the solver.
     """
-    u, c, valid = _problem(
-        density,
-        points,
-        point_mask,
-        coord_scale,
-        stride=stride,
-        cost=options.cost,
-        delta=options.delta,
-    )
+    u, c, valid = _problem(density, points, point_mask, coord_scale, stride=stride, options=options)
     beta = jnp.where(valid, beta, 0.0)
     if valid.shape[1]:
         t = uot_kernel.dense_t(beta, c, options.epsilon)

@@ -37,67 +37,22 @@ def random_batch(seed=0, batch=4, mean=0.15):
     return density, points, mask
 
 
-@functools.partial(
-    jax.jit, static_argnames=("epsilon", "rho", "cost", "penalty", "solver", "max_iters")
-)
-def _loss_and_grad(
-    density, points, mask, scale, tol, delta, *, epsilon, rho, cost, penalty, solver, max_iters
-):
+@jax.jit
+def _loss_and_grad(density, points, mask, scale, options):
     def total(d):
-        per_image = uot_loss(
-            d,
-            points,
-            mask,
-            coord_scale=scale,
-            stride=STRIDE,
-            options=UOTOptions(
-                epsilon=epsilon,
-                rho=rho,
-                cost=cost,
-                penalty=penalty,
-                delta=delta,
-                solver=solver,
-                max_iters=max_iters,
-                tol=tol,
-            ),
-        )
+        per_image = uot_loss(d, points, mask, coord_scale=scale, stride=STRIDE, options=options)
         return per_image.sum(), per_image
 
     (_, per_image), grad = jax.value_and_grad(total, has_aux=True)(density)
     return per_image, grad
 
 
-def loss_and_grad(
-    density,
-    points,
-    mask,
-    scale=SCALE,
-    *,
-    tol=1e-6,
-    delta=0.3,
-    epsilon=0.01,
-    rho=1.0,
-    cost="l2",
-    penalty="kl",
-    solver="lbfgs",
-    max_iters=300,
-):
-    """Per-image losses [B] and d(sum)/d(density); one signature, so the jit cache is reused."""
+def loss_and_grad(density, points, mask, scale=SCALE, *, tol=1e-6, delta=0.3, max_iters=300, **kw):
+    """Per-image losses [B] and d(sum)/d(density); one signature, so the jit cache is reused:
+    scale, tol and delta are traced (UOTOptions leaves), the other options select the program."""
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-    return _loss_and_grad(
-        f32(density),
-        f32(points),
-        jnp.asarray(mask, bool),
-        f32(scale),
-        f32(tol),
-        f32(delta),
-        epsilon=epsilon,
-        rho=rho,
-        cost=cost,
-        penalty=penalty,
-        solver=solver,
-        max_iters=max_iters,
-    )
+    options = UOTOptions(tol=f32(tol), delta=f32(delta), max_iters=max_iters, **kw)
+    return _loss_and_grad(f32(density), f32(points), jnp.asarray(mask, bool), f32(scale), options)
 
 
 def reference(density, points, mask, scale=SCALE, **kw):
