@@ -86,6 +86,19 @@ class CrowdConfig(tfds.core.BuilderConfig):
                 )
 
 
+def bounded_config(sigma: float) -> CrowdConfig:
+    """The `default` config of the large data sets (UCF-QNRF, JHU-Crowd++, NWPU-Crowd): short side
+    >= 512 and long side <= 2048 (the Bayesian-loss / UOT and AutoScale practice, see
+    docs/datasets.md) and a fixed Gaussian of `sigma` px."""
+    return CrowdConfig(
+        name="default",
+        sigma=sigma,
+        max_long_side=2048,
+        min_short_side=512,
+        description=f"Short side >= 512, long side <= 2048; fixed Gaussian, sigma {sigma:g} px.",
+    )
+
+
 def resize_scale(height: int, width: int, cfg: CrowdConfig) -> float:
     """Scale factor of the resize rule.
 

@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 
 from crowdjax.data import io
 from tfds_builders import _files
-from tfds_builders.base import CrowdBuilder, CrowdConfig, require_nonempty
+from tfds_builders.base import CrowdBuilder, bounded_config, require_nonempty
 
 _SPLIT_DIRS = {"train": "train", "validation": "val", "test": "test"}
 _RELEASE_DIR = "jhu_crowd_v2.0"
@@ -96,15 +96,7 @@ Download jhu_crowd_v2.0 from http://www.crowd-counting.com/ and unpack it. Pass 
 jhu_crowd_v2.0 folder (or its parent), which holds, for each of train/, val/, test/:
   images/NNNN.jpg   gt/NNNN.txt (x y w h o b per head)   image_labels.txt
 """
-    BUILDER_CONFIGS = [
-        CrowdConfig(
-            name="default",
-            sigma=8.0,
-            max_long_side=2048,
-            min_short_side=512,
-            description="Short side >= 512, long side <= 2048; fixed Gaussian, sigma 8 px.",
-        )
-    ]
+    BUILDER_CONFIGS = [bounded_config(sigma=8.0)]
 
     def extra_features(self):
         return {

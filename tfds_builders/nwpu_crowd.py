@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 
 from crowdjax.data import io
 from tfds_builders import _files
-from tfds_builders.base import CrowdBuilder, CrowdConfig, require_nonempty
+from tfds_builders.base import CrowdBuilder, bounded_config, require_nonempty
 
 _SPLIT_LISTS = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}
 _RELEASE_DIR = "NWPU-Crowd"
@@ -91,15 +91,7 @@ jsons.zip, train.txt, val.txt, test.txt); unzip the image parts into one images/
 manual_dir the folder (or its parent NWPU-Crowd/) holding:
   images/NNNN.jpg   jsons/NNNN.json   train.txt   val.txt   test.txt
 """
-    BUILDER_CONFIGS = [
-        CrowdConfig(
-            name="default",
-            sigma=6.0,
-            max_long_side=2048,
-            min_short_side=512,
-            description="Short side >= 512, long side <= 2048; fixed Gaussian, sigma 6 px.",
-        )
-    ]
+    BUILDER_CONFIGS = [bounded_config(sigma=6.0)]
 
     def extra_features(self):
         return {

@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 
 from crowdjax.data import io
 from tfds_builders import _files
-from tfds_builders.base import CrowdBuilder, CrowdConfig, require_nonempty
+from tfds_builders.base import CrowdBuilder, CrowdConfig, bounded_config, require_nonempty
 
 _SPLIT_DIRS = {"train": "Train", "test": "Test"}
 _RELEASE_DIR = "UCF-QNRF_ECCV18"
@@ -61,13 +61,7 @@ manual_dir the UCF-QNRF_ECCV18 folder (or its parent), which holds:
   Test/img_NNNN.jpg,  Test/img_NNNN_ann.mat
 """
     BUILDER_CONFIGS = [
-        CrowdConfig(
-            name="default",
-            sigma=8.0,
-            max_long_side=2048,
-            min_short_side=512,
-            description="Short side >= 512, long side <= 2048; fixed Gaussian, sigma 8 px.",
-        ),
+        bounded_config(sigma=8.0),
         CrowdConfig(
             name="l2sm",
             sigma=8.0,
