@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from crowdjax.losses.uot import uot_loss, uot_solve
+from crowdjax.losses.uot import UOTOptions, uot_loss, uot_solve
 
 EPS, RHO, STRIDE, SCALE, ITERS = 0.01, 1.0, 8, 512.0, 20
 
@@ -50,19 +50,14 @@ def make_problem(batch, size, num_points, kind, seed=0):
     return density.astype(np.float32), points, np.ones((batch, num_points), bool)
 
 
+def uot_options(tol) -> UOTOptions:
+    return UOTOptions(epsilon=EPS, rho=RHO, max_iters=ITERS, tol=tol)
+
+
 def jax_step(tol):
     def total(density, points, mask):
-        loss = uot_loss(
-            density,
-            points,
-            mask,
-            coord_scale=SCALE,
-            stride=STRIDE,
-            epsilon=EPS,
-            rho=RHO,
-            max_iters=ITERS,
-            tol=tol,
-        )
+        options = uot_options(tol)
+        loss = uot_loss(density, points, mask, coord_scale=SCALE, stride=STRIDE, options=options)
         return loss.sum()
 
     return jax.jit(jax.value_and_grad(total))
@@ -158,17 +153,8 @@ def main():
         t_jax, (loss, grad) = timed(
             lambda d=d, p=p, k=k: jax.block_until_ready(step(d, p, k)), args.repeats
         )
-        sol = uot_solve(
-            d,
-            p,
-            k,
-            coord_scale=SCALE,
-            stride=STRIDE,
-            epsilon=EPS,
-            rho=RHO,
-            max_iters=ITERS,
-            tol=args.tol,
-        )
+        options = uot_options(args.tol)
+        sol = uot_solve(d, p, k, coord_scale=SCALE, stride=STRIDE, options=options)
         gmax = float(jnp.abs(sol.grad).max(-1).mean())
         line = (
             f"M={m:5d}  jax {t_jax:7.3f}s  iters {float(sol.num_iters.mean()):4.1f} "

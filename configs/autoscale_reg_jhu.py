@@ -9,7 +9,7 @@ Build the data first (see README):
 The checkpoint is selected on the validation split (official, or held out of train: see
 configs/datasets.py); the test split is evaluated at the end.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
-Paper results: see METHODS.md.
+Paper results: Table 3 of the paper, by split and density level (docs/methods/autoscale.md).
 ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
 FPN baseline without L2S (ablation): --config.model.use_l2s=False.
 """

@@ -9,7 +9,7 @@ Build the data first (see README):
 NWPU-Crowd's test labels are not public (its server scores them), so the official validation
 split both selects the checkpoint and is reported, as the papers' NWPU numbers.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
-Paper results: see METHODS.md.
+Paper results: Table 2 of the paper, by split and scene level (docs/methods/autoscale.md).
 ImageNet VGG16 weights: --config.model.pretrained=<vgg16.pth>.
 FPN baseline without L2S (ablation): --config.model.use_l2s=False.
 """

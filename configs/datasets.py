@@ -5,7 +5,8 @@ Split sizes are those of the official releases (the builders check them against 
 engine holds `data.holdout_fraction` of the training split out for model selection (see
 `crowdjax.data.splits`), so a run trains on `training_images(...)` images. Resize rules are
 applied by the builders and repeated here for the docs. What a method sets per data set (its
-crop, its paper's Gaussian sigma) lives with the method's configs (e.g. `configs/uot_common.py`).
+crop, its paper's Gaussian sigma) lives with the method's configs (e.g. `configs/uot_common.py`;
+docs/methods/); resize rules are documented in docs/datasets.md.
 Your own data sets (`user_crowd/<name>`) are not listed: `get` reads their facts from the
 prepared data (`user_facts`).
 """

@@ -9,7 +9,8 @@ Build the data first (see README):
 NWPU-Crowd's test labels are not public (its server scores them), so the official validation
 split both selects the checkpoint and is reported, as the papers' NWPU numbers.
 Variant "tiny" (tests): tiny model on synthetic data for a few steps.
-Paper (MAE/RMSE): see METHODS.md; ImageNet VGG19 weights: --config.model.pretrained=<vgg19.pth>.
+Paper (MAE/RMSE): 87.8/387.5 (docs/methods/uot.md).
+ImageNet VGG19 weights: --config.model.pretrained=<vgg19.pth>.
 """
 
 from configs import common

@@ -1,6 +1,6 @@
 """Counting metrics: MAE / RMSE / NAE (overall and per category) and GAME(L).
 
-Definitions (METHODS.md, all five papers):
+Definitions (docs/methods/README.md, all five papers):
   * MAE = mean_n |pred_n - gt_n|; RMSE = sqrt(mean_n (pred_n - gt_n)^2) (the papers' "MSE");
     NAE = mean over images with gt_n > 0 of |pred_n - gt_n| / gt_n. Images with gt_n = 0 are
     skipped for NAE only and counted in ``nae_skipped``; NAE is NaN if every image is skipped.

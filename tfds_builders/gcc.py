@@ -189,11 +189,6 @@ class Gcc(CrowdBuilder):
     """GCC, read from its public release; one config per official split protocol."""
 
     name = "gcc"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = HOMEPAGE
     CITATION = CITATION
     MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\

@@ -16,7 +16,7 @@ out-of-image rule). The total count of image_labels.txt is checked against the p
 (`count_mismatch` in the metadata).
 
 Config `default`: resize like UCF-QNRF (short side >= 512, long side <= 2048, points scaled);
-fixed Gaussian sigma 8 px (AutoScale's JHU choice, METHODS.md); points outside: clipped.
+fixed Gaussian sigma 8 px (AutoScale's JHU choice, docs/datasets.md); points outside: clipped.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import tensorflow_datasets as tfds
 
 from crowdjax.data import io
 from tfds_builders import _files
-from tfds_builders.base import CrowdBuilder, CrowdConfig, require_nonempty
+from tfds_builders.base import CrowdBuilder, bounded_config, require_nonempty
 
 _SPLIT_DIRS = {"train": "train", "validation": "val", "test": "test"}
 _RELEASE_DIR = "jhu_crowd_v2.0"
@@ -86,11 +86,6 @@ class JhuCrowd(CrowdBuilder):
     """JHU-Crowd++ v2.0, read from the original release."""
 
     name = "jhu_crowd"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = "http://www.crowd-counting.com/"
     CITATION = """@article{sindagi2020jhu,
   title={JHU-CROWD++: Large-Scale Crowd Counting Dataset and A Benchmark Method},
@@ -101,15 +96,7 @@ Download jhu_crowd_v2.0 from http://www.crowd-counting.com/ and unpack it. Pass 
 jhu_crowd_v2.0 folder (or its parent), which holds, for each of train/, val/, test/:
   images/NNNN.jpg   gt/NNNN.txt (x y w h o b per head)   image_labels.txt
 """
-    BUILDER_CONFIGS = [
-        CrowdConfig(
-            name="default",
-            sigma=8.0,
-            max_long_side=2048,
-            min_short_side=512,
-            description="Short side >= 512, long side <= 2048; fixed Gaussian, sigma 8 px.",
-        )
-    ]
+    BUILDER_CONFIGS = [bounded_config(sigma=8.0)]
 
     def extra_features(self):
         return {

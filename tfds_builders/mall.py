@@ -153,11 +153,6 @@ def list_frames(frames_dir: str, num_annotated: int) -> dict[int, str]:
 class Mall(base.CrowdBuilder):
     """Mall: 2000 frames, ROI and perspective map; train 1..800, test 801..2000."""
 
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HAS_ROI = True
     HOMEPAGE = HOMEPAGE
     CITATION = CITATION

@@ -17,7 +17,7 @@ code must skip or refuse `has_annotation = False`). A train/val image without it
 error. Points are used as they are (0-based (x, y)); `boxes` are not stored.
 
 Config `default`: resize like UCF-QNRF (short side >= 512, long side <= 2048, points scaled);
-fixed Gaussian sigma 6 px (AutoScale's NWPU choice, METHODS.md); points outside: clipped.
+fixed Gaussian sigma 6 px (AutoScale's NWPU choice, docs/datasets.md); points outside: clipped.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import tensorflow_datasets as tfds
 
 from crowdjax.data import io
 from tfds_builders import _files
-from tfds_builders.base import CrowdBuilder, CrowdConfig, require_nonempty
+from tfds_builders.base import CrowdBuilder, bounded_config, require_nonempty
 
 _SPLIT_LISTS = {"train": "train.txt", "validation": "val.txt", "test": "test.txt"}
 _RELEASE_DIR = "NWPU-Crowd"
@@ -80,11 +80,6 @@ class NwpuCrowd(CrowdBuilder):
     """NWPU-Crowd, read from the original release."""
 
     name = "nwpu_crowd"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = "https://gjy3035.github.io/NWPU-Crowd-Sample-Code/"
     CITATION = """@article{wang2020nwpu,
   title={NWPU-Crowd: A Large-Scale Benchmark for Crowd Counting and Localization},
@@ -96,15 +91,7 @@ jsons.zip, train.txt, val.txt, test.txt); unzip the image parts into one images/
 manual_dir the folder (or its parent NWPU-Crowd/) holding:
   images/NNNN.jpg   jsons/NNNN.json   train.txt   val.txt   test.txt
 """
-    BUILDER_CONFIGS = [
-        CrowdConfig(
-            name="default",
-            sigma=6.0,
-            max_long_side=2048,
-            min_short_side=512,
-            description="Short side >= 512, long side <= 2048; fixed Gaussian, sigma 6 px.",
-        )
-    ]
+    BUILDER_CONFIGS = [bounded_config(sigma=6.0)]
 
     def extra_features(self):
         return {

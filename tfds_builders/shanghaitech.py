@@ -15,7 +15,7 @@ convention would put them in [0.5, W + 0.5], and y = 0.001 would be outside the 
 Configs (ground-truth recipe):
   part_a: geometry-adaptive kernels (MCNN; sigma_i = 0.3 * mean distance to the 3 nearest heads),
     the common choice for the dense part A.
-  part_b: fixed sigma = 8 px, AutoScale's choice for part B (METHODS.md). Other recipes (e.g.
+  part_b: fixed sigma = 8 px, AutoScale's choice for part B (docs/datasets.md). Other recipes (e.g.
     CSRNet's sigma 15) are a `CrowdConfig` away: `tfds.builder("shanghaitech",
     config=CrowdConfig(name="part_b_s15", sigma=15.0, ...))` with a name starting with the part.
 """
@@ -90,11 +90,6 @@ class ShanghaiTech(CrowdBuilder):
     """ShanghaiTech part A / part B, read from the original release."""
 
     name = "shanghaitech"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = "https://github.com/desenzhou/ShanghaiTechDataset"
     CITATION = """@inproceedings{zhang2016single,
   title={Single-image crowd counting via multi-column convolutional neural network},

@@ -69,10 +69,9 @@ def encode_jpeg(image: np.ndarray) -> bytes:
 class SyntheticCrowd(CrowdBuilder):
     """Procedurally rendered crowds in several styles (domains)."""
 
-    VERSION = tfds.core.Version("1.1.0")
     RELEASE_NOTES = {
+        **CrowdBuilder.RELEASE_NOTES,
         "1.0.0": "Initial release: street, stadium and night styles.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
     }
     # Different seeds per domain: no two domains share scene layouts.
     BUILDER_CONFIGS = [

@@ -29,7 +29,6 @@ import os
 
 import cv2
 import numpy as np
-import tensorflow_datasets as tfds
 
 from crowdjax.data import io
 from tfds_builders import base
@@ -111,11 +110,6 @@ def read_mask(path: str) -> np.ndarray:
 class Trancos(base.CrowdBuilder):
     """TRANCOS: vehicles in traffic-camera images, per-image ROI; train/validation/test."""
 
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HAS_ROI = True
     HOMEPAGE = HOMEPAGE
     CITATION = CITATION

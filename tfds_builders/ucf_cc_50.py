@@ -66,11 +66,6 @@ class UcfCc50(CrowdBuilder):
 
     name = "ucf_cc_50"
     IMAGE_FORMAT = "png"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = "https://www.crcv.ucf.edu/data/ucf-cc-50/"
     CITATION = """@inproceedings{idrees2013multi,
   title={Multi-source multi-scale counting in extremely dense crowd images},

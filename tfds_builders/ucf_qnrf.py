@@ -8,7 +8,7 @@ Annotations: `img_NNNN_ann.mat` with `annPoints` [N, 2] (x, y) pixels, used as t
 
 Config `default`: images are resized (points scaled alike) so that the short side is at least
 512 and the long side at most 2048 (UOT/AutoScale practice; the short-side rule is applied first,
-see `base.resize_scale`); fixed Gaussian sigma 8 px (AutoScale's QNRF choice, METHODS.md);
+see `base.resize_scale`); fixed Gaussian sigma 8 px (AutoScale's QNRF choice, docs/datasets.md);
 annotated points outside the image are clipped to the border (counted in the metadata).
 
 Config `l2sm`: images larger than 1920 x 1080 (long side x short side, either orientation) are
@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 
 from crowdjax.data import io
 from tfds_builders import _files
-from tfds_builders.base import CrowdBuilder, CrowdConfig, require_nonempty
+from tfds_builders.base import CrowdBuilder, CrowdConfig, bounded_config, require_nonempty
 
 _SPLIT_DIRS = {"train": "Train", "test": "Test"}
 _RELEASE_DIR = "UCF-QNRF_ECCV18"
@@ -48,11 +48,6 @@ class UcfQnrf(CrowdBuilder):
     """UCF-QNRF, read from the original release."""
 
     name = "ucf_qnrf"
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HOMEPAGE = "https://www.crcv.ucf.edu/data/ucf-qnrf/"
     CITATION = """@inproceedings{idrees2018composition,
   title={Composition loss for counting, density map estimation and localization in dense crowds},
@@ -66,13 +61,7 @@ manual_dir the UCF-QNRF_ECCV18 folder (or its parent), which holds:
   Test/img_NNNN.jpg,  Test/img_NNNN_ann.mat
 """
     BUILDER_CONFIGS = [
-        CrowdConfig(
-            name="default",
-            sigma=8.0,
-            max_long_side=2048,
-            min_short_side=512,
-            description="Short side >= 512, long side <= 2048; fixed Gaussian, sigma 8 px.",
-        ),
+        bounded_config(sigma=8.0),
         CrowdConfig(
             name="l2sm",
             sigma=8.0,

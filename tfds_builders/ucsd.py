@@ -148,11 +148,6 @@ def list_frames(seq_dir: str, seq: int, num_annotated: int) -> dict[int, str]:
 class Ucsd(base.CrowdBuilder):
     """UCSD vidf1_33: 10 x 200 frames, ROI and perspective map; train = sequences 003-006."""
 
-    VERSION = tfds.core.Version("1.1.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release.",
-        "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
-    }
     HAS_ROI = True
     IMAGE_FORMAT = "png"
     HOMEPAGE = HOMEPAGE

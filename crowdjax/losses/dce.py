@@ -11,9 +11,9 @@ public AutoScale code releases no localization training script, so the paper is 
 ``reduction="mean"`` (divide by the number of valid pixels, as PyTorch's ``CrossEntropyLoss``) is
 offered for experiments with other learning rates.
 
-DCE weight (**choice**, METHODS.md): ``w(p) = sum_i (|C(p) - i| + 1) Pr_i(p)`` is a coefficient, so
-by default no gradient flows through it (``jax.lax.stop_gradient``); ``weight_gradient=True`` lets
-it flow (the loss is then the literal product of Eq. 7).
+DCE weight (**choice**, docs/methods/autoscale.md): ``w(p) = sum_i (|C(p) - i| + 1) Pr_i(p)`` is
+a coefficient, so by default no gradient flows through it (``jax.lax.stop_gradient``);
+``weight_gradient=True`` lets it flow (the loss is then the literal product of Eq. 7).
 
 Labels must lie in ``[0, K)``; this cannot be checked inside jit, so a pixel with a label outside
 (e.g. -1 or K) has a NaN loss (the loss of its image is NaN unless the pixel is masked out).

@@ -39,6 +39,7 @@ iterations do not always reach ``tol`` at eps = 0.01; raise ``max_iters`` for a 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import NamedTuple
 
@@ -48,8 +49,67 @@ import jax.numpy as jnp
 from crowdjax.losses import lbfgs, uot_kernel, uot_sinkhorn
 
 SOLVERS = ("lbfgs", "sinkhorn")
-_STATIC = ("stride", "epsilon", "rho", "cost", "penalty", "solver", "max_iters", "history")
 _DEFAULT_ITERS = {"lbfgs": 20, "sinkhorn": 2000}
+
+
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=("delta", "tol"),
+    meta_fields=("epsilon", "rho", "cost", "penalty", "solver", "max_iters", "history"),
+)
+@dataclasses.dataclass(frozen=True)
+class UOTOptions:
+    """Settings of the UOT problem and its inner solver, validated once when built.
+
+    A pytree: ``delta`` and ``tol`` are its leaves (they may be traced, so changing them does
+    not recompile); the other fields are static (hashable Python values; ott needs a concrete
+    ``tau``), and a new value of one compiles a new program. The names are the paper's where
+    it has one.
+
+    Attributes:
+      epsilon: entropic regularisation eps of Eq. 6 (> 0; float32-stable down to 1e-3; the
+        paper uses 0.01). Relative to ``coord_scale``.
+      rho: strength of the marginal penalty ``rho * phi`` on the predicted density (> 0);
+        ott-jax's ``tau = rho / (rho + epsilon)``.
+      cost: ``"l2"`` (Eq. 11), ``"l1"``, or ``"wfr"`` (Eq. 12).
+      penalty: ``"kl"`` (Eq. 10) or ``"qr"`` (Eq. 13).
+      delta: WFR scale in scaled units (``cost = -2 ln cos(d / delta)``); the paper does not
+        give it, 0.1 is a **choice**.
+      solver: ``"lbfgs"`` (semi-dual) or ``"sinkhorn"`` (ott-jax, KL only).
+      max_iters: iteration cap; None: 20 (L-BFGS, as the reference) or 2000 (Sinkhorn).
+      tol: stop when ``max_j |dG/dbeta_j| <= tol`` (L-BFGS) / ott marginal error (Sinkhorn).
+      history: L-BFGS memory.
+    """
+
+    epsilon: float = 0.01
+    rho: float = 1.0
+    cost: str = "l2"
+    penalty: str = "kl"
+    delta: float = 0.1
+    solver: str = "lbfgs"
+    max_iters: int | None = None
+    tol: float = 1e-4
+    history: int = 20
+
+    def __post_init__(self):
+        if not (self.epsilon > 0 and self.rho > 0):
+            raise ValueError(f"epsilon and rho must be > 0, got {self.epsilon!r} and {self.rho!r}")
+        if self.cost not in uot_kernel.COSTS:
+            raise ValueError(f"cost must be one of {uot_kernel.COSTS}, got {self.cost!r}")
+        if self.penalty not in uot_kernel.PENALTIES:
+            raise ValueError(f"penalty must be one of {uot_kernel.PENALTIES}, got {self.penalty!r}")
+        if self.solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.solver == "sinkhorn" and self.penalty != "kl":
+            raise ValueError("solver='sinkhorn' (ott-jax) supports penalty='kl' only")
+
+    @property
+    def iterations(self) -> int:
+        """The iteration cap, with the solver's default when ``max_iters`` is None."""
+        return _DEFAULT_ITERS[self.solver] if self.max_iters is None else self.max_iters
+
+
+_DEFAULTS = UOTOptions()
 
 
 class UOTSolution(NamedTuple):
@@ -66,20 +126,7 @@ class UOTSolution(NamedTuple):
     converged: jax.Array
 
 
-def _check_options(cost, penalty, solver, epsilon, rho):
-    if not (epsilon > 0 and rho > 0):
-        raise ValueError(f"epsilon and rho must be > 0, got {epsilon!r} and {rho!r}")
-    if cost not in uot_kernel.COSTS:
-        raise ValueError(f"cost must be one of {uot_kernel.COSTS}, got {cost!r}")
-    if penalty not in uot_kernel.PENALTIES:
-        raise ValueError(f"penalty must be one of {uot_kernel.PENALTIES}, got {penalty!r}")
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if solver == "sinkhorn" and penalty != "kl":
-        raise ValueError("solver='sinkhorn' (ott-jax) supports penalty='kl' only")
-
-
-def _problem(density, points, point_mask, coord_scale, *, stride, cost, delta):
+def _problem(density, points, point_mask, coord_scale, *, stride, options):
     """Flattened density u [B, N], cost [B, N, M] (+inf on padding) and valid [B, M]."""
     if density.ndim == 4 and density.shape[-1] == 1:
         density = density[..., 0]
@@ -101,7 +148,8 @@ def _problem(density, points, point_mask, coord_scale, *, stride, cost, delta):
     valid = point_mask > 0
     pts = jnp.where(valid[..., None], points.astype(dtype), 0.0)
     pixels = centres[None] / scale[:, None, None]
-    c = uot_kernel.cost_matrix(pixels, pts / scale[:, None, None], cost=cost, delta=delta)
+    points_scaled = pts / scale[:, None, None]
+    c = uot_kernel.cost_matrix(pixels, points_scaled, cost=options.cost, delta=options.delta)
     c = jnp.where(valid[:, None, :], c, jnp.inf)
     return density.reshape(b, h * w).astype(dtype), c, valid
 
@@ -134,7 +182,7 @@ def _solve_sinkhorn(u, c, valid, *, epsilon, rho, penalty, max_iters, tol):
     return UOTSolution(beta, t, grad, n_iters, zero, zero, converged)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=("stride",))
 def uot_solve(
     density,
     points,
@@ -142,35 +190,29 @@ def uot_solve(
     *,
     coord_scale,
     stride: int = 8,
-    epsilon=0.01,
-    rho=1.0,
-    cost: str = "l2",
-    penalty: str = "kl",
-    delta=0.1,
-    solver: str = "lbfgs",
-    max_iters: int | None = None,
-    tol=1e-4,
-    history: int = 20,
+    options: UOTOptions = _DEFAULTS,
 ) -> UOTSolution:
     """Inner problem ``beta* = argmax_beta G(beta; u)`` per image (no gradient); see module doc.
 
     Arguments as :func:`uot_loss`; returns a :class:`UOTSolution`.
     """
-    _check_options(cost, penalty, solver, epsilon, rho)
-    u, c, valid = _problem(
-        density, points, point_mask, coord_scale, stride=stride, cost=cost, delta=delta
-    )
+    u, c, valid = _problem(density, points, point_mask, coord_scale, stride=stride, options=options)
     u, c = jax.lax.stop_gradient(jnp.maximum(u, 0.0)), jax.lax.stop_gradient(c)
-    iters = _DEFAULT_ITERS[solver] if max_iters is None else max_iters
     if valid.shape[1] == 0:  # No point slot at all: nothing to solve.
         t = jnp.full(u.shape, -jnp.inf, u.dtype)
         empty = jnp.zeros(valid.shape, u.dtype)
         zero = jnp.zeros(u.shape[:1], jnp.int32)
         return UOTSolution(empty, t, empty, zero, zero[0], zero[0], zero == 0)
-    options = dict(epsilon=epsilon, rho=rho, penalty=penalty, max_iters=iters, tol=tol)
-    if solver == "lbfgs":
-        return _solve_lbfgs(u, c, valid, history=history, **options)
-    return _solve_sinkhorn(u, c, valid, **options)
+    settings = dict(
+        epsilon=options.epsilon,
+        rho=options.rho,
+        penalty=options.penalty,
+        max_iters=options.iterations,
+        tol=options.tol,
+    )
+    if options.solver == "lbfgs":
+        return _solve_lbfgs(u, c, valid, history=options.history, **settings)
+    return _solve_sinkhorn(u, c, valid, **settings)
 
 
 def _semi_dual(u, t, beta, valid, *, penalty, rho):
@@ -181,7 +223,7 @@ def _semi_dual(u, t, beta, valid, *, penalty, rho):
     return -jnp.sum(u * phi_rows, axis=-1) - jnp.sum(jnp.where(valid, phi_cols, 0.0), axis=-1)
 
 
-@functools.partial(jax.jit, static_argnames=("stride", "epsilon", "rho", "cost", "penalty"))
+@functools.partial(jax.jit, static_argnames=("stride",))
 def uot_semi_dual(
     density,
     points,
@@ -190,26 +232,23 @@ def uot_semi_dual(
     *,
     coord_scale,
     stride: int = 8,
-    epsilon=0.01,
-    rho=1.0,
-    cost: str = "l2",
-    penalty: str = "kl",
-    delta=0.1,
+    options: UOTOptions = _DEFAULTS,
 ):
     """Semi-dual ``G(beta; u)`` [B] of Eq. 7 at given potentials ``beta [B, P]`` (log domain).
 
-    Differentiable w.r.t. density and beta; padded entries of beta are ignored.
+    Differentiable w.r.t. density and beta; padded entries of beta are ignored. Only the
+    problem settings of ``options`` matter (epsilon, rho, cost, penalty, delta), not the solver.
     """
-    _check_options(cost, penalty, "lbfgs", epsilon, rho)
-    u, c, valid = _problem(
-        density, points, point_mask, coord_scale, stride=stride, cost=cost, delta=delta
-    )
+    u, c, valid = _problem(density, points, point_mask, coord_scale, stride=stride, options=options)
     beta = jnp.where(valid, beta, 0.0)
-    t = uot_kernel.dense_t(beta, c, epsilon) if valid.shape[1] else jnp.full(u.shape, -jnp.inf)
-    return _semi_dual(u, t, beta, valid, penalty=penalty, rho=rho)
+    if valid.shape[1]:
+        t = uot_kernel.dense_t(beta, c, options.epsilon)
+    else:
+        t = jnp.full(u.shape, -jnp.inf)
+    return _semi_dual(u, t, beta, valid, penalty=options.penalty, rho=options.rho)
 
 
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@functools.partial(jax.jit, static_argnames=("stride",))
 def uot_loss(
     density,
     points,
@@ -217,15 +256,7 @@ def uot_loss(
     *,
     coord_scale,
     stride: int = 8,
-    epsilon=0.01,
-    rho=1.0,
-    cost: str = "l2",
-    penalty: str = "kl",
-    delta=0.1,
-    solver: str = "lbfgs",
-    max_iters: int | None = None,
-    tol=1e-4,
-    history: int = 20,
+    options: UOTOptions = _DEFAULTS,
 ):
     """Per-image UOT loss ``G(stop_gradient(beta*); u)`` (Eq. 7, Alg. 1), shape [B].
 
@@ -237,65 +268,22 @@ def uot_loss(
       coord_scale: scalar or [B]; all coordinates are divided by it (the crop size in the paper,
         so eps is relative to the crop; per-image for whole-image evaluation). May be traced.
       stride: output stride.
-      epsilon: entropic regularisation eps (> 0; float32-stable down to 1e-3).
-      rho: marginal penalty strength (> 0).
-      cost: "l2" (Eq. 11), "l1", or "wfr" (Eq. 12, with ``delta`` in scaled units; the paper does
-        not give delta, default 0.1 is a **choice**).
-      penalty: "kl" (Eq. 10) or "qr" (Eq. 13).
-      solver: "lbfgs" or "sinkhorn" (ott-jax, KL only).
-      max_iters: iteration cap; default 20 (L-BFGS, as the reference) or 2000 (Sinkhorn).
-      tol: stop when ``max_j |dG/dbeta_j| <= tol`` (L-BFGS) / ott marginal error (Sinkhorn).
-      history: L-BFGS memory.
+      options: the problem and solver settings (:class:`UOTOptions`; default: the paper's).
 
     Returns:
       [B] float32 values; the gradient reaches ``density`` only.
 
-    ``stride, epsilon, rho, cost, penalty, solver, max_iters, history`` are static (hashable
-    Python values; ott needs a concrete ``tau``); ``coord_scale``, ``delta`` and ``tol`` may be
-    traced. ``functools.partial(uot_loss, epsilon=..., cost=...)`` is the trainer's loss
-    function: call it inside a jitted step with ``coord_scale`` a scalar or a [B] array.
+    ``stride`` and the static fields of ``options`` select the compiled program;
+    ``coord_scale``, ``options.delta`` and ``options.tol`` may be traced.
+    ``functools.partial(uot_loss, options=...)`` is a training loss: call it inside a jitted
+    step with ``coord_scale`` a scalar or a [B] array.
     """
     sol = uot_solve(
-        density,
-        points,
-        point_mask,
-        coord_scale=coord_scale,
-        stride=stride,
-        epsilon=epsilon,
-        rho=rho,
-        cost=cost,
-        penalty=penalty,
-        delta=delta,
-        solver=solver,
-        max_iters=max_iters,
-        tol=tol,
-        history=history,
+        density, points, point_mask, coord_scale=coord_scale, stride=stride, options=options
     )
     if density.ndim == 4:
         density = density[..., 0]
     u = density.reshape(density.shape[0], -1).astype(sol.t.dtype)
     valid = point_mask > 0
     t, beta = jax.lax.stop_gradient(sol.t), jax.lax.stop_gradient(sol.beta)
-    return _semi_dual(u, t, beta, valid, penalty=penalty, rho=rho)
-
-
-def make_uot_loss(**options):
-    """Bind the options of :func:`uot_loss` once (validated now) for a jitted training step.
-
-    Returns ``fn(density, points, point_mask, coord_scale) -> [B]`` with ``density [B, H, W]``
-    (or ``[B, H, W, 1]``), ``points [B, P, 2]`` (x, y) input pixels, ``point_mask [B, P]`` and
-    ``coord_scale`` a scalar or ``[B]`` array (e.g. per-image sizes for whole-image evaluation).
-    """
-    _check_options(
-        options.get("cost", "l2"),
-        options.get("penalty", "kl"),
-        options.get("solver", "lbfgs"),
-        options.get("epsilon", 0.01),
-        options.get("rho", 1.0),
-    )
-    bound = functools.partial(uot_loss, **options)
-
-    def loss_fn(density, points, point_mask, coord_scale):
-        return bound(density, points, point_mask, coord_scale=coord_scale)
-
-    return loss_fn
+    return _semi_dual(u, t, beta, valid, penalty=options.penalty, rho=options.rho)

@@ -1,6 +1,6 @@
 """Small layers that match PyTorch semantics, initialisers, and input conventions.
 
-PyTorch traps handled here (see METHODS.md):
+PyTorch traps handled here (see docs/methods/README.md):
 
 * ``F.interpolate(..., mode="bilinear", align_corners=True)`` is not what ``jax.image.resize`` does
   (half-pixel centres, antialiasing on downsampling): use :func:`resize_bilinear_align_corners`.

@@ -121,12 +121,6 @@ def rescale_points(
     return out, point_mask.astype(bool) & inside
 
 
-def canvas_to_image(points: jax.Array, box: jax.Array, scale: jax.Array) -> jax.Array:
-    """Inverse of :func:`rescale_points`: canvas (x', y') [B, P, 2] -> image ``x0 + x' / r``."""
-    box = box.astype(jnp.float32)
-    return box[:, None, :2] + points.astype(jnp.float32) / scale.astype(jnp.float32)[:, None, None]
-
-
 def fit_box_to_canvas(box: jax.Array, scale: jax.Array, canvas_shape: Sequence[int]) -> jax.Array:
     """Shrinks each box (x0, y0, w, h) [B, 4] so that it fits the canvas once rescaled by r.
 

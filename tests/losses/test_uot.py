@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crowdjax.losses.uot import make_uot_loss, uot_loss, uot_semi_dual, uot_solve
+from crowdjax.losses.uot import UOTOptions, uot_loss, uot_semi_dual, uot_solve
 from tests.losses import uot_reference as ref
 
 H, W, STRIDE, SLOTS = 9, 11, 8, 12
@@ -37,65 +37,22 @@ def random_batch(seed=0, batch=4, mean=0.15):
     return density, points, mask
 
 
-@functools.partial(
-    jax.jit, static_argnames=("epsilon", "rho", "cost", "penalty", "solver", "max_iters")
-)
-def _loss_and_grad(
-    density, points, mask, scale, tol, delta, *, epsilon, rho, cost, penalty, solver, max_iters
-):
+@jax.jit
+def _loss_and_grad(density, points, mask, scale, options):
     def total(d):
-        per_image = uot_loss(
-            d,
-            points,
-            mask,
-            coord_scale=scale,
-            stride=STRIDE,
-            epsilon=epsilon,
-            rho=rho,
-            cost=cost,
-            penalty=penalty,
-            delta=delta,
-            solver=solver,
-            max_iters=max_iters,
-            tol=tol,
-        )
+        per_image = uot_loss(d, points, mask, coord_scale=scale, stride=STRIDE, options=options)
         return per_image.sum(), per_image
 
     (_, per_image), grad = jax.value_and_grad(total, has_aux=True)(density)
     return per_image, grad
 
 
-def loss_and_grad(
-    density,
-    points,
-    mask,
-    scale=SCALE,
-    *,
-    tol=1e-6,
-    delta=0.3,
-    epsilon=0.01,
-    rho=1.0,
-    cost="l2",
-    penalty="kl",
-    solver="lbfgs",
-    max_iters=300,
-):
-    """Per-image losses [B] and d(sum)/d(density); one signature, so the jit cache is reused."""
+def loss_and_grad(density, points, mask, scale=SCALE, *, tol=1e-6, delta=0.3, max_iters=300, **kw):
+    """Per-image losses [B] and d(sum)/d(density); one signature, so the jit cache is reused:
+    scale, tol and delta are traced (UOTOptions leaves), the other options select the program."""
     f32 = functools.partial(jnp.asarray, dtype=jnp.float32)
-    return _loss_and_grad(
-        f32(density),
-        f32(points),
-        jnp.asarray(mask, bool),
-        f32(scale),
-        f32(tol),
-        f32(delta),
-        epsilon=epsilon,
-        rho=rho,
-        cost=cost,
-        penalty=penalty,
-        solver=solver,
-        max_iters=max_iters,
-    )
+    options = UOTOptions(tol=f32(tol), delta=f32(delta), max_iters=max_iters, **kw)
+    return _loss_and_grad(f32(density), f32(points), jnp.asarray(mask, bool), f32(scale), options)
 
 
 def reference(density, points, mask, scale=SCALE, **kw):
@@ -124,7 +81,9 @@ def test_small_epsilon_float32_stable():
 
 def test_solution_converged_and_gradient_is_exact():
     density, points, mask = random_batch(seed=5)
-    sol = uot_solve(density, points, mask, coord_scale=SCALE, max_iters=300, tol=1e-6)
+    sol = uot_solve(
+        density, points, mask, coord_scale=SCALE, options=UOTOptions(max_iters=300, tol=1e-6)
+    )
     assert bool(sol.converged.all()), np.abs(sol.grad).max(-1)
     for b in np.flatnonzero(mask.any(1)):
         u, c = ref.problem(density[b], points[b], mask[b], SCALE)
@@ -159,7 +118,11 @@ def test_no_points_gives_exact_limit(penalty, rho):
     np.testing.assert_allclose(grad, rho, rtol=1e-6)
     no_slot = np.zeros((len(mask), 0, 2), np.float32)
     got = uot_loss(
-        density, no_slot, np.zeros((len(mask), 0)), coord_scale=SCALE, penalty=penalty, rho=rho
+        density,
+        no_slot,
+        np.zeros((len(mask), 0)),
+        coord_scale=SCALE,
+        options=UOTOptions(penalty=penalty, rho=rho),
     )
     np.testing.assert_allclose(got, rho * density.sum((1, 2)), rtol=1e-6)
 
@@ -213,7 +176,9 @@ def test_wfr_unreachable_point_costs_rho():
 
 def test_jit_matches_eager():
     density, points, mask = random_batch(seed=9)
-    fn = functools.partial(uot_loss, coord_scale=SCALE, stride=STRIDE, max_iters=3, history=2)
+    fn = functools.partial(
+        uot_loss, coord_scale=SCALE, stride=STRIDE, options=UOTOptions(max_iters=3, history=2)
+    )
     jitted = fn(density, points, mask)
     with jax.disable_jit():
         eager = fn(density, points, mask)
@@ -244,18 +209,19 @@ def test_batch_equals_per_image_vmap_and_a_jitted_step():
     np.testing.assert_allclose(batched, np.concatenate(single), rtol=1e-5, atol=1e-6)
     vmapped = jax.vmap(
         lambda d, p, m, s: uot_loss(
-            d[None], p[None], m[None], coord_scale=s, max_iters=300, tol=1e-6
+            d[None], p[None], m[None], coord_scale=s, options=UOTOptions(max_iters=300, tol=1e-6)
         )[0]
     )(density, points, mask, scales)
     np.testing.assert_allclose(vmapped, batched, rtol=1e-5, atol=1e-6)
     want = [ref.loss_and_grad(density[b], points[b], mask[b], scales[b])[0] for b in range(4)]
     np.testing.assert_allclose(batched, want, rtol=2e-5, atol=2e-5)
     # As the trainer calls it: options bound once, [B, H, W, 1] density, traced [B] scale.
-    loss_fn = make_uot_loss(stride=STRIDE, cost="l2", penalty="kl", max_iters=300, tol=1e-6)
+    options = UOTOptions(cost="l2", penalty="kl", max_iters=300, tol=1e-6)
+    loss_fn = functools.partial(uot_loss, stride=STRIDE, options=options)
 
     @jax.jit
     def step(d, p, m, s):
-        return jax.value_and_grad(lambda x: loss_fn(x, p, m, s).sum())(d)
+        return jax.value_and_grad(lambda x: loss_fn(x, p, m, coord_scale=s).sum())(d)
 
     value, grad = step(density[..., None], points, mask, jnp.asarray(scales))
     assert grad.shape == density[..., None].shape
@@ -265,7 +231,8 @@ def test_batch_equals_per_image_vmap_and_a_jitted_step():
 def test_semi_dual_matches_reference():
     density, points, mask = random_batch(seed=13)
     beta = np.random.default_rng(1).normal(0, 0.05, mask.shape).astype(np.float32)
-    got = uot_semi_dual(density, points, mask, beta, coord_scale=SCALE, penalty="qr", rho=0.7)
+    options = UOTOptions(penalty="qr", rho=0.7)
+    got = uot_semi_dual(density, points, mask, beta, coord_scale=SCALE, options=options)
     for b in range(len(mask)):
         u, c = ref.problem(density[b], points[b], mask[b], SCALE)
         want = ref.semi_dual(beta[b][mask[b]].astype(float), u, c, 0.01, 0.7, "qr")[0]
@@ -283,12 +250,12 @@ def test_rejects_bad_shapes_and_options():
     with pytest.raises(ValueError, match="coord_scale"):
         uot_loss(density, points, mask, coord_scale=np.ones(3))
     with pytest.raises(ValueError, match="cost must be one of"):
-        uot_loss(density, points, mask, coord_scale=SCALE, cost="l3")
+        uot_loss(density, points, mask, coord_scale=SCALE, options=UOTOptions(cost="l3"))
     with pytest.raises(ValueError, match="penalty must be one of"):
-        uot_loss(density, points, mask, coord_scale=SCALE, penalty="tv")
+        uot_loss(density, points, mask, coord_scale=SCALE, options=UOTOptions(penalty="tv"))
     with pytest.raises(ValueError, match="epsilon and rho must be > 0"):
-        uot_loss(density, points, mask, coord_scale=SCALE, epsilon=0.0)
+        uot_loss(density, points, mask, coord_scale=SCALE, options=UOTOptions(epsilon=0.0))
     with pytest.raises(ValueError, match="cost must be one of"):
-        make_uot_loss(cost="L2")
+        UOTOptions(cost="L2")
     with pytest.raises(ValueError, match="supports penalty='kl' only"):
-        uot_loss(density, points, mask, coord_scale=SCALE, solver="sinkhorn", penalty="qr")
+        UOTOptions(solver="sinkhorn", penalty="qr")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crowdjax.losses.uot import uot_loss, uot_solve
+from crowdjax.losses.uot import UOTOptions, uot_loss, uot_solve
 from tests.losses import uot_reference as ref
 
 SIZE, STRIDE, POINTS = 16, 8, 30
 SCALE = float(SIZE * STRIDE)
 SINKHORN = {"solver": "sinkhorn", "tol": 1e-4, "max_iters": 3000}
+CLOSE = UOTOptions(max_iters=300, tol=1e-6)  # an L-BFGS solve close to the optimum
 
 
 def problem(seed=0, batch=2):
@@ -24,9 +25,11 @@ def problem(seed=0, batch=2):
 
 def test_ott_potential_is_the_exact_eq6_dual():
     density, points, mask = problem()
-    sol = uot_solve(density, points, mask, coord_scale=SCALE, epsilon=0.01, **SINKHORN)
+    sol = uot_solve(
+        density, points, mask, coord_scale=SCALE, options=UOTOptions(epsilon=0.01, **SINKHORN)
+    )
     assert np.isfinite(np.asarray(sol.beta)).all()
-    g_max = uot_loss(density, points, mask, coord_scale=SCALE, max_iters=300, tol=1e-6)
+    g_max = uot_loss(density, points, mask, coord_scale=SCALE, options=CLOSE)
     for b in range(len(mask)):
         u, c = ref.problem(density[b], points[b], mask[b], SCALE)
         alpha, beta = ref.eq6_dual_sinkhorn(u, c, 0.01, 1.0)
@@ -64,13 +67,19 @@ def test_semi_dual_gap_is_small_and_shrinks_like_eps_squared():
     gaps = []
     for eps in [0.02, 0.01, 0.005]:
         beta_ott = np.asarray(
-            uot_solve(density, points, mask, coord_scale=SCALE, epsilon=eps, **SINKHORN).beta[0]
+            uot_solve(
+                density,
+                points,
+                mask,
+                coord_scale=SCALE,
+                options=UOTOptions(epsilon=eps, **SINKHORN),
+            ).beta[0]
         )
         g_max = ref.semi_dual(ref.solve(u, c, eps, 1.0, "kl"), u, c, eps, 1.0, "kl")[0]
         g_ott = ref.semi_dual(beta_ott.astype(float), u, c, eps, 1.0, "kl")[0]
         gaps.append((g_max - g_ott) / abs(g_max))
         if eps == 0.01:  # The two solvers of uot_loss agree to that gap.
-            lbfgs = uot_loss(density, points, mask, coord_scale=SCALE, max_iters=300, tol=1e-6)
+            lbfgs = uot_loss(density, points, mask, coord_scale=SCALE, options=CLOSE)
             np.testing.assert_allclose(lbfgs[0], g_max, rtol=1e-5)
     gaps = np.array(gaps)
     assert np.all(gaps > 0) and gaps[1] < 2e-3, gaps
@@ -81,7 +90,8 @@ def test_semi_dual_gap_is_small_and_shrinks_like_eps_squared():
 @pytest.mark.parametrize("case", ["no_points", "zero_density", "unreachable"])
 def test_degenerate_images(case):
     density, points, mask = problem(seed=2)
-    kw = {"coord_scale": SCALE, "epsilon": 0.01, **SINKHORN}
+    kw = {"coord_scale": SCALE, "options": UOTOptions(epsilon=0.01, **SINKHORN)}
+    wfr = {"coord_scale": SCALE, "options": UOTOptions(cost="wfr", delta=0.2, **SINKHORN)}
     if case == "no_points":
         mask[0] = False
         np.testing.assert_allclose(
@@ -91,11 +101,11 @@ def test_degenerate_images(case):
         density[0] = 0.0
         np.testing.assert_allclose(uot_loss(density, points, mask, **kw)[0], POINTS, rtol=1e-4)
     else:  # WFR: a point beyond pi delta / 2 of every pixel costs rho = 1.
-        base = uot_loss(density, points, mask, cost="wfr", delta=0.2, **kw)
+        base = uot_loss(density, points, mask, **wfr)
         mask[0, 0], points[0, 0] = True, [1e4, 1e4]
-        far = uot_loss(density, points, mask, cost="wfr", delta=0.2, **kw)
+        far = uot_loss(density, points, mask, **wfr)
         mask[0, 0] = False
-        without = uot_loss(density, points, mask, cost="wfr", delta=0.2, **kw)
+        without = uot_loss(density, points, mask, **wfr)
         np.testing.assert_allclose(far[0], without[0] + 1.0, rtol=1e-4)
         assert np.isfinite(np.asarray(base)).all()
 
@@ -105,7 +115,9 @@ def test_sinkhorn_outputs_t_grad_and_converged_match_float64():
     converged flag and iteration count follow the iteration cap."""
     density, points, mask = problem(seed=3)
     mask[1, 20:] = False  # padded points
-    sol = uot_solve(density, points, mask, coord_scale=SCALE, epsilon=0.01, **SINKHORN)
+    sol = uot_solve(
+        density, points, mask, coord_scale=SCALE, options=UOTOptions(epsilon=0.01, **SINKHORN)
+    )
     assert np.asarray(sol.converged).all() and np.all(np.asarray(sol.num_iters) < 3000)
     for b in range(len(mask)):
         u, c = ref.problem(density[b], points[b], mask[b], SCALE)
@@ -122,10 +134,7 @@ def test_sinkhorn_outputs_t_grad_and_converged_match_float64():
         points,
         mask,
         coord_scale=SCALE,
-        epsilon=0.01,
-        solver="sinkhorn",
-        tol=1e-9,
-        max_iters=20,
+        options=UOTOptions(epsilon=0.01, solver="sinkhorn", tol=1e-9, max_iters=20),
     )
     # ott checks its error every 10 iterations: 20 iterations cannot reach 1e-9.
     assert not np.asarray(capped.converged).any() and np.all(np.asarray(capped.num_iters) <= 20)

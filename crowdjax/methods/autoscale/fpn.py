@@ -1,6 +1,6 @@
 """VGG16-FPN counting network of AutoScale (Sec 3.4, Fig. 2), regression and localization heads.
 
-Layout (public reference code, METHODS.md):
+Layout (public reference code, docs/methods/autoscale.md):
   * Backbone: VGG16 conv1_1..conv4_3 with 3 max-pools (stride 8), then conv5 as 3 dilated (d=2)
     512 convs: :data:`crowdjax.models.vgg.VGG_PRESETS` ``"vgg16_stride8_dilated"``. The input is
     zero-padded by ``input_pad`` (8) px on each side, as the reference, so that every upsampled side

@@ -21,7 +21,7 @@ One training step (jitted, static shapes), per image:
   5. Loss = mean over images of (L_initial + L_rescaled) + lambda * Ls / B (Eq. 6 / Eq. 8).
   6. The center S (``model_state["center"]``) follows Eq. 4 with rate alpha every T steps.
 
-Choices the paper leaves open (METHODS.md):
+Choices the paper leaves open (docs/methods/autoscale.md):
   * Ls trains the L2S module only: the backbone feature is given to L2S under stop_gradient
     (``l2s.feature_gradient``), and the rescaled loss does not reach r (``l2s.rescale_gradient``).
   * S starts at the mean closeness of the first regions seen (``l2s.center_init=0``) or at a

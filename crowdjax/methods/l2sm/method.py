@@ -20,7 +20,7 @@ Prediction: D̂, then every region whose predicted average density exceeds the t
 dense groups is re-predicted and its D̂ replaced by the re-prediction moved back onto the region
 (a mass-preserving splat: the paper's "resize back and multiply by r^2", exact in the count).
 
-Choices the paper leaves open (each a config field, METHODS.md):
+Choices the paper leaves open (each a config field, docs/methods/l2sm.md):
   * Training groups regions by their GT average density (``l2sm.region_density="gt"``: the
     data-set grouping of Sec 4.2 is on the GT; the initial prediction is uninformative early in
     training), or by D̂ ("predicted"). L_c always uses that density under stop_gradient, so MPCL

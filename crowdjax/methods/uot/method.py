@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from crowdjax.losses.uot import uot_loss
+from crowdjax.losses.uot import UOTOptions, uot_loss
 from crowdjax.methods.base import Method
 from crowdjax.methods.uot.model import UOTRegressor
 from crowdjax.models import importers, layers
@@ -33,20 +33,10 @@ def init_variables(model, rng, config, *, input_shape):
     return model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32))
 
 
-def loss_terms(density, batch, config):
-    """Per-image UOT values [B] for a predicted density [B, h, w] and a batch's points.
-
-    Every `config.loss` field of `configs/uot_common.py` reaches `uot_loss`; coordinates are
-    divided by `coord_scale`, 0 meaning the crop's longer side (as the reference code).
-    """
+def loss_options(config) -> UOTOptions:
+    """The UOT settings of `config.loss` (validated here: a bad value fails at the first step)."""
     cfg = config.loss
-    h, w = batch["image"].shape[1:3]
-    return uot_loss(
-        density,
-        batch["points"],
-        batch["point_mask"],
-        stride=OUTPUT_STRIDE,
-        coord_scale=float(cfg.coord_scale) or float(max(h, w)),
+    return UOTOptions(
         epsilon=cfg.epsilon,
         rho=cfg.rho,
         cost=cfg.cost,
@@ -54,6 +44,23 @@ def loss_terms(density, batch, config):
         delta=cfg.delta,
         solver=cfg.solver,
         max_iters=cfg.max_iters,
+    )
+
+
+def loss_terms(density, batch, config):
+    """Per-image UOT values [B] for a predicted density [B, h, w] and a batch's points.
+
+    Every `config.loss` field of `configs/uot_common.py` reaches `uot_loss`; coordinates are
+    divided by `coord_scale`, 0 meaning the crop's longer side (as the reference code).
+    """
+    h, w = batch["image"].shape[1:3]
+    return uot_loss(
+        density,
+        batch["points"],
+        batch["point_mask"],
+        stride=OUTPUT_STRIDE,
+        coord_scale=float(config.loss.coord_scale) or float(max(h, w)),
+        options=loss_options(config),
     )
 
 

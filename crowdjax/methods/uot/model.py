@@ -19,16 +19,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import linen as nn
 
-from crowdjax.models import importers, layers
+from crowdjax.models import layers
 from crowdjax.models.vgg import VGG
-
-
-def uot_output_shape(height: int, width: int) -> tuple[int, int]:
-    """Density map size for an input image of ``height`` x ``width`` pixels."""
-    return 2 * (height // 16), 2 * (width // 16)
 
 
 class UOTRegressor(nn.Module):
@@ -98,33 +92,3 @@ class UOTRegressor(nn.Module):
                 x = nn.relu(x)
         x = x[..., 0].astype(jnp.float32)
         return jnp.abs(x) if self.activation == "abs" else nn.relu(x)
-
-
-def load_bayesian_regressor(params, path: str) -> dict:
-    """Loads a PyTorch Bayesian-loss / UOT regressor checkpoint into :class:`UOTRegressor` params.
-
-    The checkpoint holds ``features.*`` (VGG19) and ``reg_layer.{0,2,4}.weight/bias`` (the head).
-
-    Args:
-      params: UOTRegressor params (``variables["params"]``: "backbone", "reg_conv1", ...).
-      path: .pth / .npz / .safetensors state dict.
-
-    Returns:
-      New params with backbone and head replaced (input convention "imagenet").
-    """
-    weights = importers.read_vgg_weights(path)
-    if weights.arch != "vgg19":
-        raise ValueError(f"{path}: holds {weights.arch} weights, expected vgg19")
-    new = importers.fill_vgg_params(params, weights, backbone=("backbone",))
-    extra = weights.extra
-    for name, idx in (("reg_conv1", 0), ("reg_conv2", 2), ("reg_out", 4)):
-        keys = [k for k in extra if k.endswith(f"reg_layer.{idx}.weight")]
-        if len(keys) != 1:
-            raise ValueError(f"{path}: expected one 'reg_layer.{idx}.weight', found {keys}")
-        w = np.transpose(extra[keys[0]], (2, 3, 1, 0))
-        b = extra[keys[0][: -len("weight")] + "bias"]
-        new[name] = {
-            "kernel": importers.cast_like(w, new[name]["kernel"], f"{name}/kernel", path),
-            "bias": importers.cast_like(b, new[name]["bias"], f"{name}/bias", path),
-        }
-    return new

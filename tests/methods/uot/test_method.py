@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs import uot_common
-from crowdjax.losses import uot_loss
+from crowdjax.losses import UOTOptions, uot_loss
 from crowdjax.methods.uot import method as uot
 from tests.models import reference
 
@@ -19,6 +19,18 @@ def _config(**loss):
     config.model.width = 1 / 16
     config.loss.update(loss)
     return config
+
+
+def _uot(density, batch, *, coord_scale, **options):
+    """`uot_loss` called directly, the batch's points, the method's stride and these settings."""
+    return uot_loss(
+        density,
+        batch["points"],
+        batch["point_mask"],
+        stride=8,
+        coord_scale=coord_scale,
+        options=UOTOptions(**options),
+    )
 
 
 def _batch(seed=0, b=2, n=12):
@@ -63,11 +75,9 @@ def test_loss_fn_is_uot_loss_with_the_config_settings(loss, direct):
     )(variables["params"])
     density = model.apply(variables, batch["image"])
     assert density.shape == (2, H // 8, W // 8)
-    want = uot_loss(density, batch["points"], batch["point_mask"], stride=8, **direct).mean()
+    want = _uot(density, batch, **direct).mean()
     np.testing.assert_allclose(value, want, rtol=1e-5)
     np.testing.assert_allclose(metrics["uot"], want, rtol=1e-5)
     # Another setting gives another value (so the comparison above can fail).
-    other = uot_loss(
-        density, batch["points"], batch["point_mask"], stride=8, **{**direct, "rho": 2.0}
-    ).mean()
+    other = _uot(density, batch, **{**direct, "rho": 2.0}).mean()
     assert abs(float(other) - float(want)) > 1e-3 * abs(float(want))

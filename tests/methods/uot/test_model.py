@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from configs import uot_common
 from crowdjax.methods.uot import model as uot_model
-from crowdjax.models import importers
+from crowdjax.models import importers, published
 from tests.models import reference
 
 W8 = 1 / 8
@@ -21,6 +22,15 @@ def _reference_state_dict(seed=0):
         sd[f"reg_layer.{idx}.weight"] = rng.normal(0, std, (c_out, c_in, k, k)).astype(np.float32)
         sd[f"reg_layer.{idx}.bias"] = rng.normal(0, 0.1, c_out).astype(np.float32)
     return sd
+
+
+def _import_regressor(params, path, activation="abs"):
+    """A Bayesian-loss / UOT checkpoint into UOTRegressor params, as `init_from` imports it."""
+    config = uot_common.uot_config("shb")
+    config.model.activation = activation
+    variables, layout = published.import_published(path, config, {"params": params})
+    assert layout == "bayesian_vgg19"
+    return variables["params"]
 
 
 def _torch_regressor(sd, activation="abs"):
@@ -65,22 +75,29 @@ def test_matches_torch_reference(tmp_path, hw, activation):
     model = uot_model.UOTRegressor(width=W8, activation=activation)
     x = np.random.default_rng(1).normal(size=(2, *hw, 3)).astype(np.float32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(x))
-    params = uot_model.load_bayesian_regressor(shapes["params"], path)
+    params = _import_regressor(shapes["params"], path, activation)
     got = model.apply({"params": params}, jnp.asarray(x))
     with torch.no_grad():
         want = _torch_regressor(sd, activation)(torch.from_numpy(x).double().permute(0, 3, 1, 2))
     want = want[:, 0].numpy()
     # (64, 48) -> (8, 6); (50, 37) -> 2 * floor(/16) = (6, 4), as in PyTorch.
-    assert got.shape == want.shape == (2, *uot_model.uot_output_shape(*hw))
+    assert got.shape == want.shape == (2, 2 * (hw[0] // 16), 2 * (hw[1] // 16))
     assert got.dtype == jnp.float32
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
     if activation == "relu":
         assert (np.asarray(got) == 0).any()  # the random head has negative outputs to clip
 
 
+def _output_shape(height, width):
+    model = uot_model.UOTRegressor(width=W8)
+    images = jnp.zeros((1, height, width, 3))
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), images)
+    return jax.eval_shape(model.apply, shapes, images).shape[1:]
+
+
 def test_output_shape_by_hand():
-    assert uot_model.uot_output_shape(512, 384) == (64, 48)  # multiples of 16: H / 8
-    assert uot_model.uot_output_shape(50, 37) == (6, 4)  # floor(50 / 16) = 3, 37 -> 2
+    assert _output_shape(512, 384) == (64, 48)  # multiples of 16: H / 8
+    assert _output_shape(50, 37) == (6, 4)  # floor(50 / 16) = 3, 37 -> 2
 
 
 def test_jit_eager_bf16_and_nonnegative():
@@ -124,8 +141,8 @@ def test_backbone_import_leaves_head(tmp_path):
     np.testing.assert_array_equal(
         new["params"]["reg_out"]["kernel"], variables["params"]["reg_out"]["kernel"]
     )
-    with pytest.raises(ValueError, match="reg_layer.0.weight"):
-        uot_model.load_bayesian_regressor(variables["params"], path)
+    with pytest.raises(ValueError, match="unknown checkpoint layout"):  # no regressor head
+        _import_regressor(variables["params"], path)
 
 
 def test_bad_inputs_raise():
@@ -148,7 +165,7 @@ def test_parameter_gradients_match_torch(tmp_path):
     x = rng.normal(size=(2, 64, 48, 3)).astype(np.float32)
     w = rng.normal(size=(2, 8, 6)).astype(np.float32)
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.asarray(x))
-    params = uot_model.load_bayesian_regressor(shapes["params"], str(tmp_path / "bl.npz"))
+    params = _import_regressor(shapes["params"], str(tmp_path / "bl.npz"))
     loss = lambda p: jnp.sum(model.apply({"params": p}, jnp.asarray(x)) * w)
     grads = jax.jit(jax.grad(loss))(params)
     regressor = _torch_regressor(sd)
