@@ -22,6 +22,7 @@ import ml_collections
 import optax
 
 from crowdjax import registry, sharding
+from crowdjax.data import settings
 from crowdjax.optimizers import Optimizers
 
 
@@ -102,6 +103,8 @@ class Setup:
     def __init__(self, config, *, devices=None):
         self.config = config
         self.method = registry.get_method(config.method)
+        # Every size the model is given, checked once for the whole run (training, evaluation).
+        settings.check_geometry(config.data, self.method.output_stride(config))
         self.model = self.method.make_model(config)
         self.mesh = sharding.make_mesh(devices)
         self.total_steps = int(config.train.num_steps)

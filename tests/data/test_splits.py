@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from crowdjax.data import pipeline, splits
+from crowdjax.data import settings, splits
 
 
 @pytest.mark.parametrize("mode", ["random", "block"])
@@ -32,7 +32,7 @@ def test_holdout_keeps_at_least_one_image_on_each_side():
 
 
 def test_test_splits_are_recognised_by_name():
-    config = pipeline.default_data_config()
+    config = settings.default_data_config()
     assert splits.is_test_split(config, "test")
     assert not splits.is_test_split(config, "validation")
     assert not splits.is_test_split(config, "train")

@@ -42,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import labels, online_gt, pipeline
+from crowdjax.data import labels, online_gt, settings
 from crowdjax.losses import center as center_lib
 from crowdjax.losses import dce as dce_lib
 from crowdjax.losses import density as density_lib
@@ -98,7 +98,7 @@ def initial_center_state(config) -> dict:
 
 
 def init_variables(model, rng, config):
-    h, w = pipeline.crop_shape(config.data)
+    h, w = settings.crop_shape(config.data)
     variables = model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32), method=model.init_all)
     variables = dict(variables)
     if _use_l2s(config):

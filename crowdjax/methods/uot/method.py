@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from crowdjax.data import pipeline
+from crowdjax.data import settings
 from crowdjax.losses.uot import uot_loss
 from crowdjax.methods.base import Method
 from crowdjax.methods.uot.model import UOTRegressor
@@ -30,7 +30,7 @@ def make_model(config) -> UOTRegressor:
 
 
 def init_variables(model, rng, config):
-    h, w = pipeline.crop_shape(config.data)
+    h, w = settings.crop_shape(config.data)
     return model.init(rng, jnp.zeros((1, h, w, 3), jnp.float32))
 
 
