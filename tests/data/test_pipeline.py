@@ -1,4 +1,5 @@
-"""Tests of crowdjax.data.pipeline on a tiny test-only TFDS builder (random PNG images)."""
+"""Tests of the input streams (crowdjax.data.train_stream, eval_stream, settings) on a tiny
+test-only TFDS builder (random PNG images)."""
 
 import zlib
 from fractions import Fraction
