@@ -48,6 +48,7 @@ def test_full_config_is_consistent(name):
     assert crop[0] % stride == 0 and crop[1] % stride == 0
     assert all(h % stride == 0 and w % stride == 0 for h, w in config.data.eval_buckets)
     assert config.data.eval_bucket_multiple % stride == 0
+    settings.check_geometry(config.data, stride)  # What Setup checks.
     # Every data set named exists as a builder config (building it needs its download).
     names = settings.dataset_names(config.data) + [
         spec.dataset for spec in config.evals.values() if spec.dataset
