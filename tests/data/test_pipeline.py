@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from crowdjax.data import batching, datasets, eval_stream, labels, settings, splits, train_stream
+from crowdjax.data import (
+    batching,
+    datasets,
+    decode,
+    eval_stream,
+    labels,
+    settings,
+    sources,
+    splits,
+    train_stream,
+)
 from crowdjax.data import transforms as T
 from crowdjax.data.io import DataError
 from tfds_builders.base import CrowdBuilder, CrowdConfig
@@ -520,3 +530,28 @@ def test_paired_target_keeps_only_the_requested_keys(data_dir):
     )
     assert set(pair["target"]) == {"image", "image_mask"}
     assert pair["target"]["image"].shape == pair["source"]["image"].shape
+
+
+def test_train_density_maps_are_the_streams_unaugmented_maps(data_dir):
+    # A regenerated kernel with its truncation, whole images cut into 2 x 2 tiles.
+    config = _config(
+        data_dir, density_sigma=2.0, density_truncate=1.75, whole_image=True, train_tiles=2
+    )
+    got = list(train_stream.train_density_maps(config, output_stride=4))
+    source = sources.split_source(config, "pipeline_test_crowd/a", config.train_split)
+    transform = train_stream._train_transform(config, "pipeline_test_crowd/a", 4)
+    want = []
+    for i in range(len(source)):
+        record = source[i]
+        example = transform.example(record, np.random.default_rng(0))  # no random step
+        points = np.asarray(record["points"], np.float64).reshape(-1, 2)
+        full = labels.density_map(points, example.shape, sigma=2.0, truncate=1.75)
+        np.testing.assert_allclose(example.density, full, rtol=1e-6, atol=1e-9)
+        want.extend(part.density for part in T.split_tiles(example, 2, 4) if min(part.shape) > 0)
+    assert len(got) == len(want) > len(source)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    # The stored maps (no density_sigma) without tiles: one map per image, the stored one.
+    stored = list(train_stream.train_density_maps(_config(data_dir), output_stride=4))
+    assert len(stored) == len(source)
+    np.testing.assert_array_equal(stored[0], decode.decode_tensor(source[0]["density"], np.float32))
