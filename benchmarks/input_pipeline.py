@@ -1,7 +1,7 @@
 """Training input-pipeline throughput: 512x512 crops of ShanghaiTech part B with density maps.
 
 Prepares `shanghaitech/part_b` from the original release into `--data_dir` on first use, then
-times `pipeline.train_iterator` with and without random scaling and prints crops/s (wall clock,
+times `train_stream.train_iterator` with and without random scaling and prints crops/s (wall clock,
 best of `--repeats` runs: other load on a shared machine only ever lowers it) and the CPU time
 per crop of this process (all threads), with the rate it allows on idle cores.
 
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from crowdjax.data import datasets, pipeline
+from crowdjax.data import datasets, settings, train_stream
 
 NAME = "shanghaitech/part_b"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +30,7 @@ MODES = {"no scaling": (1.0, 1.0), "random scaling 0.7-1.3": (0.7, 1.3)}
 
 def measure(config, *, batch_size: int, steps: int, warmup: int = 3) -> tuple[float, float]:
     """(crops/s wall clock, CPU ms per crop) over `steps` batches after `warmup` batches."""
-    iterator = pipeline.train_iterator(config, global_batch_size=batch_size, seed=0)
+    iterator = train_stream.train_iterator(config, global_batch_size=batch_size, seed=0)
     for _ in range(warmup):
         next(iterator)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -47,7 +47,7 @@ def measure(config, *, batch_size: int, steps: int, warmup: int = 3) -> tuple[fl
 def profile_transform(config, *, crops: int = 40) -> None:
     """cProfile of the per-crop transform alone, in this thread."""
     source = datasets.raw_source(NAME, config.train_split, data_dir=config.data_dir)
-    transform = pipeline._train_transform(config, NAME, int(config.output_stride))
+    transform = train_stream._train_transform(config, NAME, int(config.output_stride))
     rng = np.random.default_rng(0)
     records = [source[i % len(source)] for i in range(crops)]
     profiler = cProfile.Profile()
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
         print(f"preparing {NAME} from {args.manual_dir} into {args.data_dir} (once) ...")
         datasets.build(NAME, data_dir=args.data_dir, manual_dir=os.path.abspath(args.manual_dir))
 
-    config = pipeline.default_data_config()
+    config = settings.default_data_config()
     config.update(
         dict(
             name=NAME,

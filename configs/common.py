@@ -1,5 +1,5 @@
 """Shared config blocks: every default of a run's config is set here (data defaults in
-`crowdjax.data.pipeline.default_data_config`, optimizer defaults in
+`crowdjax.data.settings.default_data_config`, optimizer defaults in
 `crowdjax.optimizers.default_optimizer_config`), and the code reads fields without defaults of
 its own. Every config file is plain Python: `get_config(variant)` returns a ConfigDict;
 `variant="tiny"` shrinks the run (tiny model, synthetic data, a few steps) for tests; a variant
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 import ml_collections
 
 from configs import datasets
-from crowdjax.data.pipeline import default_data_config
+from crowdjax.data.settings import default_data_config
 from crowdjax.optimizers import default_optimizer_config
 
 TINY_DATA = "synthetic_crowd/tiny"

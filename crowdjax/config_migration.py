@@ -1,7 +1,7 @@
 """Brings the `config.json` of an older run up to the current config schema, in one place.
 
 Every field of a run's config has its default where the config is built (`configs/common.py`,
-the method's `configs/<method>_common.py`, `crowdjax.data.pipeline.default_data_config`), and the
+the method's `configs/<method>_common.py`, `crowdjax.data.settings.default_data_config`), and the
 code reads fields directly, without defaults of its own. A run written before a field existed
 lacks it: `upgrade` (called by `crowdjax.run.load_config`) fills each such field with the value
 that gives the behaviour of the code that wrote the run.
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from crowdjax.data import pipeline
+from crowdjax.data import settings
 
 # Model fields added after the first runs of a method: the value older runs behaved as.
 MODEL_FIELDS = {
@@ -32,7 +32,7 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       `min_short_side`, `whole_image`, `train_tiles`, added with whole-image training) and the
       method's model fields of `MODEL_FIELDS`.
     """
-    for key, value in pipeline.default_data_config().items():
+    for key, value in settings.default_data_config().items():
         if key not in config.data:
             config.data[key] = value
     for key, value in MODEL_FIELDS.get(config.method, {}).items():

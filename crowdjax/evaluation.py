@@ -32,7 +32,7 @@ import numpy as np
 
 from crowdjax import metrics as metrics_lib
 from crowdjax import sharding
-from crowdjax.data import datasets, pipeline, splits, transforms
+from crowdjax.data import datasets, decode, eval_stream, settings, sources, splits
 from crowdjax.metric_writers import log
 
 SELECTION_MODES = {"mae": "min", "rmse": "min", "nae": "min", "game0": "min", "af": "max"}
@@ -55,7 +55,7 @@ class EvalEntry:
 
 def eval_entries(config) -> list[EvalEntry]:
     """The entries of `config.evals`, data sets resolved ("" = the first training data set)."""
-    first = pipeline.dataset_names(config.data)[0]
+    first = settings.dataset_names(config.data)[0]
     entries = []
     for prefix, spec in config.evals.items():
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", prefix):
@@ -96,7 +96,7 @@ def selection_entries(config) -> tuple[list[EvalEntry], str, str]:
     metric = config.selection.metric
     if metric not in SELECTION_MODES:
         raise ValueError(f"config.selection.metric={metric!r}; use one of {list(SELECTION_MODES)}")
-    trained = pipeline.dataset_names(config.data)
+    trained = settings.dataset_names(config.data)
     chosen = []
     for name in selection_names(config):
         if name not in entries:
@@ -266,13 +266,12 @@ def _real_shape(mask: np.ndarray) -> tuple[int, int]:
 def stream_predictions(setup, variables, dataset: str, split: str):
     """Yields (host batch of every process, fetched predictions, index) per real image."""
     predict = setup.predict
-    for host_batch in pipeline.eval_iterator(
+    for host_batch in eval_stream.eval_iterator(
         setup.config.data,
         split,
         batch_size=setup.eval_batch_size(),
         process_index=jax.process_index(),
         process_count=jax.process_count(),
-        output_stride=setup.output_stride,
         name=dataset,
     ):
         inputs = sharding.host_to_global(
@@ -311,7 +310,7 @@ def evaluate(
     for batch, fetched, i in stream_predictions(setup, variables, entry.dataset, entry.split):
         if "has_annotation" in batch and not bool(batch["has_annotation"][i]):
             raise ValueError(
-                f"{entry.dataset} {entry.split!r} image {transforms.text(batch['image_id'][i])}: "
+                f"{entry.dataset} {entry.split!r} image {decode.text(batch['image_id'][i])}: "
                 "its annotations are not public (has_annotation = False), so no error can be "
                 f"computed; evaluate another split (config.evals.{entry.prefix})"
             )
@@ -329,7 +328,7 @@ def evaluate(
             pred_map = fetched["density"][i][: -(-h // stride), : -(-w // stride)]
             map_stride = stride
         record = stream.add(
-            image_id=transforms.text(batch["image_id"][i]),
+            image_id=decode.text(batch["image_id"][i]),
             gt_points=gt_points,
             pred_map=pred_map,
             stride=map_stride,
@@ -401,14 +400,14 @@ def evaluate(
 
 @functools.lru_cache(maxsize=64)
 def _view_counts(view: splits.SplitView, data_dir: str | None) -> np.ndarray:
-    source = pipeline.view_source(view, data_dir=data_dir)
+    source = sources.view_source(view, data_dir=data_dir)
     with_roi = "roi" in datasets.get_builder(view.dataset, data_dir=data_dir).info.features
     counts = []
     for i in range(len(source)):
         record = source[i]
         points = np.asarray(record["points"], np.float64).reshape(-1, 2)
         if with_roi:
-            roi = transforms.decode_tensor(record["roi"], np.uint8)
+            roi = decode.decode_tensor(record["roi"], np.uint8)
             counts.append(metrics_lib.points_in_roi(points, roi).sum())
         else:
             counts.append(len(points))
@@ -424,7 +423,7 @@ def gt_counts(data_config, dataset: str, split: str) -> np.ndarray:
 def mean_count_baseline(data_config, dataset: str) -> float:
     """The 'predict the training mean count' baseline for evaluating on `dataset`: the mean
     count of its training split when it is a training data set, else of all training data."""
-    names = pipeline.dataset_names(data_config)
+    names = settings.dataset_names(data_config)
     train = [dataset] if dataset in names else names
     counts = np.concatenate([gt_counts(data_config, n, data_config.train_split) for n in train])
     return float(counts.mean()) if counts.size else 0.0
@@ -479,7 +478,7 @@ def evaluate_checkpoint(
     )
     log(f"evaluating the {info['kind']} checkpoint, step {info['step']} ({info['path']})")
     if dataset or split:
-        dataset = dataset or pipeline.dataset_names(config.data)[0]
+        dataset = dataset or settings.dataset_names(config.data)[0]
         split = split or config.data.test_split
         entries = [EvalEntry(_prefix_for(config, dataset, split), dataset, split)]
     else:

@@ -1,9 +1,9 @@
 """The pictures and videos a user has: finding them, reading them as RGB, writing video.
 
 Images: jpg, png, bmp, webp, tif. Any of gray, gray + alpha, RGB, RGBA, 8 or 16 bits per channel
-becomes RGB uint8 [H, W, 3] (16 bits scaled by 1/257, alpha dropped: the colour channels are
-kept as they are, as the data-set builders do). A JPEG's EXIF orientation is applied, so a phone
-picture is counted upright, the way viewers show it. Videos (mp4, avi, mov, mkv, webm, ...) are
+becomes RGB uint8 [H, W, 3] (`crowdjax.data.decode.decode_rgb`, the data-set builders' decoder).
+Unlike the builders, a JPEG's EXIF orientation is applied (`apply_exif`), so a phone picture is
+counted upright, the way viewers show it. Videos (mp4, avi, mov, mkv, webm, ...) are
 read with OpenCV, every n-th frame.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 
-from crowdjax.data import io
+from crowdjax.data import decode, io
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -44,24 +44,6 @@ def find_inputs(paths: Sequence[str]) -> list[str]:
     return found
 
 
-def decode_rgb(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
-    """Encoded image bytes -> RGB uint8 [H, W, 3] (see the module doc).
-
-    Raises:
-      DataError: empty, corrupt or unsupported data, naming `name`.
-    """
-    if not data:
-        raise io.DataError(f"{name}: empty file")
-    # One decode: COLOR makes gray and alpha images 3-channel BGR and applies the EXIF
-    # orientation (UNCHANGED would not); ANYDEPTH keeps 16 bits for `to_rgb`'s 1/257 scaling.
-    raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
-    if raw is None or raw.size == 0:
-        raise io.DataError(f"{name}: corrupt or unreadable image")
-    if raw.dtype not in (np.uint8, np.uint16):
-        raise io.DataError(f"{name}: unsupported image type {raw.dtype} (use 8 or 16 bits)")
-    return io.to_rgb(raw, name=name)
-
-
 def read_image(path: str) -> np.ndarray:
     """An image file -> RGB uint8 [H, W, 3].
 
@@ -73,7 +55,7 @@ def read_image(path: str) -> np.ndarray:
             data = f.read()
     except OSError as e:
         raise io.DataError(f"{path}: cannot read ({e.strerror or e})") from e
-    return decode_rgb(data, name=path)
+    return decode.decode_rgb(data, apply_exif=True, name=path)
 
 
 def as_rgb(image: np.ndarray, *, name: str = "<array>") -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 from flax import traverse_util
 
 from crowdjax import sharding
-from crowdjax.data import pipeline, splits, transforms
+from crowdjax.data import decode, settings, sources, splits
 from crowdjax.metric_writers import log
 
 DIRECTORY = "preparation"
@@ -71,7 +71,7 @@ class PrepareContext:
         """The training split of every training data set (held-out validation images excluded)."""
         data = self.config.data
         return [
-            splits.resolve(data, name, data.train_split) for name in pipeline.dataset_names(data)
+            splits.resolve(data, name, data.train_split) for name in settings.dataset_names(data)
         ]
 
     def examples(self, dataset: str, split: str | None = None, *, images: bool = False):
@@ -80,17 +80,17 @@ class PrepareContext:
 
         `split` defaults to the training split (without its held-out part)."""
         data = self.config.data
-        source = pipeline.split_source(data, dataset, split or data.train_split)
+        source = sources.split_source(data, dataset, split or data.train_split)
         for i in range(len(source)):
             record = source[i]
-            name = transforms.text(record["image_id"])
+            name = decode.text(record["image_id"])
             example = {
                 "image_id": name,
                 "points": np.asarray(record["points"], np.float32).reshape(-1, 2),
-                "density": transforms.decode_tensor(record["density"], np.float32),
+                "density": decode.decode_tensor(record["density"], np.float32),
             }
             if images:
-                example["image"] = transforms.decode_image(record["image"], name=name)
+                example["image"] = decode.decode_rgb(record["image"], apply_exif=False, name=name)
             yield example
 
     def predictions(self, dataset: str, split: str | None = None, variables=None) -> Iterator:
@@ -104,7 +104,7 @@ class PrepareContext:
         for batch, fetched, i in evaluation.stream_predictions(
             self.setup, variables, dataset, split
         ):
-            yield transforms.text(batch["image_id"][i]), {k: v[i] for k, v in fetched.items()}
+            yield decode.text(batch["image_id"][i]), {k: v[i] for k, v in fetched.items()}
 
 
 def directory(workdir: str) -> str:

@@ -22,7 +22,7 @@ import ml_collections
 import optax
 
 from crowdjax import config_migration, registry, sharding
-from crowdjax.data import pipeline
+from crowdjax.data import settings
 from crowdjax.optimizers import Optimizers
 
 
@@ -105,6 +105,8 @@ class Setup:
     def __init__(self, config, *, devices=None):
         self.config = config
         self.method = registry.get_method(config.method)
+        # Every size the model is given, checked once for the whole run (training, evaluation).
+        settings.check_geometry(config.data, self.method.output_stride(config))
         self.model = self.method.make_model(config)
         self.mesh = sharding.make_mesh(devices)
         self.total_steps = int(config.train.num_steps)
@@ -114,7 +116,7 @@ class Setup:
         self.replicated = sharding.replicated(self.mesh)
         self.batch_sharding = sharding.batch_sharded(self.mesh)
         # Computed once here: every method initialises its model on the shape of a training crop.
-        self.input_shape = pipeline.crop_shape(config.data)
+        self.input_shape = settings.crop_shape(config.data)
         init = functools.partial(
             init_state,
             self.method,

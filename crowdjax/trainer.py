@@ -21,7 +21,7 @@ import jax
 import numpy as np
 
 from crowdjax import checkpointing, evaluation, preparation, sharding
-from crowdjax.data import pipeline
+from crowdjax.data import settings, train_stream
 from crowdjax.metric_writers import MetricWriter, Progress, log
 from crowdjax.run import Setup
 
@@ -87,13 +87,13 @@ def training_batches(setup, start_step: int, prepared):
         domain_labels=(prepared.domain_labels or None) if prepared is not None else None,
     )
     if config.data.target:  # The target's images only: the loss never sees its labels.
-        return pipeline.paired_train_iterator(
+        return train_stream.paired_train_iterator(
             config.data,
-            pipeline.target_config(config.data),
+            settings.target_config(config.data),
             target_keys=("image", "image_mask"),
             **kwargs,
         )
-    return pipeline.train_iterator(config.data, **kwargs)
+    return train_stream.train_iterator(config.data, **kwargs)
 
 
 class _Selection:
@@ -266,7 +266,7 @@ def prepare_data(config) -> None:
     (their absence raises an error quoting the build command)."""
     from crowdjax.data import datasets
 
-    names = set(pipeline.dataset_names(config.data))
+    names = set(settings.dataset_names(config.data))
     names |= {config.data.target} - {""}
     names |= {spec.dataset for spec in config.evals.values()} - {""}
     for name in sorted(names):

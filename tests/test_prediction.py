@@ -14,7 +14,7 @@ import pytest
 
 from configs import autoscale_synthetic, quickstart
 from crowdjax import checkpointing, media, prediction, run, trainer
-from crowdjax.data import io
+from crowdjax.data import decode, io
 from tests.engine.conftest import run_script
 
 
@@ -161,7 +161,7 @@ def test_images_of_every_kind_become_rgb(tmp_path):
     assert media.read_image(str(tmp_path / "gray_alpha.png")).shape == (48, 64, 3)
     # EXIF orientation 6: stored landscape, shown rotated 90 degrees clockwise.
     (tmp_path / "phone.jpg").write_bytes(_exif_orientation_jpeg(rgb, 6))
-    plain = media.decode_rgb(_exif_orientation_jpeg(rgb, 1))
+    plain = decode.decode_rgb(_exif_orientation_jpeg(rgb, 1), apply_exif=True)
     upright = media.read_image(str(tmp_path / "phone.jpg"))
     assert upright.shape == (64, 48, 3)
     np.testing.assert_array_equal(upright, np.rot90(plain, k=-1))

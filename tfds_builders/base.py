@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from crowdjax.data import io
+from crowdjax.data import decode, io
 from crowdjax.data.labels import DEFAULT_DISTANCE_EDGES, density_map, distance_label_map
 
 OUT_OF_IMAGE_RULES = ("clip", "drop", "error")
@@ -145,7 +145,7 @@ class DensityMap(tfds.features.Tensor):
 
     float16 halves the raw bytes and, without float32's noisy low mantissa bits, zlib packs it to
     0.42x the float32 stream (ShanghaiTech B, README "Disk size"). Undecoded reads
-    (`datasets.raw_source`) get the stored dtype with the bytes, so `transforms.decode_tensor`
+    (`datasets.raw_source`) get the stored dtype with the bytes, so `decode.decode_tensor`
     decodes both this and older float32 maps.
     """
 
@@ -334,11 +334,12 @@ def _decode(data: bytes, fmt: str, *, name: str) -> tuple[np.ndarray, bool]:
     """
     raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if raw is None or raw.size == 0:
-        return io.decode_image(data, name=name), False  # Raises DataError naming the file.
+        # Raises DataError naming the file.
+        return decode.decode_rgb(data, apply_exif=False, name=name), False
     passthrough = (
         raw.dtype == np.uint8 and raw.ndim == 3 and raw.shape[2] == 3 and _is_format(data, fmt)
     )
-    return io.to_rgb(raw, name=name), passthrough
+    return decode.to_rgb(raw, name=name), passthrough
 
 
 def require_nonempty(items: list, *, what: str, where: str | os.PathLike) -> list:

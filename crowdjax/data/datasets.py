@@ -106,7 +106,7 @@ def raw_source(name: str, split: str, *, data_dir: str | None = None):
     """Random-access source whose images and ZLIB maps stay undecoded (decoded per crop).
 
     Image features come as encoded bytes, ZLIB tensors as `{"shape": [H, W], "value": bytes,
-    "dtype": stored numpy dtype}` (decode with `transforms.decode_tensor`: density maps are stored
+    "dtype": stored numpy dtype}` (decode with `decode.decode_tensor`: density maps are stored
     as float16 since builder version 1.1.0, float32 before); scalars, text and points are decoded
     as usual.
     """

@@ -1,8 +1,9 @@
 """Reading raw data-set files with errors that name the file and the problem.
 
-Builders read images and annotation files of many formats (JPEG/PNG, MATLAB v5 and v7.3 .mat, JSON,
-text). Every reader here raises `DataError` with the offending path, so a bad file in a release of
-thousands is found at once instead of surfacing as a shape error deep in a pipeline.
+Builders read images and annotation files of many formats (JPEG/PNG, MATLAB v5 and v7.3 .mat,
+JSON, text; images are decoded by `crowdjax.data.decode`). Every reader here raises `DataError`
+with the offending path, so a bad file in a release of thousands is found at once instead of
+surfacing as a shape error deep in a pipeline.
 """
 
 from __future__ import annotations
@@ -33,33 +34,6 @@ def require_file(path: str | os.PathLike) -> str:
     if not os.path.isfile(path):
         raise DataError(f"{path}: file not found")
     return path
-
-
-def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
-    """Decodes encoded image bytes to RGB uint8 [H, W, 3]; grayscale and RGBA become RGB."""
-    if not data:
-        raise DataError(f"{name}: empty image file")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None or image.size == 0:
-        raise DataError(f"{name}: corrupt or unreadable image")
-    return to_rgb(image, name=name)
-
-
-def to_rgb(image: np.ndarray, *, name: str = "<array>") -> np.ndarray:
-    """Converts a cv2-decoded (BGR, BGRA or gray) uint8/uint16 image to RGB uint8 [H, W, 3]."""
-    if image.dtype == np.uint16:
-        image = (image // 257).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise DataError(f"{name}: unsupported image dtype {image.dtype}")
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2RGB)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    raise DataError(f"{name}: unsupported image shape {image.shape}")
 
 
 def encode_image(image: np.ndarray, *, ext: str = ".jpg", quality: int = 95) -> bytes:

@@ -20,7 +20,7 @@ import zlib
 
 import numpy as np
 
-from crowdjax.data import datasets, io, transforms
+from crowdjax.data import datasets, decode, io
 from crowdjax.data.io import DataError
 
 VALIDATION = "validation"
@@ -136,7 +136,7 @@ def _name_order(dataset: str, split: str, data_dir: str | None) -> np.ndarray:
     """Positions of a split's examples in the natural order of their image names (frames in
     time order: "seq_000002.jpg" before "seq_000010.jpg")."""
     source = datasets.raw_source(dataset, split, data_dir=data_dir)
-    names = [io.natural_key(transforms.text(source[i]["image_id"])) for i in range(len(source))]
+    names = [io.natural_key(decode.text(source[i]["image_id"])) for i in range(len(source))]
     return np.asarray(sorted(range(len(names)), key=names.__getitem__), np.int64)
 
 

@@ -1,4 +1,9 @@
-"""Per-example transforms of the input pipeline: pure numpy / cv2, no framework.
+"""Per-example geometry and augmentation of the input pipeline: pure numpy / cv2, no framework.
+
+Crop windows, scaling, ground-truth maps of a window, flips, colour jitter, normalisation,
+padding and tiles, and their compositions: `TrainTransform` (raw record -> training example)
+and `eval_example` (raw record -> padded whole image). Decoding the stored bytes is
+`crowdjax.data.decode`'s.
 
 Conventions (whole project): points are (x, y) pixels, pixel (row r, col c) covers
 [c, c+1) x [r, r+1). A crop window is `(y0, x0, h, w)` in pixels of the (possibly rescaled)
@@ -13,12 +18,12 @@ docstrings for why) and cost a fraction of it.
 from __future__ import annotations
 
 import dataclasses
-import zlib
 
 import cv2
 import numpy as np
 
 from crowdjax.data import labels
+from crowdjax.data.decode import decode_bgr, decode_rgb, decode_tensor, text
 from crowdjax.data.io import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB
@@ -26,67 +31,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _SCALE = (1.0 / (255.0 * np.asarray(IMAGENET_STD))).astype(np.float32)
 _OFFSET = (-np.asarray(IMAGENET_MEAN) / np.asarray(IMAGENET_STD)).astype(np.float32)
 _LUT = (np.arange(256, dtype=np.float32)[None, :, None] * _SCALE + _OFFSET).astype(np.float32)
-# EXIF orientation is ignored, as by the builders (IMREAD_UNCHANGED): points refer to the stored
-# pixel grid, and IMREAD_COLOR alone would rotate some photos away from their annotations.
-_REDUCED = {
-    r: flag | cv2.IMREAD_IGNORE_ORIENTATION
-    for r, flag in [
-        (1, cv2.IMREAD_COLOR),
-        (2, cv2.IMREAD_REDUCED_COLOR_2),
-        (4, cv2.IMREAD_REDUCED_COLOR_4),
-    ]
-}
-
-
-def decode_bgr(data: bytes, *, reduce: int = 1, name: str = "<bytes>") -> np.ndarray:
-    """Decodes JPEG/PNG bytes to BGR uint8 [H', W', 3] (grayscale and RGBA become 3 channels).
-
-    Args:
-      data: encoded image.
-      reduce: 1, 2 or 4; decode at about 1/reduce size (JPEG: DCT scaling, much faster).
-      name: used in the error message.
-    """
-    if reduce not in _REDUCED:
-        raise ValueError(f"reduce must be one of {sorted(_REDUCED)}, got {reduce}")
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED[reduce])
-    if image is None or image.size == 0:
-        raise DataError(f"{name}: corrupt or unreadable image")
-    return image
-
-
-def decode_image(data: bytes, *, name: str = "<bytes>") -> np.ndarray:
-    """Decodes JPEG/PNG bytes to RGB uint8 [H, W, 3]; grayscale images become RGB."""
-    return cv2.cvtColor(decode_bgr(data, name=name), cv2.COLOR_BGR2RGB)
-
-
-def decode_tensor(feature, dtype, *, rows: int | None = None, window=None) -> np.ndarray:
-    """Decodes an undecoded TFDS ZLIB tensor `{"shape": [H, W], "value": bytes}` to `dtype`.
-
-    The stored dtype is `feature["dtype"]` (`datasets.raw_source` adds it: density maps are float16
-    since builder version 1.1.0, float32 before), else `dtype`; the result is cast to `dtype` after
-    cropping, so only the kept pixels are converted.
-
-    Args:
-      feature: the feature as read with `datasets.raw_source` (or `tfds.decode.SkipDecoding()`).
-      dtype: wanted dtype (float32 for density, uint8 for label maps).
-      rows: decode only the first `rows` rows (a prefix of the stream: less work).
-      window: `(y0, x0, h, w)`: decode the rows up to y0 + h and return that window only.
-
-    Returns:
-      [min(rows, H), W] of `dtype`, or [h, w] with `window`.
-    """
-    stored = np.dtype(feature.get("dtype", dtype))
-    shape = tuple(int(s) for s in feature["shape"])
-    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * stored.itemsize
-    if window is not None:
-        rows = window[0] + window[2]
-    rows = shape[0] if rows is None else min(int(rows), shape[0])
-    buf = zlib.decompressobj().decompress(feature["value"], rows * row_bytes)
-    out = np.frombuffer(buf, stored).reshape((rows,) + shape[1:])
-    if window is not None:
-        y0, x0, h, w = window
-        out = out[y0 : y0 + h, x0 : x0 + w]
-    return out if out.dtype == dtype else out.astype(dtype)
 
 
 def random_window(
@@ -478,6 +422,22 @@ class TrainTransform:
         scale = float(rng.uniform(lo, hi)) if hi > lo else float(lo)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
+    def unaugmented_density(self, record: dict) -> np.ndarray:
+        """The whole image's full-resolution density as `example` computes it, without the random
+        steps (scale 1, no crop, no flip): after `min_short_side`, with `kernel` when the image
+        is scaled or `regenerate` is set, else the stored map. float32 [H, W]."""
+        height, width = (int(s) for s in record["density"]["shape"])
+        hs, ws = min_side_shape(height, width, self.min_short_side)
+        points = _scaled_points(record, hs, ws)
+        return self._density(record, points, (hs, ws), (0, 0, hs, ws))
+
+    def _density(self, record: dict, points: np.ndarray, scaled_shape, window) -> np.ndarray:
+        """The density of `window` of the image scaled to `scaled_shape` (`points` scaled too)."""
+        rescaled = tuple(scaled_shape) != tuple(int(s) for s in record["density"]["shape"])
+        if rescaled or self.regenerate:
+            return density_crop(points, scaled_shape, window, **dataclasses.asdict(self.kernel))
+        return decode_tensor(record["density"], np.float32, window=window)
+
     def example(self, record: dict, rng: np.random.Generator) -> Unpadded:
         """The unpadded example: the crop (or whole image) after every random step."""
         name = text(record["image_id"])
@@ -497,15 +457,8 @@ class TrainTransform:
         if reduce == 1 and bgr.shape[:2] != (height, width):
             raise DataError(f"{name}: image {bgr.shape[:2]} != density map {(height, width)}")
         crop = scaled_crop(bgr, (hs, ws), window)
-        points = np.asarray(record["points"], np.float64).reshape(-1, 2) * (
-            ws / width,
-            hs / height,
-        )
-        if rescaled or self.regenerate:
-            density = density_crop(points, (hs, ws), window, **dataclasses.asdict(self.kernel))
-        else:
-            density = decode_tensor(record["density"], np.float32, window=window)
-        maps = {"density": density}
+        points = _scaled_points(record, hs, ws)
+        maps = {"density": self._density(record, points, (hs, ws), window)}
         if self.distance_edges is not None:
             if rescaled:
                 dist = distance_label_crop(points, (hs, ws), window, edges=self.distance_edges)
@@ -537,6 +490,13 @@ class TrainTransform:
         )
 
 
+def _scaled_points(record: dict, height: int, width: int) -> np.ndarray:
+    """A record's points float64 [N, 2] in the pixels of its image scaled to height x width."""
+    stored_h, stored_w = (int(s) for s in record["density"]["shape"])
+    points = np.asarray(record["points"], np.float64).reshape(-1, 2)
+    return points * (width / stored_w, height / stored_h)
+
+
 def eval_example(
     record: dict,
     *,
@@ -555,7 +515,7 @@ def eval_example(
     str; roi uint8 [H, W] (0 on padding) when `with_roi`; one scalar per category key.
     """
     name = text(record["image_id"])
-    rgb = decode_image(record["image"], name=name)
+    rgb = decode_rgb(record["image"], apply_exif=False, name=name)
     stored = rgb.shape[:2]
     h, w = min_side_shape(*stored, min_short_side)
     points = np.asarray(record["points"], np.float32).reshape(-1, 2)
@@ -589,8 +549,3 @@ def invalid_like(example: dict) -> dict:
     out["valid"] = np.bool_(False)
     out["image_id"] = np.str_("")
     return out
-
-
-def text(value) -> str:
-    """A TFDS text feature (bytes or str) as str."""
-    return value.decode() if isinstance(value, bytes) else str(value)

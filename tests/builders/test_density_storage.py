@@ -13,7 +13,7 @@ import os
 import numpy as np
 import pytest
 
-from crowdjax.data import datasets, labels, transforms
+from crowdjax.data import datasets, decode, labels
 from crowdjax.data.io import DataError
 from tests.builders import fakes
 from tfds_builders import base
@@ -69,11 +69,11 @@ def test_raw_source_decodes_windows_of_the_same_map(built):
     raw = datasets.raw_source("shanghaitech/part_b", "train", data_dir=data_dir)[0]["density"]
     whole = builder.as_data_source(split="train")[0]["density"]
     assert raw["dtype"] == np.float16 and tuple(raw["shape"]) == (H, W)
-    np.testing.assert_array_equal(transforms.decode_tensor(raw, np.float32), whole)
-    got = transforms.decode_tensor(raw, np.float32, window=(5, 7, 20, 30))
+    np.testing.assert_array_equal(decode.decode_tensor(raw, np.float32), whole)
+    got = decode.decode_tensor(raw, np.float32, window=(5, 7, 20, 30))
     assert got.dtype == np.float32
     np.testing.assert_array_equal(got, whole[5:25, 7:37])
-    np.testing.assert_array_equal(transforms.decode_tensor(raw, np.float32, rows=11), whole[:11])
+    np.testing.assert_array_equal(decode.decode_tensor(raw, np.float32, rows=11), whole[:11])
 
 
 def test_count_check_names_the_image():

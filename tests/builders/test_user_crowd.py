@@ -15,7 +15,7 @@ import pytest
 from configs import datasets as config_datasets
 from crowdjax import evaluation, trainer
 from crowdjax.data import build as build_cli
-from crowdjax.data import datasets, labels, pipeline, splits
+from crowdjax.data import datasets, labels, splits, train_stream
 from crowdjax.data.io import DataError
 from tests.builders import fakes
 from tfds_builders import user_crowd
@@ -492,7 +492,7 @@ def test_a_config_reads_a_folder_by_name(cli_built):
     assert splits.resolve(config.data, name, "test").size == 3
     entries, _, _ = evaluation.selection_entries(config)
     assert [(e.dataset, e.split) for e in entries] == [(name, "validation")]
-    batch = next(pipeline.train_iterator(config.data, global_batch_size=2, seed=0))
+    batch = next(train_stream.train_iterator(config.data, global_batch_size=2, seed=0))
     assert batch["image"].shape == (2, 64, 64, 3)
     # Crops of 40 x 50 images padded to 64: every head of the image is in its crop.
     np.testing.assert_allclose(batch["density"].sum((1, 2)), batch["count"], rtol=1e-3)

@@ -1,4 +1,5 @@
-"""Tests of crowdjax.data.pipeline on a tiny test-only TFDS builder (random PNG images)."""
+"""Tests of the input streams (crowdjax.data.train_stream, eval_stream, settings) on a tiny
+test-only TFDS builder (random PNG images)."""
 
 import zlib
 from fractions import Fraction
@@ -7,7 +8,17 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from crowdjax.data import datasets, labels, pipeline, splits
+from crowdjax.data import (
+    batching,
+    datasets,
+    decode,
+    eval_stream,
+    labels,
+    settings,
+    sources,
+    splits,
+    train_stream,
+)
 from crowdjax.data import transforms as T
 from crowdjax.data.io import DataError
 from tfds_builders.base import CrowdBuilder, CrowdConfig
@@ -67,7 +78,7 @@ def data_dir(tmp_path_factory):
 
 
 def _config(data_dir, name="pipeline_test_crowd/a", **overrides):
-    config = pipeline.default_data_config()
+    config = settings.default_data_config()
     config.update(
         dict(name=name, data_dir=data_dir, crop_size=(32, 48), max_points=16, output_stride=4)
     )
@@ -92,7 +103,7 @@ def _assert_batches_equal(a, b):
 
 def test_train_batch_contract(data_dir):
     config = _config(data_dir, with_distance_label=True, hflip=True, scale_range=(0.8, 1.2))
-    for batch in _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 5):
+    for batch in _take(train_stream.train_iterator(config, global_batch_size=4, seed=0), 5):
         assert batch["image"].shape == (4, 32, 48, 3) and batch["image"].dtype == np.float32
         assert batch["density"].shape == (4, 8, 12) and batch["density"].dtype == np.float32
         assert batch["points"].shape == (4, 16, 2) and batch["points"].dtype == np.float32
@@ -116,9 +127,9 @@ def test_train_batch_contract(data_dir):
 
 def test_same_seed_same_batches_different_seed_different(data_dir):
     config = _config(data_dir, hflip=True, scale_range=(0.7, 1.3), color_jitter=0.3)
-    a = _take(pipeline.train_iterator(config, global_batch_size=4, seed=7), 4)
-    b = _take(pipeline.train_iterator(config, global_batch_size=4, seed=7), 4)
-    c = _take(pipeline.train_iterator(config, global_batch_size=4, seed=8), 4)
+    a = _take(train_stream.train_iterator(config, global_batch_size=4, seed=7), 4)
+    b = _take(train_stream.train_iterator(config, global_batch_size=4, seed=7), 4)
+    c = _take(train_stream.train_iterator(config, global_batch_size=4, seed=8), 4)
     for x, y in zip(a, b, strict=True):
         _assert_batches_equal(x, y)
     assert not all(np.array_equal(x["image"], z["image"]) for x, z in zip(a, c, strict=True))
@@ -126,19 +137,21 @@ def test_same_seed_same_batches_different_seed_different(data_dir):
 
 def test_resume_from_step_k_continues_the_same_stream(data_dir):
     config = _config(data_dir, hflip=True, scale_range=(0.7, 1.3))
-    fresh = _take(pipeline.train_iterator(config, global_batch_size=4, seed=3), 7)
+    fresh = _take(train_stream.train_iterator(config, global_batch_size=4, seed=3), 7)
     # 7 batches of 4 = 28 examples: several epochs of the 10 images (reshuffled each epoch).
-    resumed = _take(pipeline.train_iterator(config, global_batch_size=4, seed=3, start_step=4), 3)
+    resumed = _take(
+        train_stream.train_iterator(config, global_batch_size=4, seed=3, start_step=4), 3
+    )
     for x, y in zip(fresh[4:], resumed, strict=True):
         _assert_batches_equal(x, y)
 
 
 def test_process_slices_concatenate_to_the_global_batch(data_dir):
     config = _config(data_dir, hflip=True)
-    full = _take(pipeline.train_iterator(config, global_batch_size=4, seed=1), 4)
+    full = _take(train_stream.train_iterator(config, global_batch_size=4, seed=1), 4)
     parts = [
         _take(
-            pipeline.train_iterator(
+            train_stream.train_iterator(
                 config, global_batch_size=4, seed=1, process_index=p, process_count=2
             ),
             4,
@@ -161,7 +174,7 @@ def _true_domains(batch):
 def test_mixing_tags_domains_in_proportion_to_size(data_dir):
     config = _config(data_dir, name=["pipeline_test_crowd/a", "pipeline_test_crowd/b"])
     # 30 batches of 4 = 120 examples = 8 epochs of the 15 images (10 a + 5 b) exactly.
-    batches = _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 30)
+    batches = _take(train_stream.train_iterator(config, global_batch_size=4, seed=0), 30)
     domains = np.concatenate([b["domain"] for b in batches])
     for batch in batches:
         np.testing.assert_array_equal(batch["domain"], _true_domains(batch))
@@ -172,7 +185,7 @@ def test_balanced_domains_draw_equal_shares(data_dir):
     config = _config(
         data_dir, name="pipeline_test_crowd/a, pipeline_test_crowd/b", balanced_domains=True
     )
-    batches = _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 10)
+    batches = _take(train_stream.train_iterator(config, global_batch_size=4, seed=0), 10)
     for batch in batches:
         np.testing.assert_array_equal(batch["domain"], _true_domains(batch))
         assert (batch["domain"] == 1).sum() == 2  # round robin: every batch is half b
@@ -184,10 +197,14 @@ def test_paired_iterator_yields_source_and_target(data_dir):
     source = _config(data_dir, name="pipeline_test_crowd/a")
     target = _config(data_dir, name="pipeline_test_crowd/b")
     pairs = _take(
-        pipeline.paired_train_iterator(source, target, global_batch_size=2, seed=0, start_step=2),
+        train_stream.paired_train_iterator(
+            source, target, global_batch_size=2, seed=0, start_step=2
+        ),
         3,
     )
-    again = _take(pipeline.paired_train_iterator(source, target, global_batch_size=2, seed=0), 5)
+    again = _take(
+        train_stream.paired_train_iterator(source, target, global_batch_size=2, seed=0), 5
+    )
     for pair, ref in zip(pairs, again[2:], strict=True):
         assert set(pair) == {"source", "target"}
         assert not pair["source"]["domain"].any() and (pair["target"]["domain"] == 1).all()
@@ -198,7 +215,7 @@ def test_paired_iterator_yields_source_and_target(data_dir):
 
 def test_roi_is_cropped_into_train_batches(data_dir):
     config = _config(data_dir, name="pipeline_test_roi_crowd/a")
-    batch = next(pipeline.train_iterator(config, global_batch_size=2, seed=0))
+    batch = next(train_stream.train_iterator(config, global_batch_size=2, seed=0))
     assert batch["roi"].shape == (2, 32, 48) and batch["roi"].dtype == np.uint8
     assert not batch["roi"][~batch["image_mask"]].any()
 
@@ -207,7 +224,7 @@ def test_roi_is_cropped_into_train_batches(data_dir):
 def test_train_roi_is_the_stored_roi_scaled_cropped_and_flipped_with_the_image(data_dir, seed):
     name = "pipeline_test_roi_crowd/a"
     config = _config(data_dir, name=name, hflip=True, scale_range=(0.7, 1.4), output_stride=1)
-    transform = pipeline._train_transform(config, name, 1)
+    transform = train_stream._train_transform(config, name, 1)
     raw = datasets.raw_source(name, "train", data_dir=data_dir)
     stored = datasets.data_source(name, "train", data_dir=data_dir)
     for index in range(len(raw)):
@@ -234,15 +251,22 @@ def test_train_roi_is_the_stored_roi_scaled_cropped_and_flipped_with_the_image(d
 def test_max_points_overflow_names_the_image(data_dir):
     config = _config(data_dir, max_points=1, crop_size=(64, 64), output_stride=1)
     with pytest.raises(ValueError, match=r"a_train_\d+\.png: \d+ points exceed max_points=1"):
-        _take(pipeline.train_iterator(config, global_batch_size=10, seed=0), 1)
+        _take(train_stream.train_iterator(config, global_batch_size=10, seed=0), 1)
 
 
 def test_density_sigma_regenerates_with_the_method_kernel(data_dir):
-    stored = pipeline._train_transform(_config(data_dir), "pipeline_test_crowd/a", 4)
+    stored = train_stream._train_transform(_config(data_dir), "pipeline_test_crowd/a", 4)
     assert stored.kernel == T.Kernel(sigma=1.5) and not stored.regenerate  # builder's recipe
     config = _config(data_dir, density_sigma=3.0)
-    regen = pipeline._train_transform(config, "pipeline_test_crowd/a", 4)
+    regen = train_stream._train_transform(config, "pipeline_test_crowd/a", 4)
     assert regen.kernel == T.Kernel(sigma=3.0) and regen.regenerate
+
+
+def test_a_crop_must_divide_by_the_stride(data_dir):
+    config = _config(data_dir, crop_size=30)
+    with pytest.raises(ValueError, match="not divisible by the output stride 4"):
+        settings.check_geometry(config, 4)
+    settings.check_geometry(_config(data_dir, crop_size=32), 4)
 
 
 @pytest.mark.parametrize(
@@ -250,22 +274,21 @@ def test_density_sigma_regenerates_with_the_method_kernel(data_dir):
     [
         ({}, dict(global_batch_size=3, process_count=2), "divisible by the process count 2"),
         ({}, dict(global_batch_size=4, process_index=2, process_count=2), "process_index"),
-        ({"crop_size": 30}, dict(global_batch_size=2), "not divisible by the output stride 4"),
         ({"scale_range": (2.0, 1.0)}, dict(global_batch_size=2), "scale_range"),
         ({"name": ""}, dict(global_batch_size=2), "names no data set"),
     ],
 )
 def test_invalid_settings_raise_clear_errors(data_dir, overrides, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        pipeline.train_iterator(_config(data_dir, **overrides), seed=0, **kwargs)
+        train_stream.train_iterator(_config(data_dir, **overrides), seed=0, **kwargs)
 
 
 @pytest.mark.slow
 def test_worker_processes_give_the_same_batches(data_dir):
     config = _config(data_dir, hflip=True)
-    threads = _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 3)
+    threads = _take(train_stream.train_iterator(config, global_batch_size=4, seed=0), 3)
     config.worker_processes = 2
-    processes = _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 3)
+    processes = _take(train_stream.train_iterator(config, global_batch_size=4, seed=0), 3)
     for x, y in zip(threads, processes, strict=True):
         _assert_batches_equal(x, y)
 
@@ -282,7 +305,7 @@ def _reference_test_split(data_dir, name="pipeline_test_crowd/a"):
 def test_eval_batches_cover_each_image_once_with_masks(data_dir, buckets):
     config = _config(data_dir, eval_buckets=buckets, eval_bucket_multiple=32)
     reference = _reference_test_split(data_dir)
-    batches = list(pipeline.eval_iterator(config, "test", batch_size=2))
+    batches = list(eval_stream.eval_iterator(config, "test", batch_size=2))
     seen, invalid, shapes = [], 0, set()
     for batch in batches:
         assert batch["category_keys"] == ("weather",)
@@ -295,7 +318,7 @@ def test_eval_batches_cover_each_image_once_with_masks(data_dir, buckets):
             ref = reference[str(batch["image_id"][i])]
             seen.append(str(batch["image_id"][i]))
             h, w = ref["image"].shape[:2]
-            bucket = pipeline.bucket_shape(h, w, buckets=buckets, multiple=32)
+            bucket = batching.bucket_shape(h, w, buckets=buckets, multiple=32)
             assert batch["image"].shape[1:3] == bucket
             np.testing.assert_array_equal(batch["image_mask"][i], T.image_mask(*bucket, h, w))
             np.testing.assert_allclose(
@@ -308,7 +331,7 @@ def test_eval_batches_cover_each_image_once_with_masks(data_dir, buckets):
             assert batch["weather"][i] == ref["weather"]
     assert sorted(seen) == sorted(reference)
     sizes = [reference[k]["image"].shape[:2] for k in reference]
-    groups = [pipeline.bucket_shape(h, w, buckets=buckets, multiple=32) for h, w in sizes]
+    groups = [batching.bucket_shape(h, w, buckets=buckets, multiple=32) for h, w in sizes]
     assert invalid == sum(groups.count(g) % 2 for g in set(groups))  # odd groups get one pad
     assert shapes == set(groups)
     if buckets:
@@ -319,12 +342,12 @@ def test_min_short_side_scales_eval_and_whole_image_training_consistently(data_d
     # Images of 16-71 px: every short side under 40 is scaled up to 40 before bucketing.
     config = _config(data_dir, min_short_side=40, eval_bucket_multiple=32)
     reference = _reference_test_split(data_dir)
-    for batch in pipeline.eval_iterator(config, "test", batch_size=2):
+    for batch in eval_stream.eval_iterator(config, "test", batch_size=2):
         for i in np.flatnonzero(batch["valid"]):
             ref = reference[str(batch["image_id"][i])]
             h, w = T.min_side_shape(*ref["image"].shape[:2], 40)
             assert min(h, w) >= 40
-            assert batch["image"].shape[1:3] == pipeline.bucket_shape(h, w, multiple=32)
+            assert batch["image"].shape[1:3] == batching.bucket_shape(h, w, multiple=32)
             np.testing.assert_array_equal(
                 batch["image_mask"][i], T.image_mask(*batch["image"].shape[1:3], h, w)
             )
@@ -334,7 +357,7 @@ def test_min_short_side_scales_eval_and_whole_image_training_consistently(data_d
     config = _config(data_dir, min_short_side=40, whole_image=True, train_bucket_multiple=32)
     for p in range(2):
         batch = next(
-            pipeline.train_iterator(
+            train_stream.train_iterator(
                 config, global_batch_size=4, seed=0, process_index=p, process_count=2
             )
         )
@@ -345,7 +368,11 @@ def test_min_short_side_scales_eval_and_whole_image_training_consistently(data_d
 def test_eval_process_slices_cover_the_split(data_dir):
     config = _config(data_dir, eval_bucket_multiple=32)
     per_process = [
-        list(pipeline.eval_iterator(config, "test", batch_size=4, process_index=p, process_count=2))
+        list(
+            eval_stream.eval_iterator(
+                config, "test", batch_size=4, process_index=p, process_count=2
+            )
+        )
         for p in range(2)
     ]
     assert len(per_process[0]) == len(per_process[1])
@@ -358,7 +385,7 @@ def test_eval_process_slices_cover_the_split(data_dir):
 def test_eval_roi_is_padded_with_zeros(data_dir):
     config = _config(data_dir, name="pipeline_test_roi_crowd/a", eval_bucket_multiple=32)
     reference = _reference_test_split(data_dir, "pipeline_test_roi_crowd/a")
-    for batch in pipeline.eval_iterator(config, "test", batch_size=1):
+    for batch in eval_stream.eval_iterator(config, "test", batch_size=1):
         ref = reference[str(batch["image_id"][0])]
         h, w = ref["roi"].shape
         np.testing.assert_array_equal(batch["roi"][0][:h, :w], ref["roi"])
@@ -368,27 +395,27 @@ def test_eval_roi_is_padded_with_zeros(data_dir):
 def test_eval_bucket_sizes_must_divide_by_the_stride(data_dir):
     config = _config(data_dir, eval_bucket_multiple=36)
     with pytest.raises(ValueError, match="not divisible by the output stride 8"):
-        pipeline.eval_iterator(config, "test", batch_size=1, output_stride=8)
+        settings.check_geometry(config, 8)
 
 
 def test_bucket_shape_rules():
-    assert pipeline.bucket_shape(30, 50, multiple=32) == (32, 64)
-    assert pipeline.bucket_shape(64, 64, multiple=32) == (64, 64)
+    assert batching.bucket_shape(30, 50, multiple=32) == (32, 64)
+    assert batching.bucket_shape(64, 64, multiple=32) == (64, 64)
     buckets = [(768, 1024), (1024, 768), (512, 512)]
-    assert pipeline.bucket_shape(500, 300, buckets=buckets) == (512, 512)
-    assert pipeline.bucket_shape(700, 1000, buckets=buckets) == (768, 1024)
-    assert pipeline.bucket_shape(1000, 700, buckets=buckets) == (1024, 768)
-    assert pipeline.bucket_shape(1100, 700, buckets=buckets, multiple=128) == (1152, 768)
+    assert batching.bucket_shape(500, 300, buckets=buckets) == (512, 512)
+    assert batching.bucket_shape(700, 1000, buckets=buckets) == (768, 1024)
+    assert batching.bucket_shape(1000, 700, buckets=buckets) == (1024, 768)
+    assert batching.bucket_shape(1100, 700, buckets=buckets, multiple=128) == (1152, 768)
 
 
 def test_dataset_names_accepts_str_list_and_comma_list():
-    config = pipeline.default_data_config()
+    config = settings.default_data_config()
     config.name = "x/a"
-    assert pipeline.dataset_names(config) == ["x/a"]
+    assert settings.dataset_names(config) == ["x/a"]
     config.name = "x/a, y"
-    assert pipeline.dataset_names(config) == ["x/a", "y"]
+    assert settings.dataset_names(config) == ["x/a", "y"]
     config.name = ["x/a", "y"]
-    assert pipeline.dataset_names(config) == ["x/a", "y"]
+    assert settings.dataset_names(config) == ["x/a", "y"]
 
 
 # ---------------------------------------------------------------------- held-out validation
@@ -412,7 +439,7 @@ def _train_ids(config, steps=12, batch=4):
             "image_id"
         ].decode()
     seen = set()
-    for b in _take(pipeline.train_iterator(big, global_batch_size=batch, seed=5), steps):
+    for b in _take(train_stream.train_iterator(big, global_batch_size=batch, seed=5), steps):
         for k in range(batch):
             mask = b["image_mask"][k]
             h, w = int(mask.any(1).sum()), int(mask.any(0).sum())
@@ -425,12 +452,12 @@ def test_heldout_validation_images_never_reach_the_training_stream(data_dir):
     config = _config(data_dir, holdout_fraction=0.3)
     val = [
         str(i)
-        for b in pipeline.eval_iterator(config, "validation", batch_size=2)
+        for b in eval_stream.eval_iterator(config, "validation", batch_size=2)
         for i in b["image_id"][b["valid"]]
     ]
     train_eval = [
         str(i)
-        for b in pipeline.eval_iterator(config, "train", batch_size=2)
+        for b in eval_stream.eval_iterator(config, "train", batch_size=2)
         for i in b["image_id"][b["valid"]]
     ]
     assert len(val) == 3 and len(train_eval) == 7  # 30% of the 10 training images
@@ -458,7 +485,7 @@ def test_block_holdout_takes_consecutive_frames_by_name(data_dir):
 def test_a_data_set_without_validation_and_no_holdout_says_so(data_dir):
     config = _config(data_dir, holdout_fraction=0.0)
     with pytest.raises(DataError, match="no validation split and data.holdout_fraction is 0"):
-        pipeline.eval_iterator(config, "validation", batch_size=2)
+        eval_stream.eval_iterator(config, "validation", batch_size=2)
 
 
 def test_domain_labels_replace_the_data_set_index(data_dir):
@@ -466,7 +493,7 @@ def test_domain_labels_replace_the_data_set_index(data_dir):
     # Label = number of heads mod 3; whole-image crops keep every head, so a batch shows it.
     labels_by_id = {source[i]["image_id"].decode(): len(source[i]["points"]) % 3 for i in range(10)}
     config = _config(data_dir, crop_size=(72, 72), output_stride=1)
-    batches = pipeline.train_iterator(
+    batches = train_stream.train_iterator(
         config,
         global_batch_size=5,
         seed=0,
@@ -480,7 +507,7 @@ def test_domain_labels_replace_the_data_set_index(data_dir):
     missing = dict(list(labels_by_id.items())[:-1])
     with pytest.raises(DataError, match=r"pipeline_test_crowd/a/a_train_\d\.png: the preparation"):
         _take(
-            pipeline.train_iterator(
+            train_stream.train_iterator(
                 config,
                 global_batch_size=10,
                 seed=0,
@@ -493,9 +520,9 @@ def test_domain_labels_replace_the_data_set_index(data_dir):
 def test_paired_target_keeps_only_the_requested_keys(data_dir):
     source = _config(data_dir, target="pipeline_test_crowd/b")
     pair = next(
-        pipeline.paired_train_iterator(
+        train_stream.paired_train_iterator(
             source,
-            pipeline.target_config(source),
+            settings.target_config(source),
             global_batch_size=2,
             seed=0,
             target_keys=("image", "image_mask"),
@@ -503,3 +530,28 @@ def test_paired_target_keeps_only_the_requested_keys(data_dir):
     )
     assert set(pair["target"]) == {"image", "image_mask"}
     assert pair["target"]["image"].shape == pair["source"]["image"].shape
+
+
+def test_train_density_maps_are_the_streams_unaugmented_maps(data_dir):
+    # A regenerated kernel with its truncation, whole images cut into 2 x 2 tiles.
+    config = _config(
+        data_dir, density_sigma=2.0, density_truncate=1.75, whole_image=True, train_tiles=2
+    )
+    got = list(train_stream.train_density_maps(config, output_stride=4))
+    source = sources.split_source(config, "pipeline_test_crowd/a", config.train_split)
+    transform = train_stream._train_transform(config, "pipeline_test_crowd/a", 4)
+    want = []
+    for i in range(len(source)):
+        record = source[i]
+        example = transform.example(record, np.random.default_rng(0))  # no random step
+        points = np.asarray(record["points"], np.float64).reshape(-1, 2)
+        full = labels.density_map(points, example.shape, sigma=2.0, truncate=1.75)
+        np.testing.assert_allclose(example.density, full, rtol=1e-6, atol=1e-9)
+        want.extend(part.density for part in T.split_tiles(example, 2, 4) if min(part.shape) > 0)
+    assert len(got) == len(want) > len(source)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, w)
+    # The stored maps (no density_sigma) without tiles: one map per image, the stored one.
+    stored = list(train_stream.train_density_maps(_config(data_dir), output_stride=4))
+    assert len(stored) == len(source)
+    np.testing.assert_array_equal(stored[0], decode.decode_tensor(source[0]["density"], np.float32))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from configs import datasets as config_datasets
-from crowdjax.data import pipeline, splits
+from crowdjax.data import settings, splits
 
 
 @pytest.mark.parametrize("mode", ["random", "block"])
@@ -44,7 +44,7 @@ def test_the_config_catalog_counts_training_images_with_the_same_holdout_size():
 
 
 def test_test_splits_are_recognised_by_name():
-    config = pipeline.default_data_config()
+    config = settings.default_data_config()
     assert splits.is_test_split(config, "test")
     assert not splits.is_test_split(config, "validation")
     assert not splits.is_test_split(config, "train")

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from crowdjax.data import io, labels
+from crowdjax.data import decode, io, labels
 from crowdjax.data import transforms as T
 
 MEAN, STD = np.array(T.IMAGENET_MEAN), np.array(T.IMAGENET_STD)
@@ -44,10 +44,10 @@ def _normalized(rgb):
 def test_decode_image_gray_png_becomes_rgb():
     gray = np.random.default_rng(0).integers(0, 256, (9, 7), dtype=np.uint8)
     ok, buf = cv2.imencode(".png", gray)
-    rgb = T.decode_image(buf.tobytes())
+    rgb = decode.decode_rgb(buf.tobytes(), apply_exif=False)
     assert rgb.shape == (9, 7, 3) and np.all(rgb == gray[..., None])
     with pytest.raises(io.DataError, match="bad.jpg"):
-        T.decode_image(b"not an image", name="bad.jpg")
+        decode.decode_rgb(b"not an image", apply_exif=False, name="bad.jpg")
 
 
 def test_decode_ignores_exif_orientation_like_the_builders():
@@ -58,15 +58,18 @@ def test_decode_ignores_exif_orientation_like_the_builders():
     app1 = b"Exif\x00\x00" + tiff
     exif = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
     assert cv2.imdecode(np.frombuffer(exif, np.uint8), cv2.IMREAD_COLOR).shape == (30, 20, 3)
-    np.testing.assert_array_equal(T.decode_image(exif), io.decode_image(exif))
-    assert T.decode_bgr(exif, reduce=2).shape == (10, 15, 3)
+    # The builders' own decode (IMREAD_UNCHANGED) keeps the stored grid too.
+    builders = decode.to_rgb(cv2.imdecode(np.frombuffer(exif, np.uint8), cv2.IMREAD_UNCHANGED))
+    np.testing.assert_array_equal(decode.decode_rgb(exif, apply_exif=False), builders)
+    assert decode.decode_rgb(exif, apply_exif=True).shape == (30, 20, 3)  # prediction: upright
+    assert decode.decode_bgr(exif, reduce=2).shape == (10, 15, 3)
 
 
 def test_decode_tensor_prefix_rows_equals_full_decode():
     array = np.random.default_rng(0).normal(size=(13, 7)).astype(np.float32)
     feature = {"shape": np.array([13, 7]), "value": zlib.compress(array.tobytes())}
-    np.testing.assert_array_equal(T.decode_tensor(feature, np.float32), array)
-    np.testing.assert_array_equal(T.decode_tensor(feature, np.float32, rows=5), array[:5])
+    np.testing.assert_array_equal(decode.decode_tensor(feature, np.float32), array)
+    np.testing.assert_array_equal(decode.decode_tensor(feature, np.float32, rows=5), array[:5])
 
 
 def test_decode_tensor_reads_the_stored_dtype_and_casts_after_cropping():
@@ -76,15 +79,15 @@ def test_decode_tensor_reads_the_stored_dtype_and_casts_after_cropping():
     f16 = {"shape": np.array([13, 7]), "value": zlib.compress(half.tobytes()), "dtype": half.dtype}
     f32 = {"shape": np.array([13, 7]), "value": zlib.compress(array.tobytes())}
     for feature, want in ((f16, half.astype(np.float32)), (f32, array)):
-        whole = T.decode_tensor(feature, np.float32)
+        whole = decode.decode_tensor(feature, np.float32)
         assert whole.dtype == np.float32
         np.testing.assert_array_equal(whole, want)
-        np.testing.assert_array_equal(T.decode_tensor(feature, np.float32, rows=4), want[:4])
-        window = T.decode_tensor(feature, np.float32, window=(3, 2, 6, 4))
+        np.testing.assert_array_equal(decode.decode_tensor(feature, np.float32, rows=4), want[:4])
+        window = decode.decode_tensor(feature, np.float32, window=(3, 2, 6, 4))
         assert window.dtype == np.float32
         np.testing.assert_array_equal(window, want[3:9, 2:6])
     # A window at the border is cut by the map, as slicing is.
-    border = T.decode_tensor(f16, np.float32, window=(10, 5, 8, 8))
+    border = decode.decode_tensor(f16, np.float32, window=(10, 5, 8, 8))
     np.testing.assert_array_equal(border, half[10:, 5:].astype(np.float32))
 
 

@@ -6,7 +6,7 @@ Uses the tiny test-only data set of test_pipeline.py (images of 16-71 px per sid
 import numpy as np
 import pytest
 
-from crowdjax.data import datasets, labels, pipeline
+from crowdjax.data import datasets, labels, settings, train_stream
 from crowdjax.data import transforms as T
 from tests.data import test_pipeline
 from tests.data.test_pipeline import _assert_batches_equal, _config, _take, _true_domains
@@ -59,7 +59,7 @@ def test_unscaled_whole_images_are_the_stored_images_padded_to_the_batch_bucket(
     reference = _reference(data_dir)
     config = _whole(data_dir)
     shapes, mixed = set(), 0
-    for batch in _take(pipeline.train_iterator(config, global_batch_size=3, seed=0), 10):
+    for batch in _take(train_stream.train_iterator(config, global_batch_size=3, seed=0), 10):
         bucket = batch["image"].shape[1:3]
         assert batch["density"].shape[1:] == (bucket[0] // 4, bucket[1] // 4)
         assert batch["distance_label"].shape[1:] == bucket
@@ -86,7 +86,7 @@ def test_unscaled_whole_images_are_the_stored_images_padded_to_the_batch_bucket(
 
 def test_scaled_whole_images_keep_their_mass_and_points(data_dir):
     config = _whole(data_dir, scale_range=(0.6, 1.4), hflip=True, color_jitter=0.3)
-    for batch in _take(pipeline.train_iterator(config, global_batch_size=4, seed=1), 6):
+    for batch in _take(train_stream.train_iterator(config, global_batch_size=4, seed=1), 6):
         bucket = batch["image"].shape[1:3]
         sizes = [_real_shape(m) for m in batch["image_mask"]]
         assert bucket == _expected_bucket(max(h for h, _ in sizes), max(w for _, w in sizes))
@@ -108,8 +108,8 @@ def _tiles_of(batch, k):
 @pytest.mark.parametrize("name", [NAME, "pipeline_test_roi_crowd/a"])
 def test_tiles_reassemble_to_the_whole_image(data_dir, name):
     aug = dict(name=name, scale_range=(0.7, 1.3), hflip=True, color_jitter=0.3)
-    whole_it = pipeline.train_iterator(_whole(data_dir, **aug), global_batch_size=2, seed=4)
-    tiled_it = pipeline.train_iterator(
+    whole_it = train_stream.train_iterator(_whole(data_dir, **aug), global_batch_size=2, seed=4)
+    tiled_it = train_stream.train_iterator(
         _whole(data_dir, train_tiles=2, **aug), global_batch_size=8, seed=4
     )
     for whole, tiled in zip(_take(whole_it, 5), _take(tiled_it, 5), strict=True):
@@ -174,10 +174,12 @@ def test_whole_image_tiles_resume_and_process_slices_keep_the_global_batches(dat
         hflip=True,
         color_jitter=0.2,
     )
-    fresh = _take(pipeline.train_iterator(config, global_batch_size=8, seed=3), 7)
-    again = _take(pipeline.train_iterator(config, global_batch_size=8, seed=3), 7)
-    resumed = _take(pipeline.train_iterator(config, global_batch_size=8, seed=3, start_step=4), 3)
-    other = _take(pipeline.train_iterator(config, global_batch_size=8, seed=4), 7)
+    fresh = _take(train_stream.train_iterator(config, global_batch_size=8, seed=3), 7)
+    again = _take(train_stream.train_iterator(config, global_batch_size=8, seed=3), 7)
+    resumed = _take(
+        train_stream.train_iterator(config, global_batch_size=8, seed=3, start_step=4), 3
+    )
+    other = _take(train_stream.train_iterator(config, global_batch_size=8, seed=4), 7)
     for x, y in zip(fresh, again, strict=True):
         _assert_batches_equal(x, y)
     for x, y in zip(fresh[4:], resumed, strict=True):
@@ -187,7 +189,7 @@ def test_whole_image_tiles_resume_and_process_slices_keep_the_global_batches(dat
     )
     parts = [
         _take(
-            pipeline.train_iterator(
+            train_stream.train_iterator(
                 config, global_batch_size=8, seed=3, process_index=p, process_count=2
             ),
             7,
@@ -210,7 +212,7 @@ def test_whole_image_tiles_resume_and_process_slices_keep_the_global_batches(dat
 
 def test_whole_images_of_several_data_sets_keep_their_domains(data_dir):
     config = _whole(data_dir, name=[NAME, "pipeline_test_crowd/b"], balanced_domains=True)
-    for batch in _take(pipeline.train_iterator(config, global_batch_size=4, seed=0), 4):
+    for batch in _take(train_stream.train_iterator(config, global_batch_size=4, seed=0), 4):
         np.testing.assert_array_equal(batch["domain"], _true_domains(batch))
         assert (batch["domain"] == 1).sum() == 2
 
@@ -218,16 +220,16 @@ def test_whole_images_of_several_data_sets_keep_their_domains(data_dir):
 def test_whole_image_max_points_overflow_names_the_image(data_dir):
     config = _whole(data_dir, max_points=1)
     with pytest.raises(ValueError, match=r"a_train_\d+\.png: \d+ points exceed max_points=1"):
-        _take(pipeline.train_iterator(config, global_batch_size=10, seed=0), 1)
+        _take(train_stream.train_iterator(config, global_batch_size=10, seed=0), 1)
 
 
 @pytest.mark.slow
 def test_whole_image_worker_processes_give_the_same_batches(data_dir):
     config = _whole(data_dir, train_tiles=2, scale_range=(0.7, 1.3), hflip=True)
     kwargs = dict(global_batch_size=8, seed=0, process_index=1, process_count=2)
-    threads = _take(pipeline.train_iterator(config, **kwargs), 3)
+    threads = _take(train_stream.train_iterator(config, **kwargs), 3)
     config.worker_processes = 2
-    processes = _take(pipeline.train_iterator(config, **kwargs), 3)
+    processes = _take(train_stream.train_iterator(config, **kwargs), 3)
     for x, y in zip(threads, processes, strict=True):
         _assert_batches_equal(x, y)
 
@@ -252,16 +254,27 @@ def test_tile_edges_lie_on_stride_multiples():
         ),
         ({"train_tiles": 2, "whole_image": False}, dict(global_batch_size=4), "needs data.whole"),
         ({"train_tiles": 0}, dict(global_batch_size=4), "train_tiles must be >= 1"),
-        ({"train_buckets": ((30, 32),)}, dict(global_batch_size=2), r"\(30, 32\) is not divis"),
-        ({"train_bucket_multiple": 30}, dict(global_batch_size=2), r"\(30, 30\) is not divisible"),
     ],
 )
 def test_invalid_whole_image_settings_raise_clear_errors(data_dir, overrides, kwargs, message):
     with pytest.raises(ValueError, match=message):
-        pipeline.train_iterator(_whole(data_dir, **overrides), seed=0, **kwargs)
+        train_stream.train_iterator(_whole(data_dir, **overrides), seed=0, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train_buckets": ((30, 32),)}, r"train_buckets \(30, 32\): 30 x 32 is not divis"),
+        ({"train_bucket_multiple": 30}, r"train_bucket_multiple: 30 x 30 is not divisible"),
+    ],
+)
+def test_training_bucket_sizes_must_divide_by_the_stride(data_dir, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        settings.check_geometry(_whole(data_dir, **overrides), 4)
 
 
 def test_whole_image_ignores_the_crop_size(data_dir):
     config = _whole(data_dir, crop_size=30)  # not divisible by the stride: unused
-    batch = next(pipeline.train_iterator(config, global_batch_size=2, seed=0))
+    settings.check_geometry(config, 4)
+    batch = next(train_stream.train_iterator(config, global_batch_size=2, seed=0))
     assert batch["image"].shape[1:3] in BUCKETS or batch["image"].shape[1] % MULTIPLE == 0

@@ -13,7 +13,7 @@ import pytest
 
 from configs import datasets as config_datasets
 from crowdjax import evaluation, registry, trainer
-from crowdjax.data import datasets, pipeline, splits
+from crowdjax.data import datasets, settings, splits
 from tests.engine.conftest import REPO, run_script
 
 CONFIG_FILES = sorted(
@@ -44,12 +44,13 @@ def test_full_config_is_consistent(name):
     assert config.train.num_steps > 0 and config.train.global_batch_size >= 1
     method = registry.get_method(config.method)
     stride = method.output_stride(config)
-    crop = pipeline.crop_shape(config.data)
+    crop = settings.crop_shape(config.data)
     assert crop[0] % stride == 0 and crop[1] % stride == 0
     assert all(h % stride == 0 and w % stride == 0 for h, w in config.data.eval_buckets)
     assert config.data.eval_bucket_multiple % stride == 0
+    settings.check_geometry(config.data, stride)  # What Setup checks.
     # Every data set named exists as a builder config (building it needs its download).
-    names = pipeline.dataset_names(config.data) + [
+    names = settings.dataset_names(config.data) + [
         spec.dataset for spec in config.evals.values() if spec.dataset
     ]
     for dataset in names:

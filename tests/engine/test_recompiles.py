@@ -1,6 +1,6 @@
 """Recompile guard: a run compiles its train step once per batch shape and its prediction once per
-size bucket (`crowdjax/data/pipeline.py`, `crowdjax/evaluation.py` promise it), however many steps
-and images there are.
+size bucket (`crowdjax/data/eval_stream.py` and `crowdjax/evaluation.py` promise it), however
+many steps and images there are.
 
 Each `Setup` a run builds is recorded with the input shapes of every call of its jitted
 `train_step` and `predict`; the number of programs the jit cache holds (`_cache_size()`) must equal

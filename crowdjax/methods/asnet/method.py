@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from crowdjax.data import pipeline
+from crowdjax.data import settings
 from crowdjax.losses.adversarial import (
     adversarial_scores,
     domain_bce,
@@ -76,18 +76,8 @@ def _check_geometry(config) -> None:
     """Sizes G takes (multiples of its stride) and D2 takes (patches of at least 16 px)."""
     stride, map_stride = 2 ** int(config.model.pools), int(config.model.map_stride)
     s = int(config.asnet.patches)
-    data = config.data
-    crop = pipeline.crop_shape(data)
-    sizes = {"data.crop_size": crop, "data.eval_bucket_multiple": (data.eval_bucket_multiple,) * 2}
-    sizes.update({f"data.eval_buckets {b}": tuple(b) for b in data.eval_buckets})
-    if data.whole_image:
-        sizes["data.train_bucket_multiple"] = (data.train_bucket_multiple,) * 2
-        sizes.update({f"data.train_buckets {b}": tuple(b) for b in data.train_buckets})
-    for field, (h, w) in sizes.items():
-        if h % stride or w % stride:
-            raise ValueError(
-                f"{field}: {h} x {w} is not divisible by G's stride {stride} (model.pools)"
-            )
+    crop = settings.crop_shape(config.data)
+    settings.check_geometry(config.data, stride, stride_name="G's stride", hint=" (model.pools)")
     if stride % map_stride:
         raise ValueError(f"model.map_stride {map_stride} must divide G's stride {stride}")
     sides = [n // map_stride for n in crop]

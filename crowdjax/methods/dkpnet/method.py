@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import pipeline, transforms
+from crowdjax.data import decode, settings
 from crowdjax.losses.variational import (
     diag_gaussian_kl,
     select_sub_centers,
@@ -72,7 +72,7 @@ def num_domains(config) -> int:
     """C: the data sets of the joint stream (VA), or the clusters C̄ (InVA)."""
     if config.dkpnet.attention == "inva":
         return int(config.dkpnet.clusters)
-    return len(pipeline.dataset_names(config.data))
+    return len(settings.dataset_names(config.data))
 
 
 def _model(config, allowed: tuple[str, ...]) -> DKPNet:
@@ -202,10 +202,10 @@ def stage_one_run(config):
             f"{workdir}: stage I must be a dkpnet_va run with attention 'va' (or 'se'), it is "
             f"{stage1.method!r} with attention {stage1.dkpnet.get('attention')!r}"
         )
-    names = pipeline.dataset_names(config.data)
-    if pipeline.dataset_names(stage1.data) != names:
+    names = settings.dataset_names(config.data)
+    if settings.dataset_names(stage1.data) != names:
         raise ValueError(
-            f"{workdir}: stage I trained on {pipeline.dataset_names(stage1.data)}, stage II "
+            f"{workdir}: stage I trained on {settings.dataset_names(stage1.data)}, stage II "
             f"trains on {names}; the clusters must come from the same data sets"
         )
     # The images as this run sees them and its training split (the same held-out images), with
@@ -230,7 +230,7 @@ def attention_outputs(context) -> tuple[list[tuple[str, str]], np.ndarray, dict]
         for batch, fetched, i in evaluation.stream_predictions(
             setup, variables, view.dataset, view.split
         ):
-            image_id = transforms.text(batch["image_id"][i])
+            image_id = decode.text(batch["image_id"][i])
             ids.add(image_id)
             keys.append((view.dataset, image_id))
             rows.append(np.asarray(fetched["attention"][i], np.float64))

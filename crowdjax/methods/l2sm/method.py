@@ -46,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import labels, online_gt, transforms
+from crowdjax.data import online_gt, train_stream
 from crowdjax.losses.density import density_mse_loss
 from crowdjax.losses.mpcl import multipolar_center_loss, update_multipolar_centers
 from crowdjax.methods.base import Method
@@ -371,20 +371,11 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
 
 
 def training_density_maps(context):
-    """The GT density maps that training divides into regions: per training image, its map
-    (regenerated with ``data.density_sigma`` when training regenerates it), cut into the
-    ``data.train_tiles`` x ``train_tiles`` tiles of a tiled run."""
-    data = context.config.data
-    sigma = float(data.density_sigma or 0.0)
-    tiles = int(data.train_tiles) if data.whole_image else 1
-    for view in context.training_splits():
-        for example in context.examples(view.dataset):
-            density = np.asarray(example["density"], np.float32)
-            if sigma > 0:
-                density = labels.density_map(example["points"], density.shape, sigma=sigma)
-            for y0, x0, h, w in transforms.tile_windows(*density.shape, tiles, OUTPUT_STRIDE):
-                if h > 0 and w > 0:
-                    yield density[y0 : y0 + h, x0 : x0 + w]
+    """The GT density maps that training divides into regions, exactly as the training stream
+    computes them (`train_stream.train_density_maps`: its kernel, including
+    ``data.density_sigma`` and ``data.density_truncate``, and the ``data.train_tiles`` tiles of a
+    tiled whole-image run), unaugmented."""
+    return train_stream.train_density_maps(context.config.data, output_stride=OUTPUT_STRIDE)
 
 
 def training_region_densities(context) -> np.ndarray:

@@ -13,7 +13,7 @@ from flax import traverse_util
 
 from configs import asnet_synthetic
 from crowdjax import run, trainer
-from crowdjax.data import pipeline
+from crowdjax.data import settings
 from crowdjax.losses import adversarial_scores, domain_bce
 from crowdjax.losses.adversarial import output_mask, split_patches
 from crowdjax.methods.asnet import method
@@ -79,7 +79,7 @@ def _setup(config):
             model,
             optimizer,
             config,
-            input_shape=pipeline.crop_shape(config.data),
+            input_shape=settings.crop_shape(config.data),
         )
         _INIT[key] = jax.jit(init)(jax.random.key(0))
     return model, optimizer, _INIT[key]
@@ -310,7 +310,7 @@ def test_the_trainer_gives_asnet_the_target_images_only(tiny_data_dir):
     pooled = full.reshape(2, SIZE // 2, 2, SIZE // 2, 2).sum(axis=(2, 4))  # the same crops
     np.testing.assert_allclose(density, pooled, rtol=1e-5, atol=1e-7)
     model = method.make_model(config)
-    shape = pipeline.crop_shape(config.data)
+    shape = settings.crop_shape(config.data)
     params = jax.jit(lambda r: method.init_variables(model, r, config, input_shape=shape))(
         jax.random.key(0)
     )

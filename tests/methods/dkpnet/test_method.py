@@ -16,7 +16,7 @@ from flax import traverse_util
 
 from configs import dkpnet_synthetic
 from crowdjax import preparation, trainer
-from crowdjax.data import pipeline, transforms
+from crowdjax.data import decode, settings, sources
 from crowdjax.losses import select_sub_centers, variational_attention_regularizer
 from crowdjax.methods.dkpnet import method
 from crowdjax.methods.dkpnet.model import masked_mean
@@ -46,7 +46,7 @@ def _model_and_variables(config):
                 method.init_variables,
                 model,
                 config=config,
-                input_shape=pipeline.crop_shape(config.data),
+                input_shape=settings.crop_shape(config.data),
             )
         )
         _VARIABLES[key] = init(jax.random.key(0))
@@ -290,8 +290,8 @@ def _tiny(variant, data_dir, steps, **dkpnet):
 
 def _training_ids(config, name):
     """Image ids of a data set's training split without its held-out validation images."""
-    source = pipeline.split_source(config.data, name, config.data.train_split)
-    return {transforms.text(source[i]["image_id"]) for i in range(len(source))}
+    source = sources.split_source(config.data, name, config.data.train_split)
+    return {decode.text(source[i]["image_id"]) for i in range(len(source))}
 
 
 def test_stage_two_clusters_stage_one_and_reuses_the_labels_on_resume(extra_data_dir, tmp_path):
@@ -307,9 +307,9 @@ def test_stage_two_clusters_stage_one_and_reuses_the_labels_on_resume(extra_data
     # Every training image of both data sets has a label, held-out validation images none.
     for name in (TINY, SECOND):
         ids = _training_ids(config, name)
-        held_out = pipeline.split_source(config.data, name, "validation")
+        held_out = sources.split_source(config.data, name, "validation")
         assert len(held_out) > 0 and not ids & {
-            transforms.text(held_out[i]["image_id"]) for i in range(len(held_out))
+            decode.text(held_out[i]["image_id"]) for i in range(len(held_out))
         }
         assert set(stored.domain_labels[name]) == ids
     labels = {(d, k): v for d, ls in stored.domain_labels.items() for k, v in ls.items()}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from configs import l2sm_synthetic
-from crowdjax.data import labels, pipeline
+from crowdjax.data import labels, settings
 from crowdjax.methods.l2sm import method, regions
 from crowdjax.methods.l2sm import model as model_lib
 from crowdjax.models import rescale
@@ -28,7 +28,7 @@ def _init(model, config, seed=0):
     config variants of these tests share the parameter shapes)."""
     key = (config.model.use_l2sm, seed)
     if key not in _VARIABLES:
-        shape = pipeline.crop_shape(config.data)
+        shape = settings.crop_shape(config.data)
         init = jax.jit(lambda rng: method.init_variables(model, rng, config, input_shape=shape))
         _VARIABLES[key] = init(jax.random.PRNGKey(seed))
     return jax.tree.map(lambda x: x, _VARIABLES[key])  # a fresh dict tree per test
