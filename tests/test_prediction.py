@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import struct
 
 import cv2
 import jax
@@ -15,6 +14,7 @@ import pytest
 from configs import autoscale_synthetic, quickstart
 from crowdjax import checkpointing, media, prediction, run, trainer
 from crowdjax.data import decode, io
+from tests.builders.fakes import exif_orientation_jpeg
 from tests.engine.conftest import run_script
 
 
@@ -132,18 +132,6 @@ def test_min_short_side_scales_up_before_predicting(uot_counter_parts):
 # Reading what users have.
 
 
-def _exif_orientation_jpeg(rgb: np.ndarray, orientation: int) -> bytes:
-    """A JPEG with an APP1 EXIF block holding only the orientation tag."""
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    assert ok
-    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1)
-    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
-    payload = b"Exif\x00\x00" + tiff
-    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
-    data = buf.tobytes()
-    return data[:2] + app1 + data[2:]
-
-
 def test_images_of_every_kind_become_rgb(tmp_path):
     rgb = _random_scene(48, 64)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
@@ -160,8 +148,8 @@ def test_images_of_every_kind_become_rgb(tmp_path):
     cv2.imwrite(str(tmp_path / "gray_alpha.png"), np.dstack([gray, gray, gray, gray]))
     assert media.read_image(str(tmp_path / "gray_alpha.png")).shape == (48, 64, 3)
     # EXIF orientation 6: stored landscape, shown rotated 90 degrees clockwise.
-    (tmp_path / "phone.jpg").write_bytes(_exif_orientation_jpeg(rgb, 6))
-    plain = decode.decode_rgb(_exif_orientation_jpeg(rgb, 1), apply_exif=True)
+    (tmp_path / "phone.jpg").write_bytes(exif_orientation_jpeg(rgb, 6))
+    plain = decode.decode_rgb(exif_orientation_jpeg(rgb, 1), apply_exif=True)
     upright = media.read_image(str(tmp_path / "phone.jpg"))
     assert upright.shape == (64, 48, 3)
     np.testing.assert_array_equal(upright, np.rot90(plain, k=-1))

@@ -19,6 +19,7 @@ edges), the resize rule and the rule for points outside the image. Files are wri
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import os
@@ -40,6 +41,9 @@ OUT_OF_IMAGE_RULES = ("clip", "drop", "error")
 # mass to float16's range (kernels so wide that whole heads fall under 6e-5, the subnormals) fail.
 DENSITY_COUNT_RTOL = 1e-3
 
+# The build's closing report names at most this many images (the metadata has them all).
+REPORTED_IMAGES = 20
+
 # Guards the metadata counters: builders may run `make_example` in worker threads.
 _METADATA_LOCK = threading.Lock()
 
@@ -60,8 +64,9 @@ class CrowdConfig(tfds.core.BuilderConfig):
         (in either orientation) is downscaled to fit it, aspect ratio kept (points scaled too);
         applied after the two rules above (`resize_scale`).
       out_of_image: what to do with annotated points outside the image: "clip" them to the
-        border, "drop" them, or raise an "error". Every clip or drop is logged and counted per split
-        in the data set's metadata (`points_outside_image`).
+        border, "drop" them, or raise an "error". Every clip or drop is logged and counted in the
+        data set's metadata: per split (`points_outside_image`) and per image
+        (`images_with_points_outside`); a build ends with one line naming the images.
     """
 
     sigma: float = 4.0
@@ -192,6 +197,11 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     }
     HAS_ROI = False
     IMAGE_FORMAT = "jpeg"
+    # Turn each image upright by its EXIF orientation, as prediction reads a user's pictures
+    # (`crowdjax.media.read_image`), so that points annotated on the upright picture (as viewers
+    # and annotation tools show it) fit. The public releases keep their stored pixel grid, which
+    # their annotations refer to (`crowdjax.data.decode`).
+    APPLY_EXIF = False
 
     def extra_features(self) -> Mapping[str, tfds.features.FeatureConnector]:
         """Data-set specific features (labels such as weather); override in subclasses."""
@@ -229,6 +239,12 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _record_outside(self, split: str, image_id: str, n: int) -> None:
         # Also records zeros, so the metadata shows the rule was applied to every split.
         self.count_in_metadata("points_outside_image", split, n)
+        with _METADATA_LOCK:
+            images = self.info.metadata.setdefault("images_with_points_outside", {})
+            in_split = images.setdefault(split, {})
+            if n:  # natural order, whatever the order the worker threads finish in
+                in_split[image_id] = int(n)
+                images[split] = dict(sorted(in_split.items(), key=lambda kv: io.natural_key(kv[0])))
         if n == 0:
             return
         logging.warning(
@@ -239,6 +255,55 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             "clipp" if self.builder_config.out_of_image == "clip" else "dropp",
             self.builder_config.out_of_image,
         )
+
+    def _record_turned(self, split: str, image_id: str, turned: bool) -> None:
+        """Lists the images an EXIF orientation turned upright (`APPLY_EXIF`) per split."""
+        with _METADATA_LOCK:
+            names = self.info.metadata.setdefault("images_turned_upright", {}).setdefault(split, [])
+            if turned:
+                bisect.insort(names, image_id, key=io.natural_key)
+
+    def build_report(self) -> list[str]:
+        """What the build changed in the user's data, one line each: the points outside their
+        image (clipped or dropped) and the images turned upright, naming the images."""
+        metadata = self.info.metadata or {}
+        where = f"{self.name}/{self.builder_config.name}"
+        lines = []
+        outside = [
+            (f"{split}/{image_id}", n)
+            for split, images in (metadata.get("images_with_points_outside") or {}).items()
+            for image_id, n in images.items()
+        ]
+        if outside:
+            rule = self.builder_config.out_of_image
+            done = {"clip": "clipped", "drop": "dropped"}.get(rule, rule)
+            lines.append(
+                f"{where}: out_of_image={rule!r} {done} {sum(n for _, n in outside)} annotated "
+                f"points outside their image, in {len(outside)} images: "
+                + _named(f"{name} ({n})" for name, n in outside)
+                + " (metadata: images_with_points_outside)"
+            )
+        turned = [
+            f"{split}/{image_id}"
+            for split, names in (metadata.get("images_turned_upright") or {}).items()
+            for image_id in names
+        ]
+        if turned:
+            lines.append(
+                f"{where}: {len(turned)} images turned upright by their EXIF orientation, as "
+                "predict.py reads them (their points are taken on the upright picture): "
+                + _named(turned)
+                + " (metadata: images_turned_upright)"
+            )
+        return lines
+
+    def download_and_prepare(self, *args, **kwargs):
+        built_now = not self.is_prepared()
+        result = super().download_and_prepare(*args, **kwargs)
+        if built_now:
+            for line in self.build_report():
+                logging.warning("%s", line)
+        return result
 
     def make_example(
         self,
@@ -257,7 +322,7 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           split: split name (for the out-of-image report).
           image_id: original file name; also the example key.
           image: encoded image bytes (kept as they are when no re-encoding is needed) or RGB uint8.
-          points: float [N, 2] (x, y) pixels of the original image.
+          points: float [N, 2] (x, y) pixels of the original image (upright with `APPLY_EXIF`).
           roi: optional [H, W] mask of the original image (non-zero inside).
           extra: data-set specific features.
           name: path used in error messages (defaults to image_id).
@@ -269,7 +334,11 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         name = name or image_id
         encoded = image if isinstance(image, bytes) else None
         if encoded is not None:
-            rgb, passthrough = _decode(encoded, self.IMAGE_FORMAT, name=name)
+            rgb, passthrough, turned = _decode(
+                encoded, self.IMAGE_FORMAT, name=name, apply_exif=self.APPLY_EXIF
+            )
+            if self.APPLY_EXIF:
+                self._record_turned(split, image_id, turned)
         else:
             rgb, passthrough = image, False
         points = io.as_points(points, name=name)
@@ -327,19 +396,41 @@ def _is_format(data: bytes, fmt: str) -> bool:
     return data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _decode(data: bytes, fmt: str, *, name: str) -> tuple[np.ndarray, bool]:
-    """Decodes once: (RGB uint8 [H, W, 3], whether `data` can be stored as it is).
+def _named(items) -> str:
+    """The first `REPORTED_IMAGES` of `items`, comma-separated, with how many more there are."""
+    items = list(items)
+    more = len(items) - REPORTED_IMAGES
+    return ", ".join(items[:REPORTED_IMAGES]) + (f", ... and {more} more" if more > 0 else "")
 
-    Stored as is only when it is already 8-bit, 3-channel and in the builder's format.
+
+def _decode(
+    data: bytes, fmt: str, *, name: str, apply_exif: bool = False
+) -> tuple[np.ndarray, bool, bool]:
+    """Decodes: (RGB uint8 [H, W, 3], whether `data` can be stored as it is, whether an EXIF
+    orientation turned it).
+
+    The probe (IMREAD_UNCHANGED) reads the stored pixel grid, EXIF orientation ignored. `data` is
+    stored as is only when it is already 8-bit, 3-channel and in the builder's format and, with
+    `apply_exif`, when the upright picture is that grid: every reader of stored images ignores
+    EXIF (`decode.decode_bgr`), so a turned JPEG kept as is would be read on its grid, away from
+    points annotated on the upright picture; it is encoded again, upright.
     """
     raw = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
     if raw is None or raw.size == 0:
         # Raises DataError naming the file.
-        return decode.decode_rgb(data, apply_exif=False, name=name), False
+        return decode.decode_rgb(data, apply_exif=apply_exif, name=name), False, False
     passthrough = (
         raw.dtype == np.uint8 and raw.ndim == 3 and raw.shape[2] == 3 and _is_format(data, fmt)
     )
-    return decode.to_rgb(raw, name=name), passthrough
+    grid = decode.to_rgb(raw, name=name)
+    if not apply_exif:
+        return grid, passthrough, False
+    # A second decode, with prediction's reader: the probe's grid as RGB is what
+    # decode_rgb(apply_exif=False) gives (JPEG, PNG, BMP, WebP, TIFF), so any difference is the
+    # EXIF orientation's doing.
+    upright = decode.decode_rgb(data, apply_exif=True, name=name)
+    turned = upright.shape != grid.shape or not np.array_equal(upright, grid)
+    return upright, passthrough and not turned, turned
 
 
 def require_nonempty(items: list, *, what: str, where: str | os.PathLike) -> list:

@@ -25,8 +25,10 @@ Folder layout (`<folder>`):
   crowd.json               optional options (below)
 
 Points are (x, y) pixels of the image, 0-based: pixel (row r, column c) covers [c, c+1) x [r, r+1)
-(as every builder here). An image with no people has an empty annotation; every image needs one,
-and every annotation needs its image.
+(as every builder here), of the picture as viewers show it: an image with an EXIF orientation
+(phone photos) is turned upright as predict.py reads it (`CrowdBuilder.APPLY_EXIF`), annotated and
+stored upright. An image with no people has an empty annotation; every image needs one, and every
+annotation needs its image.
 
 Splits: with list files, train.txt and test.txt are required and every image must be listed in
 exactly one list. Without them, `crowd.json`'s "split" draws them: {"test": 0.2, "validation":
@@ -40,8 +42,9 @@ ShanghaiTech.
   sigma (4.0), adaptive (false), beta (0.3), k (3), distance_edges: the ground-truth recipe of
     `CrowdConfig` (fixed Gaussian of `sigma` px, or geometry-adaptive kernels);
   max_long_side, min_short_side, max_box: the resize rule (points scaled with the image);
-  out_of_image ("clip"): points outside the image are "clip"ped, "drop"ped (both logged and
-    counted in the metadata) or an "error";
+  out_of_image ("clip"): points outside the image are "clip"ped, "drop"ped (both logged, the
+    build's closing line names the images, counted in the metadata per split and per image) or an
+    "error";
   split: the split fractions above (refused together with list files);
   description: free text, stored in the metadata.
 """
@@ -527,8 +530,12 @@ class UserCrowd(CrowdBuilder):
 
     name = BUILDER
     OPEN_CONFIGS = True  # every name is a config (crowdjax.data.datasets.get_builder)
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Images turned upright by their EXIF orientation, as predict.py reads them.",
+    }
+    APPLY_EXIF = True
     MANUAL_DOWNLOAD_INSTRUCTIONS = """\
 Pass your folder as manual_dir and name the data set:
   python -m crowdjax.data.build user_crowd/<name> --manual_dir=<folder>

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 
 import cv2
 import h5py
@@ -28,6 +29,19 @@ def write_image(path, height: int, width: int, *, gray: bool = False, seed: int 
     if not cv2.imwrite(os.fspath(path), image):
         raise OSError(f"could not write {path}")
     return os.fspath(path)
+
+
+def exif_orientation_jpeg(rgb: np.ndarray, orientation: int) -> bytes:
+    """A JPEG of `rgb` (its stored pixel grid) with an APP1 EXIF block holding only the
+    orientation tag (1-8: how viewers turn the grid to show the picture upright)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", 1)
+    tiff += struct.pack(">HHIHH", 0x0112, 3, 1, orientation, 0) + struct.pack(">I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    data = buf.tobytes()
+    return data[:2] + app1 + data[2:]
 
 
 def random_points(n: int, height: int, width: int, *, seed: int = 0) -> np.ndarray:

@@ -9,11 +9,12 @@ import json
 import os
 import re
 
+import cv2
 import numpy as np
 import pytest
 
 from configs import datasets as config_datasets
-from crowdjax import evaluation, trainer
+from crowdjax import evaluation, media, trainer
 from crowdjax.data import build as build_cli
 from crowdjax.data import datasets, labels, splits, train_stream
 from crowdjax.data.io import DataError
@@ -229,6 +230,107 @@ def test_manifest_resize_and_out_of_image_rules(tmp_path):
         assert np.asarray(ex["image"]).shape == (H // 2, W // 2, 3)
         check_example(ex, truth[name] * 0.5, builder.builder_config)
     assert sum(builder.info.metadata["points_outside_image"].values()) == 1
+
+
+# EXIF orientation -> the pixel grid a camera stores for the upright picture `u` that viewers
+# (and annotation tools) show. The test checks each against prediction's reader (`media`).
+STORED_GRID = {
+    1: lambda u: u,
+    2: lambda u: u[:, ::-1],  # mirrored
+    3: lambda u: np.rot90(u, 2),
+    5: lambda u: u.transpose(1, 0, 2),  # mirrored along the main diagonal
+    6: lambda u: np.rot90(u, 1),  # a phone held upright: shown turned 90 degrees clockwise
+    7: lambda u: np.rot90(u, 2).transpose(1, 0, 2),
+    8: lambda u: np.rot90(u, -1),
+}
+UPRIGHT_H, UPRIGHT_W = 48, 64
+
+
+def _marked_picture(points: np.ndarray) -> np.ndarray:
+    """The upright picture: dark smooth background, a white 5 x 5 marker on each head."""
+    rng = np.random.default_rng(0)
+    small = rng.integers(20, 60, (4, 4, 3), dtype=np.uint8)
+    image = cv2.resize(small, (UPRIGHT_W, UPRIGHT_H), interpolation=cv2.INTER_LINEAR)
+    for x, y in points.astype(int):
+        image[y - 2 : y + 3, x - 2 : x + 3] = 255
+    return image
+
+
+def test_exif_orientation_is_applied_as_prediction_applies_it(tmp_path, caplog):
+    """Phone pictures are annotated upright (as viewers show them): the stored image is the
+    picture predict.py reads, and the annotated points land on the heads in it."""
+    root = tmp_path / "raw"
+    table, files = {}, {}
+    for i, orientation in enumerate(STORED_GRID):
+        name = f"phone_{orientation}.jpg"
+        # Three heads away from the border and from any symmetric position.
+        points = np.array([[8.5 + 3 * i, 10.5], [40.5, 30.5 - i], [55.5, 40.5]], np.float32)
+        upright = _marked_picture(points)
+        path = root / "images" / name
+        os.makedirs(path.parent, exist_ok=True)
+        path.write_bytes(
+            fakes.exif_orientation_jpeg(STORED_GRID[orientation](upright), orientation)
+        )
+        files[name], table[name] = os.fspath(path), points
+        shown = media.read_image(files[name])  # what predict.py counts
+        assert shown.shape == upright.shape  # the grid above is the one viewers turn upright
+        assert np.abs(shown.astype(int) - upright).mean() < 2
+    fakes.write_json(root / "annotations.json", {k: v.tolist() for k, v in table.items()})
+    fakes.write_text(root / "test.txt", "phone_6.jpg\n")
+    fakes.write_text(root / "train.txt", "\n".join(n for n in table if n != "phone_6.jpg"))
+    with caplog.at_level("WARNING"):
+        builder = build(root, tmp_path / "out")
+    examples = {**fakes.read_split(builder, "train"), **fakes.read_split(builder, "test")}
+    assert sorted(examples) == sorted(table)
+    for name, ex in examples.items():
+        stored, shown = np.asarray(ex["image"]), media.read_image(files[name])
+        assert stored.shape == shown.shape == (UPRIGHT_H, UPRIGHT_W, 3), name
+        if name == "phone_1.jpg":  # already upright: stored as it is
+            np.testing.assert_array_equal(stored, shown)
+        else:  # turned upright and encoded again (JPEG quality 95)
+            assert np.abs(stored.astype(int) - shown).mean() < 1.5, name
+        np.testing.assert_array_equal(np.asarray(ex["points"]), table[name])
+        for x, y in table[name].astype(int):
+            assert stored[y, x].min() > 200, (name, x, y)  # the point is on its marker
+        check_example(ex, table[name], builder.builder_config)
+    assert builder.info.metadata["images_turned_upright"] == {
+        "train": ["phone_2.jpg", "phone_3.jpg", "phone_5.jpg", "phone_7.jpg", "phone_8.jpg"],
+        "test": ["phone_6.jpg"],
+    }
+    report = [r.getMessage() for r in caplog.records if "turned upright" in r.getMessage()]
+    assert len(report) == 1 and "6 images" in report[0] and "test/phone_6.jpg" in report[0]
+    assert "points outside" not in caplog.text  # every point is on the upright picture
+
+
+def test_clip_reports_the_points_it_moved(tmp_path, caplog):
+    images = {"a.jpg": (3, "train"), "b.jpg": (2, "validation"), "c.jpg": (1, "test")}
+    truth = make_folder(tmp_path / "raw", "json_all", images=images)
+    table = {k: v.tolist() for k, v in truth.items()}
+    table["a.jpg"] += [[W + 3.0, 1.0], [-1.0, 5.0]]  # moved to (W - eps, 1) and (0, 5)
+    table["c.jpg"] += [[2.0, H + 0.5]]  # moved to (2, H - eps)
+    fakes.write_json(tmp_path / "raw" / "annotations.json", table)
+    with caplog.at_level("WARNING"):
+        builder = build(tmp_path / "raw", tmp_path / "out")
+    meta = builder.info.metadata
+    assert meta["points_outside_image"] == {"train": 2, "validation": 0, "test": 1}
+    assert meta["images_with_points_outside"] == {
+        "train": {"a.jpg": 2},
+        "validation": {},
+        "test": {"c.jpg": 1},
+    }
+    below_w, below_h = np.nextafter(np.float32(W), 0), np.nextafter(np.float32(H), 0)
+    moved = {"a.jpg": [[below_w, 1.0], [0.0, 5.0]], "b.jpg": [], "c.jpg": [[2.0, below_h]]}
+    examples = {}
+    for split in ("train", "validation", "test"):
+        examples.update(fakes.read_split(builder, split))
+    assert sorted(examples) == sorted(images)
+    for name, ex in examples.items():
+        want = np.concatenate([truth[name], np.reshape(moved[name], (-1, 2))])
+        np.testing.assert_array_equal(np.asarray(ex["points"]), want.astype(np.float32))
+    summary = [r.getMessage() for r in caplog.records if "in 2 images" in r.getMessage()]
+    assert len(summary) == 1, caplog.text
+    assert "clipped 3 annotated points" in summary[0]
+    assert "train/a.jpg (2)" in summary[0] and "test/c.jpg (1)" in summary[0]
 
 
 def test_declared_count_mismatch_is_counted_and_points_kept(tmp_path):

@@ -40,8 +40,11 @@ def test_builders_share_version_1_1_0_with_its_notes(builder):
 
 def test_builders_with_their_own_history():
     assert synthetic_crowd.SyntheticCrowd.RELEASE_NOTES["1.0.0"].startswith("Initial release: ")
-    assert str(user_crowd.UserCrowd.VERSION) == "1.0.0"
-    assert user_crowd.UserCrowd.RELEASE_NOTES == {"1.0.0": "Initial release."}
+    assert str(user_crowd.UserCrowd.VERSION) == "1.1.0"
+    assert user_crowd.UserCrowd.RELEASE_NOTES == {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Images turned upright by their EXIF orientation, as predict.py reads them.",
+    }
 
 
 def test_every_builder_is_listed():
