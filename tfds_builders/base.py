@@ -240,11 +240,10 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         # Also records zeros, so the metadata shows the rule was applied to every split.
         self.count_in_metadata("points_outside_image", split, n)
         with _METADATA_LOCK:
-            images = self.info.metadata.setdefault("images_with_points_outside", {})
-            in_split = images.setdefault(split, {})
-            if n:  # natural order, whatever the order the worker threads finish in
+            by_split = self.info.metadata.setdefault("images_with_points_outside", {})
+            in_split = by_split.setdefault(split, {})
+            if n:
                 in_split[image_id] = int(n)
-                images[split] = dict(sorted(in_split.items(), key=lambda kv: io.natural_key(kv[0])))
         if n == 0:
             return
         logging.warning(
@@ -270,9 +269,9 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         where = f"{self.name}/{self.builder_config.name}"
         lines = []
         outside = [
-            (f"{split}/{image_id}", n)
+            (f"{split}/{image_id}", images[image_id])
             for split, images in (metadata.get("images_with_points_outside") or {}).items()
-            for image_id, n in images.items()
+            for image_id in sorted(images, key=io.natural_key)  # worker threads' order otherwise
         ]
         if outside:
             rule = self.builder_config.out_of_image

@@ -230,6 +230,10 @@ def test_manifest_resize_and_out_of_image_rules(tmp_path):
         assert np.asarray(ex["image"]).shape == (H // 2, W // 2, 3)
         check_example(ex, truth[name] * 0.5, builder.builder_config)
     assert sum(builder.info.metadata["points_outside_image"].values()) == 1
+    per_image = builder.info.metadata["images_with_points_outside"]
+    assert {k: n for split in per_image.values() for k, n in split.items()} == {"a.jpg": 1}
+    (report,) = builder.build_report()
+    assert re.search(r"'drop' dropped 1 annotated points .* in 1 images: \w+/a\.jpg \(1\)", report)
 
 
 # EXIF orientation -> the pixel grid a camera stores for the upright picture `u` that viewers
