@@ -19,92 +19,43 @@ workdir's checkpoint, `init_from`, the pretrained backbone, or a fresh init):
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
 import shutil
-from collections.abc import Iterator
 
 import jax
+import ml_collections
 import numpy as np
 from flax import traverse_util
+from jax.experimental import multihost_utils
 
-from crowdjax import sharding
-from crowdjax.data import pipeline, splits, transforms
+from crowdjax import checkpointing, cli, evals, sharding
+from crowdjax.embedded_data import build_embedded_data
+from crowdjax.methods.base import Preparation, PrepareContext
 from crowdjax.metric_writers import log
+from crowdjax.run import Setup
+from crowdjax.workdir import load_config
 
 DIRECTORY = "preparation"
 
 
-@dataclasses.dataclass
-class Preparation:
-    """The result of a method's preparation.
+class WorkdirRuns:
+    """Earlier runs read from their workdirs (`crowdjax.methods.base.OtherRuns`)."""
 
-    Attributes:
-      model_state: nested dict of arrays; each replaces the model-state leaf at the same path
-        (same shape) of a fresh run.
-      domain_labels: {data set: {image_id: int label}}: the `domain` of every training image.
-      info: JSON-serialisable summary for people (e.g. the thresholds, cluster sizes).
-    """
+    def load_config(self, workdir: str) -> ml_collections.ConfigDict:
+        return load_config(workdir)
 
-    model_state: dict = dataclasses.field(default_factory=dict)
-    domain_labels: dict = dataclasses.field(default_factory=dict)
-    info: dict = dataclasses.field(default_factory=dict)
+    def restore(self, config: ml_collections.ConfigDict, workdir: str) -> tuple[Setup, dict, dict]:
+        setup = Setup(config)
+        variables, info = checkpointing.restore_variables(workdir, setup.abstract_variables())
+        return setup, variables, info
 
 
-@dataclasses.dataclass
-class PrepareContext:
-    """What a method's `prepare` may use.
-
-    Attributes:
-      config: the run's config.
-      setup: the run's `crowdjax.run.Setup` (model, mesh, jitted `predict`).
-      variables: the variables the run starts from.
-    """
-
-    config: object
-    setup: object
-    variables: dict
-
-    def training_splits(self) -> list[splits.SplitView]:
-        """The training split of every training data set (held-out validation images excluded)."""
-        data = self.config.data
-        return [
-            splits.resolve(data, name, data.train_split) for name in pipeline.dataset_names(data)
-        ]
-
-    def examples(self, dataset: str, split: str | None = None, *, images: bool = False):
-        """Every example of a split once, decoded: {"image_id", "points" [N, 2], "density"
-        [H, W] (the builder's map), "image" RGB uint8 [H, W, 3] when `images`}.
-
-        `split` defaults to the training split (without its held-out part)."""
-        data = self.config.data
-        source = pipeline.split_source(data, dataset, split or data.train_split)
-        for i in range(len(source)):
-            record = source[i]
-            name = transforms.text(record["image_id"])
-            example = {
-                "image_id": name,
-                "points": np.asarray(record["points"], np.float32).reshape(-1, 2),
-                "density": transforms.decode_tensor(record["density"], np.float32),
-            }
-            if images:
-                example["image"] = transforms.decode_image(record["image"], name=name)
-            yield example
-
-    def predictions(self, dataset: str, split: str | None = None, variables=None) -> Iterator:
-        """The method's predictions on whole images: yields (image_id, outputs) per image, the
-        outputs of `setup.predict` (batch axis removed, numpy), with `variables` (default: the
-        run's starting variables). Every process must iterate (the prediction is sharded)."""
-        from crowdjax import evaluation
-
-        split = split or self.config.data.train_split
-        variables = self.variables if variables is None else variables
-        for batch, fetched, i in evaluation.stream_predictions(
-            self.setup, variables, dataset, split
-        ):
-            yield transforms.text(batch["image_id"][i]), {k: v[i] for k, v in fetched.items()}
+def context(setup: Setup, variables: dict | None) -> PrepareContext:
+    """The context a method's `prepare` gets in a run: its config, setup, starting variables,
+    and earlier runs read from their workdirs."""
+    return PrepareContext(setup.config, setup, variables, runs=WorkdirRuns())
 
 
 def directory(workdir: str) -> str:
@@ -152,8 +103,6 @@ def load(workdir: str) -> Preparation | None:
 
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -172,7 +121,7 @@ def load_or_run(setup, workdir: str, variables: dict) -> Preparation | None:
         log(f"preparation: reusing {directory(workdir)}")
         return load(workdir)
     log(f"preparation: running {method.name}'s preparation over the training set")
-    result = method.prepare(PrepareContext(setup.config, setup, variables))
+    result = method.prepare(context(setup, variables))
     if jax.process_index() == 0:
         save(result, workdir, method=method.name)
     _barrier("crowdjax-preparation")
@@ -203,18 +152,12 @@ def fill_model_state(setup, state, preparation: Preparation):
 
 
 def main(argv) -> None:
+    """`python -m crowdjax.preparation`: the preparation of a run, without training."""
     del argv
-    from absl import flags
-
-    from crowdjax import checkpointing, run, trainer
-
-    config = flags.FLAGS["config"].value
-    workdir = flags.FLAGS["workdir"].value or trainer.default_workdir(
-        flags.FLAGS["config"].config_filename
-    )
+    config, workdir = cli.config_and_workdir()
     sharding.maybe_initialize_distributed(config)
-    trainer.prepare_data(config)
-    setup = run.Setup(config)
+    build_embedded_data(config, evals.parse(config).datasets)
+    setup = Setup(config)
     if setup.method.prepare is None:
         log(f"method {config.method!r} has no preparation: nothing to do")
         return
@@ -226,10 +169,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Run directory (default: workdirs/<config name>).")
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.define_config_and_workdir(lock_config=True)
+    cli.run(main)
