@@ -1,18 +1,22 @@
-"""Data-set-wide preparation: what a method computes over the whole training set before training.
+"""Data-set-wide preparation: running a method's pass over the whole training set, storing it.
 
 Some methods need a pass over the training set before (or between stages of) training: L2SM's
 density-group thresholds, DKPNet's clustering of stage-I attention outputs into new domain labels.
-A method gives `Method.prepare(context) -> Preparation`; the trainer runs it once per workdir and
-stores the result in `<workdir>/preparation/`. A resumed run, and any later run in the same
-workdir, reads the stored result and never recomputes it (so it cannot come out differently).
-The result can
+A method gives `Method.prepare(context) -> Preparation` (the contract, `Preparation` and
+`PrepareContext`, is in `crowdjax.methods.base`); the trainer runs it here once per workdir
+(`load_or_run`) and stores the result in `<workdir>/preparation/`. A resumed run, and any later
+run in the same workdir, reads the stored result and never recomputes it (so it cannot come out
+differently). The result can
   * fill the model state of a fresh run (`Preparation.model_state`: arrays at paths that the
-    method's `init_variables` creates, e.g. thresholds),
+    method's `init_variables` creates, e.g. thresholds; `fill_model_state`),
   * replace the data-set domain id of training batches with a label per image
     (`Preparation.domain_labels`: {data set: {image_id: label}}).
+The context this module gives a method (`context`) reads earlier runs from their workdirs
+(`WorkdirRuns`), so a method never imports the engine.
 
 It is also a command of its own (it starts from the same variables a training run would: the
-workdir's checkpoint, `init_from`, the pretrained backbone, or a fresh init):
+workdir's checkpoint, `init_from`, the pretrained backbone, or a fresh init; flags as train.py's,
+`crowdjax.cli`):
 
   python -m crowdjax.preparation --config=configs/<config>.py --workdir=workdirs/<run>
 """
