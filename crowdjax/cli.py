@@ -11,6 +11,8 @@ build included) runs its `main` under `run`.
 
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -29,6 +31,8 @@ def define_config_and_workdir(*, lock_config: bool = True) -> None:
     config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=lock_config)
     flags.DEFINE_string("workdir", None, "Run directory (default: workdirs/<config name>).")
     flags.mark_flags_as_required(["config"])
+    for name in ("config", "workdir"):  # The command's own flags: --helpshort lists them.
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
 
 
 def config_and_workdir():

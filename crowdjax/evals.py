@@ -18,6 +18,8 @@ import dataclasses
 import functools
 import re
 
+import ml_collections
+
 from crowdjax.data import pipeline, splits
 
 SELECTION_MODES = {"mae": "min", "rmse": "min", "nae": "min", "game0": "min", "af": "max"}
@@ -48,7 +50,7 @@ class Selection:
     entries: tuple[EvalEntry, ...]
     metric: str
     mode: str
-    data_config: object = dataclasses.field(repr=False, compare=False)
+    data_config: ml_collections.ConfigDict = dataclasses.field(repr=False, compare=False)
 
     @property
     def name(self) -> str:

@@ -124,7 +124,7 @@ def test_selection_on_a_test_split_must_be_asked_for():
         evals.parse(config)
 
 
-def test_selection_on_several_entries_is_their_mean(tiny_data_dir, tmp_path):
+def test_selection_on_several_entries_is_their_mean(tiny_data_dir, tmp_path, monkeypatch):
     config = toy_configs.get_config("constant")
     config.data.data_dir = tiny_data_dir
     config.evals.val2 = common.eval_entry(split="validation", during_training=True)
@@ -139,7 +139,15 @@ def test_selection_on_several_entries_is_their_mean(tiny_data_dir, tmp_path):
     info = selection.info
     assert info["eval"] == "val+val2" and info["entries"] == 2 and not info["test_split"]
     config.train.num_steps, config.train.eval_every = 2, 1
+    parsed, parse = [], evals.eval_entries
+
+    def counted(config):  # config.evals is parsed once in a run, then handed to its users.
+        parsed.append(config)
+        return parse(config)
+
+    monkeypatch.setattr(evals, "eval_entries", counted)
     trainer.run_main(config, str(tmp_path))
+    assert len(parsed) == 1
     with open(tmp_path / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
     val = {r["step"]: r["mae"] for r in rows if r["split"] == "val" and not r.get("final")}
