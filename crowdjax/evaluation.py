@@ -159,6 +159,40 @@ class EntryResult:
         return {k: v for k, v in self.metrics.items() if isinstance(v, float | int)}
 
 
+def _image(setup, entry: EvalEntry, batch: dict, fetched: dict, i: int) -> dict:
+    """Image `i` of a batch as the metrics take it: image_id, gt_points [P, 2], pred_map at
+    its stride (the image's cells; a localization method's heads at stride 1), region [H, W],
+    pred_points (localization methods, else None), categories; and shape (H, W)."""
+    config, method, stride = setup.config, setup.method, setup.output_stride
+    image_id = transforms.text(batch["image_id"][i])
+    if "has_annotation" in batch and not bool(batch["has_annotation"][i]):
+        raise ValueError(
+            f"{entry.dataset} {entry.split!r} image {image_id}: its annotations are not public "
+            "(has_annotation = False), so no error can be computed; evaluate another split "
+            f"(config.evals.{entry.prefix})"
+        )
+    shape = _real_shape(batch["image_mask"][i])
+    h, w = shape
+    pred_points = None
+    if method.points_fn is not None:  # Localization: the method's own heads.
+        one = {k: v[i] for k, v in fetched.items()}
+        pred_points = np.asarray(method.points_fn(one, shape, config), np.float32).reshape(-1, 2)
+        pred_map, map_stride = points_to_map(pred_points, shape, 1), 1
+    else:
+        pred_map = fetched["density"][i][: -(-h // stride), : -(-w // stride)]
+        map_stride = stride
+    return {
+        "image_id": image_id,
+        "gt_points": batch["points"][i][batch["point_mask"][i]],
+        "pred_map": pred_map,
+        "stride": map_stride,
+        "region": batch["roi"][i][:h, :w] if "roi" in batch else np.ones(shape, np.uint8),
+        "pred_points": pred_points,
+        "categories": {k: batch[k][i].item() for k in batch["category_keys"]},
+        "shape": shape,
+    }
+
+
 def evaluate(
     setup, variables, entry: EvalEntry, *, detailed: bool = False, save_images: int = 0
 ) -> EntryResult:
@@ -166,49 +200,23 @@ def evaluate(
     `detailed`, the mean-count baseline, every image's counts, and the first `save_images`
     images with their maps (single-process runs only). Writes nothing (see
     `crowdjax.eval_writer`)."""
-    config, method = setup.config, setup.method
-    stride = setup.output_stride
+    config = setup.config
     stream = StreamingMetrics(peak_threshold=float(config.eval.peak_threshold), detailed=detailed)
     pictures = []  # At most `save_images` records with their maps, for the PNGs.
     for batch, fetched, i in whole_images.stream(setup, variables, entry.dataset, entry.split):
-        if "has_annotation" in batch and not bool(batch["has_annotation"][i]):
-            raise ValueError(
-                f"{entry.dataset} {entry.split!r} image {transforms.text(batch['image_id'][i])}: "
-                "its annotations are not public (has_annotation = False), so no error can be "
-                f"computed; evaluate another split (config.evals.{entry.prefix})"
-            )
-        shape = _real_shape(batch["image_mask"][i])
-        h, w = shape
-        gt_points = batch["points"][i][batch["point_mask"][i]]
-        region = batch["roi"][i][:h, :w] if "roi" in batch else np.ones(shape, np.uint8)
-        pred_points = None
-        if method.points_fn is not None:  # Localization: the method's own heads.
-            one = {k: v[i] for k, v in fetched.items()}
-            pred_points = np.asarray(method.points_fn(one, shape, config), np.float32)
-            pred_points = pred_points.reshape(-1, 2)
-            pred_map, map_stride = points_to_map(pred_points, shape, 1), 1
-        else:
-            pred_map = fetched["density"][i][: -(-h // stride), : -(-w // stride)]
-            map_stride = stride
-        record = stream.add(
-            image_id=transforms.text(batch["image_id"][i]),
-            gt_points=gt_points,
-            pred_map=pred_map,
-            stride=map_stride,
-            region=region,
-            pred_points=pred_points,
-            categories={k: batch[k][i].item() for k in batch["category_keys"]},
-        )
+        image = _image(setup, entry, batch, fetched, i)
+        h, w = image.pop("shape")
+        record = stream.add(**image)
         # Images stay on their process (not gathered): pictures of single-process runs only.
         if len(pictures) < save_images and jax.process_count() == 1:
             pictures.append(
                 {
                     **record,
                     "image": visualize.denormalize(batch["image"][i][:h, :w]),
-                    "density": pred_map,
-                    "stride": map_stride,
-                    "points": gt_points,
-                    "pred_points": pred_points,
+                    "density": image["pred_map"],
+                    "stride": image["stride"],
+                    "points": image["gt_points"],
+                    "pred_points": image["pred_points"],
                 }
             )
     results = stream.result()
