@@ -38,7 +38,7 @@ from crowdjax import checkpointing, cli, evals, sharding
 from crowdjax.embedded_data import build_embedded_data
 from crowdjax.methods.base import Preparation, PrepareContext
 from crowdjax.metric_writers import log
-from crowdjax.run import Setup
+from crowdjax.run import Setup, TrainState
 from crowdjax.workdir import load_config
 
 DIRECTORY = "preparation"
@@ -110,7 +110,7 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def load_or_run(setup, workdir: str, variables: dict) -> Preparation | None:
+def load_or_run(setup: Setup, workdir: str, variables: dict) -> Preparation | None:
     """The workdir's stored preparation; computed and stored first if there is none yet.
 
     Every process computes it (a preparation may run the sharded model), process 0 writes it,
@@ -133,7 +133,7 @@ def load_or_run(setup, workdir: str, variables: dict) -> Preparation | None:
     return load(workdir)
 
 
-def fill_model_state(setup, state, preparation: Preparation):
+def fill_model_state(setup: Setup, state: TrainState, preparation: Preparation) -> TrainState:
     """`state` with the preparation's arrays at their paths of the model state (checked)."""
     if not preparation.model_state:
         return state
