@@ -16,7 +16,8 @@ evaluated, the one train.py's final evaluation reports. Writes `<workdir>/eval_<
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import console, evaluation, run
+from crowdjax import console, evaluation
+from crowdjax.workdir import load_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (default: the workdir's config.json).", lock_config=True
@@ -35,7 +36,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    config = _CONFIG.value if _CONFIG.value is not None else run.load_config(_WORKDIR.value)
+    config = _CONFIG.value if _CONFIG.value is not None else load_config(_WORKDIR.value)
     console.setup(_WORKDIR.value, process_id=config.distributed.process_id)
     evaluation.evaluate_checkpoint(
         config,

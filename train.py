@@ -10,23 +10,16 @@ The console shows crowdjax's lines and the libraries' warnings; `-v 0` (absl's -
 their INFO lines. Everything goes to `<workdir>/log.txt` (see `crowdjax.console`).
 """
 
-from absl import app, flags
-from ml_collections import config_flags
+from crowdjax import cli, trainer
 
-from crowdjax import console, trainer
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (default: workdirs/<config name>).")
-flags.mark_flags_as_required(["config"])
+cli.define_config_and_workdir(lock_config=True)
 
 
 def main(argv):
     del argv
-    config = _CONFIG.value
-    workdir = _WORKDIR.value or trainer.default_workdir(flags.FLAGS["config"].config_filename)
-    console.setup(workdir, process_id=config.distributed.process_id)
+    config, workdir = cli.config_and_workdir()
     trainer.run_main(config, workdir)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

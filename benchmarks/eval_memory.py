@@ -26,7 +26,7 @@ from flax import linen as nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import quickstart  # noqa: E402
-from crowdjax import evaluation, registry, run  # noqa: E402
+from crowdjax import evals, evaluation, registry, run  # noqa: E402
 from crowdjax.data import datasets  # noqa: E402
 from crowdjax.methods.base import Method  # noqa: E402
 
@@ -72,16 +72,16 @@ def main() -> None:
     finally:
         registry.get_method = original
     variables = setup.init(jax.random.key(0)).variables
-    entry = lambda n: evaluation.EvalEntry("test", NAME, f"test[:{n}]")  # noqa: E731
-    evaluation.evaluate(setup, variables, entry(max(args.sizes)), final=True)  # compile, caches
+    entry = lambda n: evals.EvalEntry("test", NAME, f"test[:{n}]")  # noqa: E731
+    evaluation.evaluate(setup, variables, entry(max(args.sizes)), detailed=True)  # compile, caches
     print(f"{NAME} test images at 256x256, density maps at stride 1 (256 kB each, float32)")
     first = None
     for n in args.sizes:
         tracemalloc.start()
-        results = evaluation.evaluate(setup, variables, entry(n), final=True)
+        result = evaluation.evaluate(setup, variables, entry(n), detailed=True)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        assert results["num_images"] == n
+        assert result.metrics["num_images"] == n
         first = first or (n, peak)
         print(
             f"  {n:4d} images: peak {peak / 2**20:6.2f} MiB  (+{(peak - first[1]) / 2**20:5.2f} "

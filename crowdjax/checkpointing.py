@@ -23,6 +23,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from crowdjax import sharding
+from crowdjax.metric_writers import log
+from crowdjax.models import published
 from crowdjax.run import TrainState, split_variables
 
 
@@ -157,8 +159,6 @@ def initial_state(setup, ckpts: Checkpoints) -> tuple[TrainState, str]:
     optimizer), else the method's pretrained backbone ("pretrained"), else a fresh init
     ("scratch"). Every optimizer group starts fresh unless the run resumes.
     """
-    from crowdjax.metric_writers import log
-
     config = setup.config
     restored = ckpts.restore_latest(setup.abstract_with_shardings())
     if restored is not None:
@@ -234,8 +234,6 @@ def restore_variables(path: str, abstract_variables: dict, *, prefer: str = "bes
       selection "metric" value stored with it; for an imported file kind is "imported", step 0,
       and "layout" names its layout. The variables are placed like `abstract_variables`.
     """
-    from crowdjax.models import published
-
     if published.is_published_file(path):
         if config is None:
             raise ValueError(f"{path}: importing a PyTorch checkpoint needs the config (method)")

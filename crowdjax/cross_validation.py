@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from crowdjax import cli, trainer
 from crowdjax.metric_writers import log
 
 MEAN_KEYS = ("mae", "rmse", "nae", "baseline_mae")
@@ -57,8 +58,6 @@ def summarize(per_fold: dict, prefix: str = "test") -> dict:
 
 def run(config, workdir: str) -> dict:
     """Trains and evaluates every fold (resuming), writes and returns the summary."""
-    from crowdjax import trainer
-
     folds = tuple(config.cross_validation.folds)
     per_fold = {}
     for fold in folds:
@@ -78,25 +77,14 @@ def run(config, workdir: str) -> dict:
 
 
 def main(argv) -> None:
+    """`python -m crowdjax.cross_validation`: every fold of the config, and their mean."""
     del argv
-    from absl import flags
-
-    from crowdjax import trainer
-
-    config = flags.FLAGS["config"].value
+    config, workdir = cli.config_and_workdir()
     if "cross_validation" not in config:
         raise ValueError("the config has no `cross_validation.folds`: nothing to cross-validate")
-    workdir = flags.FLAGS["workdir"].value or trainer.default_workdir(
-        flags.FLAGS["config"].config_filename
-    )
     run(config, workdir)
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=False)
-    flags.DEFINE_string("workdir", None, "Run directory (default: workdirs/<config name>).")
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.define_config_and_workdir(lock_config=False)
+    cli.run(main)

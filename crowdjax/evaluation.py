@@ -1,18 +1,12 @@
-"""Evaluators: the config's list of evaluations, on whole images, with streaming metrics.
+"""Evaluators: a run's evaluations on whole images, with streaming metrics.
 
-`config.evals` lists the evaluations of a run (big_vision's evaluators), each under its prefix:
-  config.evals.<prefix>.dataset          a data set name; "" = the first training data set
-  config.evals.<prefix>.split            a split, as `crowdjax.data.splits` resolves it
-  config.evals.<prefix>.during_training  also evaluated every `train.eval_every` steps
-e.g. per-data-set results of joint training, cross-data-set evaluation, or the target domain of
-an adaptation. `config.selection` names the entry and metric that select the best checkpoint
-(`selection_entries`; several entries select on their mean, e.g. the mean validation MAE of
-jointly trained data sets); a test split may select it only when `config.selection.allow_test`
-says so (a paper's protocol, whose numbers are optimistic).
+`evaluate(setup, variables, entry)` evaluates one entry of `config.evals` (parsed once into
+`crowdjax.evals.Evals`) and returns its `EntryResult`; `crowdjax.eval_writer` writes it (the
+console line, the metrics line, `eval_<prefix>.json`, the PNGs). `evaluate_checkpoint` is what
+eval.py runs. The images are predicted whole (`crowdjax.whole_images`: padded to a few size
+buckets, so the jitted prediction compiles once per bucket).
 
-Images of any size are padded to a few size buckets by the input pipeline (`image_mask` marks
-real pixels), so the jitted prediction compiles once per bucket; batches are padded to a multiple
-of the device count. Metrics stream: each image's counts, GAME cells and matched points are
+Metrics stream: each image's counts, GAME cells and matched points are
 accumulated as its batch arrives and its maps are dropped, so memory stays flat in the number of
 images. Counting, GAME and localization all count the same region (`metrics.game_cell_counts`):
 the real pixels of the image, within the region of interest on data sets that have one (Mall,
@@ -23,127 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
-import re
 
 import jax
 import numpy as np
 
+from crowdjax import checkpointing, eval_writer, evals, sharding, visualize, whole_images
 from crowdjax import metrics as metrics_lib
-from crowdjax import sharding
-from crowdjax.data import datasets, decode, eval_stream, settings, sources, splits
+from crowdjax.data import datasets, decode, settings, sources, splits
+from crowdjax.evals import EvalEntry
 from crowdjax.metric_writers import log
-
-SELECTION_MODES = {"mae": "min", "rmse": "min", "nae": "min", "game0": "min", "af": "max"}
-DETAILED_METRICS = ("game0", "af")  # Need GAME / localization: computed when they select.
-
-
-# ----------------------------------------------------------------------------------------------
-# The evaluation list and model selection.
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalEntry:
-    """One evaluation of a run: a data set and a split, reported under `prefix`."""
-
-    prefix: str
-    dataset: str
-    split: str
-    during_training: bool = False
-
-
-def eval_entries(config) -> list[EvalEntry]:
-    """The entries of `config.evals`, data sets resolved ("" = the first training data set)."""
-    first = settings.dataset_names(config.data)[0]
-    entries = []
-    for prefix, spec in config.evals.items():
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", prefix):
-            raise ValueError(f"evaluation prefix {prefix!r}: use letters, digits, '_', '.', '-'")
-        entries.append(
-            EvalEntry(
-                prefix=prefix,
-                dataset=spec.dataset or first,
-                split=spec.split,
-                during_training=bool(spec.during_training),
-            )
-        )
-    if not entries:
-        raise ValueError("config.evals lists no evaluation")
-    return entries
-
-
-def selection_names(config) -> list[str]:
-    """The prefixes of `config.selection.eval`: one, or several ("val_a,val_b" or a tuple),
-    whose metric is then averaged (e.g. the mean validation MAE of jointly trained data sets)."""
-    names = config.selection.eval
-    if isinstance(names, str):
-        names = names.split(",")
-    names = [n.strip() for n in names if n.strip()]
-    if not names:
-        raise ValueError("config.selection.eval names no evaluation")
-    return names
-
-
-def selection_entries(config) -> tuple[list[EvalEntry], str, str]:
-    """(entries, metric, mode) that select the best checkpoint (the metric's mean over the
-    entries); checks the protocol for each.
-
-    Raises:
-      ValueError: unknown entry or metric, or a test split without `selection.allow_test`.
-    """
-    entries = {e.prefix: e for e in eval_entries(config)}
-    metric = config.selection.metric
-    if metric not in SELECTION_MODES:
-        raise ValueError(f"config.selection.metric={metric!r}; use one of {list(SELECTION_MODES)}")
-    trained = settings.dataset_names(config.data)
-    chosen = []
-    for name in selection_names(config):
-        if name not in entries:
-            raise ValueError(
-                f"config.selection.eval={name!r} is none of config.evals {list(entries)}"
-            )
-        entry = entries[name]
-        if entry.dataset in trained and entry.split in config.data.train_split.split("+"):
-            raise ValueError(
-                f"config.evals.{name} selects the checkpoint on {entry.split!r} of "
-                f"{entry.dataset!r}, which data.train_split={config.data.train_split!r} trains on"
-            )
-        if splits.is_test_split(config.data, entry.split) and not config.selection.allow_test:
-            raise ValueError(
-                f"the checkpoint would be selected on the test split {entry.split!r} of "
-                f"{entry.dataset!r} (config.evals.{name}). Select on a validation split (the "
-                "default), or set config.selection.allow_test=True to reproduce a paper's "
-                "protocol (its numbers are optimistic)."
-            )
-        chosen.append(entry)
-    return chosen, metric, SELECTION_MODES[metric]
-
-
-def selection_entry(config) -> tuple[EvalEntry, str, str]:
-    """(entry, metric, mode) of a selection on one entry (see `selection_entries`)."""
-    entries, metric, mode = selection_entries(config)
-    if len(entries) != 1:
-        raise ValueError(f"config.selection.eval names {len(entries)} entries, not one")
-    return entries[0], metric, mode
-
-
-def selection_info(config) -> dict:
-    """What selects the checkpoint, for logs and every eval JSON."""
-    entries, metric, mode = selection_entries(config)
-    views = [splits.resolve(config.data, e.dataset, e.split) for e in entries]
-    join = lambda values: ",".join(values)
-    return {
-        "eval": "+".join(e.prefix for e in entries),
-        "dataset": join(e.dataset for e in entries),
-        "split": join(e.split for e in entries),
-        "split_description": "; ".join(v.description for v in views),
-        "metric": metric,  # With several entries: their mean.
-        "mode": mode,
-        "test_split": any(splits.is_test_split(config.data, e.split) for e in entries),
-        "entries": len(entries),
-    }
-
+from crowdjax.run import Setup
 
 # ----------------------------------------------------------------------------------------------
 # Streaming metrics.
@@ -247,151 +131,99 @@ class StreamingMetrics:
 # Evaluating one entry.
 
 
-def _gather_host_batch(host_batch: dict) -> dict:
-    """Host-side fields of every process (for per-image records in multi-process runs)."""
-    if jax.process_count() == 1:
-        return host_batch
-    from jax.experimental import multihost_utils
-
-    keys = [k for k in host_batch if k not in ("image",) and isinstance(host_batch[k], np.ndarray)]
-    gathered = multihost_utils.process_allgather({k: host_batch[k] for k in keys}, tiled=True)
-    return {**host_batch, **gathered}
-
-
 def _real_shape(mask: np.ndarray) -> tuple[int, int]:
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     return (int(rows[-1]) + 1 if rows.size else 0, int(cols[-1]) + 1 if cols.size else 0)
 
 
-def stream_predictions(setup, variables, dataset: str, split: str):
-    """Yields (host batch of every process, fetched predictions, index) per real image."""
-    predict = setup.predict
-    for host_batch in eval_stream.eval_iterator(
-        setup.config.data,
-        split,
-        batch_size=setup.eval_batch_size(),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        name=dataset,
-    ):
-        inputs = sharding.host_to_global(
-            {"image": host_batch["image"], "image_mask": host_batch["image_mask"]}, setup.mesh
+@dataclasses.dataclass
+class EntryResult:
+    """The evaluation of one entry (written by `crowdjax.eval_writer`).
+
+    Attributes:
+      entry: what was evaluated.
+      metrics: counting metrics (and GAME / localization when detailed), "num_images", and
+        "baseline_mae" (the mean-count baseline's MAE).
+      per_image: every image's record (image_id, gt_count, pred_count, categories).
+      pictures: the first images with their predicted maps and points, for the PNGs.
+    """
+
+    entry: EvalEntry
+    metrics: dict
+    per_image: list[dict]
+    pictures: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def summary(self) -> dict:
+        """The scalar metrics (what the metrics line and the final report hold)."""
+        return {k: v for k, v in self.metrics.items() if isinstance(v, float | int)}
+
+
+def _image(setup, entry: EvalEntry, batch: dict, fetched: dict, i: int) -> dict:
+    """Image `i` of a batch as the metrics take it: image_id, gt_points [P, 2], pred_map at
+    its stride (the image's cells; a localization method's heads at stride 1), region [H, W],
+    pred_points (localization methods, else None), categories; and shape (H, W)."""
+    config, method, stride = setup.config, setup.method, setup.output_stride
+    image_id = decode.text(batch["image_id"][i])
+    if "has_annotation" in batch and not bool(batch["has_annotation"][i]):
+        raise ValueError(
+            f"{entry.dataset} {entry.split!r} image {image_id}: its annotations are not public "
+            "(has_annotation = False), so no error can be computed; evaluate another split "
+            f"(config.evals.{entry.prefix})"
         )
-        fetched = sharding.global_to_host(predict(variables, inputs["image"], inputs["image_mask"]))
-        batch = _gather_host_batch(host_batch)
-        for i in np.flatnonzero(batch["valid"]):
-            yield batch, fetched, int(i)
+    shape = _real_shape(batch["image_mask"][i])
+    h, w = shape
+    pred_points = None
+    if method.points_fn is not None:  # Localization: the method's own heads.
+        one = {k: v[i] for k, v in fetched.items()}
+        pred_points = np.asarray(method.points_fn(one, shape, config), np.float32).reshape(-1, 2)
+        pred_map, map_stride = points_to_map(pred_points, shape, 1), 1
+    else:
+        pred_map = fetched["density"][i][: -(-h // stride), : -(-w // stride)]
+        map_stride = stride
+    return {
+        "image_id": image_id,
+        "gt_points": batch["points"][i][batch["point_mask"][i]],
+        "pred_map": pred_map,
+        "stride": map_stride,
+        "region": batch["roi"][i][:h, :w] if "roi" in batch else np.ones(shape, np.uint8),
+        "pred_points": pred_points,
+        "categories": {k: batch[k][i].item() for k in batch["category_keys"]},
+        "shape": shape,
+    }
 
 
 def evaluate(
-    setup,
-    variables,
-    entry: EvalEntry,
-    *,
-    final: bool = False,
-    detailed: bool = False,
-    save_images: int = 0,
-    workdir: str | None = None,
-    writer=None,
-    step: int | None = None,
-    info: dict | None = None,
-) -> dict:
-    """Metrics of `variables` on one entry: counting metrics, and GAME and localization too when
-    `detailed` or in a `final` evaluation (the run's report, marked "final" in `metrics.jsonl`).
-
-    Writes `<workdir>/eval_<prefix>.json` (with `info`: the checkpoint and what selected it, and
-    every image's counts) when a workdir is given, and a line to `writer` at `step`.
-    """
-    config, method = setup.config, setup.method
-    stride = setup.output_stride
-    peak_threshold = float(config.eval.peak_threshold)
-    stream = StreamingMetrics(peak_threshold=peak_threshold, detailed=final or detailed)
-    images = []  # At most `save_images` records with their maps, for the PNGs.
-    for batch, fetched, i in stream_predictions(setup, variables, entry.dataset, entry.split):
-        if "has_annotation" in batch and not bool(batch["has_annotation"][i]):
-            raise ValueError(
-                f"{entry.dataset} {entry.split!r} image {decode.text(batch['image_id'][i])}: "
-                "its annotations are not public (has_annotation = False), so no error can be "
-                f"computed; evaluate another split (config.evals.{entry.prefix})"
-            )
-        shape = _real_shape(batch["image_mask"][i])
-        h, w = shape
-        gt_points = batch["points"][i][batch["point_mask"][i]]
-        region = batch["roi"][i][:h, :w] if "roi" in batch else np.ones(shape, np.uint8)
-        pred_points = None
-        if method.points_fn is not None:  # Localization: the method's own heads.
-            one = {k: v[i] for k, v in fetched.items()}
-            pred_points = np.asarray(method.points_fn(one, shape, config), np.float32)
-            pred_points = pred_points.reshape(-1, 2)
-            pred_map, map_stride = points_to_map(pred_points, shape, 1), 1
-        else:
-            pred_map = fetched["density"][i][: -(-h // stride), : -(-w // stride)]
-            map_stride = stride
-        record = stream.add(
-            image_id=decode.text(batch["image_id"][i]),
-            gt_points=gt_points,
-            pred_map=pred_map,
-            stride=map_stride,
-            region=region,
-            pred_points=pred_points,
-            categories={k: batch[k][i].item() for k in batch["category_keys"]},
-        )
+    setup, variables, entry: EvalEntry, *, detailed: bool = False, save_images: int = 0
+) -> EntryResult:
+    """Metrics of `variables` on one entry: counting metrics, GAME and localization too when
+    `detailed`, the mean-count baseline, every image's counts, and the first `save_images`
+    images with their maps (single-process runs only). Writes nothing (see
+    `crowdjax.eval_writer`)."""
+    config = setup.config
+    stream = StreamingMetrics(peak_threshold=float(config.eval.peak_threshold), detailed=detailed)
+    pictures = []  # At most `save_images` records with their maps, for the PNGs.
+    for batch, fetched, i in whole_images.stream(setup, variables, entry.dataset, entry.split):
+        image = _image(setup, entry, batch, fetched, i)
+        h, w = image.pop("shape")
+        record = stream.add(**image)
         # Images stay on their process (not gathered): pictures of single-process runs only.
-        if len(images) < save_images and jax.process_count() == 1:
-            from crowdjax.visualize import denormalize
-
-            images.append(
+        if len(pictures) < save_images and jax.process_count() == 1:
+            pictures.append(
                 {
                     **record,
-                    "image": denormalize(batch["image"][i][:h, :w]),
-                    "density": pred_map,
-                    "stride": map_stride,
-                    "points": gt_points,
-                    "pred_points": pred_points,
+                    "image": visualize.denormalize(batch["image"][i][:h, :w]),
+                    "density": image["pred_map"],
+                    "stride": image["stride"],
+                    "points": image["gt_points"],
+                    "pred_points": image["pred_points"],
                 }
             )
     results = stream.result()
     baseline = mean_count_baseline(config.data, entry.dataset)
     gt = np.array([r["gt_count"] for r in stream.per_image], np.float64)
     results["baseline_mae"] = float(np.mean(np.abs(gt - baseline))) if gt.size else float("nan")
-    summary = {k: v for k, v in results.items() if isinstance(v, float | int)}
-    log(
-        f"eval {entry.prefix} ({entry.dataset} {entry.split})"
-        + (f" step {step}" if step is not None else "")
-        + ": "
-        + " ".join(f"{k} {v:.4g}" for k, v in summary.items())
-    )
-    if writer is not None and step is not None:
-        writer.write(
-            step,
-            summary,
-            split=entry.prefix,
-            dataset=entry.dataset,
-            data_split=entry.split,
-            **({"final": True} if final else {}),
-        )
-    if workdir is not None and jax.process_index() == 0:
-        view = splits.resolve(config.data, entry.dataset, entry.split)
-        document = {
-            "prefix": entry.prefix,
-            "dataset": entry.dataset,
-            "split": entry.split,
-            "split_description": view.description,
-            **(info or {}),
-            **results,
-            "per_image": stream.per_image,
-        }
-        with open(os.path.join(workdir, f"eval_{entry.prefix}.json"), "w") as f:
-            json.dump(document, f, indent=1, default=float)
-        if images:
-            from crowdjax import visualize
-
-            visualize.save_density_overlays(
-                images,
-                os.path.join(workdir, f"images_{entry.prefix}"),
-                peak_threshold=peak_threshold,
-            )
-    return results
+    return EntryResult(entry=entry, metrics=results, per_image=stream.per_image, pictures=pictures)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -433,13 +265,6 @@ def mean_count_baseline(data_config, dataset: str) -> float:
 # eval.py: a trained checkpoint on any data set and split.
 
 
-def _prefix_for(config, dataset: str, split: str) -> str:
-    for entry in eval_entries(config):
-        if (entry.dataset, entry.split) == (dataset, split):
-            return entry.prefix
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{dataset}-{split}")
-
-
 def evaluate_checkpoint(
     config,
     workdir: str,
@@ -450,7 +275,9 @@ def evaluate_checkpoint(
     save_images: int = 0,
 ) -> dict:
     """What `eval.py` runs: restores a checkpoint's variables (never its optimizer state) and
-    evaluates every entry of `config.evals`, or only `dataset`/`split` when either is given.
+    evaluates every entry of `config.evals`, or only `dataset`/`split` when either is given;
+    each is written to `<workdir>/eval_<prefix>.json` (and `images_<prefix>/` with
+    `save_images`).
 
     Args:
       config: the run's config (eval.py reads the workdir's config.json by default).
@@ -464,10 +291,8 @@ def evaluate_checkpoint(
     Returns:
       {prefix: metrics}.
     """
-    from crowdjax import checkpointing
-    from crowdjax.run import Setup
-
     sharding.maybe_initialize_distributed(config)
+    run_evals = evals.parse(config)
     setup = Setup(config)
     named = checkpoint in ("best", "latest")  # of the workdir; else a path
     variables, info = checkpointing.restore_variables(
@@ -480,20 +305,14 @@ def evaluate_checkpoint(
     if dataset or split:
         dataset = dataset or settings.dataset_names(config.data)[0]
         split = split or config.data.test_split
-        entries = [EvalEntry(_prefix_for(config, dataset, split), dataset, split)]
+        entries = [EvalEntry(run_evals.prefix_for(dataset, split), dataset, split)]
     else:
-        entries = eval_entries(config)
+        entries = run_evals.entries
     os.makedirs(workdir, exist_ok=True)
-    info = {"checkpoint": info, "selected_by": selection_info(config)}
-    return {
-        entry.prefix: evaluate(
-            setup,
-            variables,
-            entry,
-            final=True,
-            save_images=save_images,
-            workdir=workdir,
-            info=info,
-        )
-        for entry in entries
-    }
+    info = {"checkpoint": info, "selected_by": run_evals.selection.info}
+    results = {}
+    for entry in entries:
+        result = evaluate(setup, variables, entry, detailed=True, save_images=save_images)
+        eval_writer.write(result, config, final=True, workdir=workdir, info=info)
+        results[entry.prefix] = result.metrics
+    return results

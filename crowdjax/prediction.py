@@ -39,6 +39,7 @@ import numpy as np
 from crowdjax import checkpointing, media, run
 from crowdjax import metrics as metrics_lib
 from crowdjax.data import transforms
+from crowdjax.workdir import load_config
 
 DEFAULT_MAX_PIXELS = 2**21  # 1448 x 1448: see the module doc and the README for its memory.
 DEFAULT_MARGIN = 192  # > the 150 px receptive-field radius of UOT's VGG19 regressor.
@@ -88,7 +89,7 @@ def find_config(checkpoint: str) -> ml_collections.ConfigDict:
     path = os.path.abspath(checkpoint)
     for _ in range(3):
         if os.path.isfile(os.path.join(path, "config.json")):
-            return run.load_config(path)
+            return load_config(path)
         path = os.path.dirname(path)
     raise FileNotFoundError(
         f"{checkpoint}: no config.json in it or the two folders above it; pass the config the "

@@ -1,110 +1,65 @@
-"""Data-set-wide preparation: what a method computes over the whole training set before training.
+"""Data-set-wide preparation: running a method's pass over the whole training set, storing it.
 
 Some methods need a pass over the training set before (or between stages of) training: L2SM's
 density-group thresholds, DKPNet's clustering of stage-I attention outputs into new domain labels.
-A method gives `Method.prepare(context) -> Preparation`; the trainer runs it once per workdir and
-stores the result in `<workdir>/preparation/`. A resumed run, and any later run in the same
-workdir, reads the stored result and never recomputes it (so it cannot come out differently).
-The result can
+A method gives `Method.prepare(context) -> Preparation` (the contract, `Preparation` and
+`PrepareContext`, is in `crowdjax.methods.base`); the trainer runs it here once per workdir
+(`load_or_run`) and stores the result in `<workdir>/preparation/`. A resumed run, and any later
+run in the same workdir, reads the stored result and never recomputes it (so it cannot come out
+differently). The result can
   * fill the model state of a fresh run (`Preparation.model_state`: arrays at paths that the
-    method's `init_variables` creates, e.g. thresholds),
+    method's `init_variables` creates, e.g. thresholds; `fill_model_state`),
   * replace the data-set domain id of training batches with a label per image
     (`Preparation.domain_labels`: {data set: {image_id: label}}).
+The context this module gives a method (`context`) reads earlier runs from their workdirs
+(`WorkdirRuns`), so a method never imports the engine.
 
 It is also a command of its own (it starts from the same variables a training run would: the
-workdir's checkpoint, `init_from`, the pretrained backbone, or a fresh init):
+workdir's checkpoint, `init_from`, the pretrained backbone, or a fresh init; flags as train.py's,
+`crowdjax.cli`):
 
   python -m crowdjax.preparation --config=configs/<config>.py --workdir=workdirs/<run>
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
 import shutil
-from collections.abc import Iterator
 
 import jax
+import ml_collections
 import numpy as np
 from flax import traverse_util
+from jax.experimental import multihost_utils
 
-from crowdjax import sharding
-from crowdjax.data import decode, settings, sources, splits
+from crowdjax import checkpointing, cli, evals, sharding
+from crowdjax.embedded_data import build_embedded_data
+from crowdjax.methods.base import Preparation, PrepareContext
 from crowdjax.metric_writers import log
+from crowdjax.run import Setup, TrainState
+from crowdjax.workdir import load_config
 
 DIRECTORY = "preparation"
 
 
-@dataclasses.dataclass
-class Preparation:
-    """The result of a method's preparation.
+class WorkdirRuns:
+    """Earlier runs read from their workdirs (`crowdjax.methods.base.OtherRuns`)."""
 
-    Attributes:
-      model_state: nested dict of arrays; each replaces the model-state leaf at the same path
-        (same shape) of a fresh run.
-      domain_labels: {data set: {image_id: int label}}: the `domain` of every training image.
-      info: JSON-serialisable summary for people (e.g. the thresholds, cluster sizes).
-    """
+    def load_config(self, workdir: str) -> ml_collections.ConfigDict:
+        return load_config(workdir)
 
-    model_state: dict = dataclasses.field(default_factory=dict)
-    domain_labels: dict = dataclasses.field(default_factory=dict)
-    info: dict = dataclasses.field(default_factory=dict)
+    def restore(self, config: ml_collections.ConfigDict, workdir: str) -> tuple[Setup, dict, dict]:
+        setup = Setup(config)
+        variables, info = checkpointing.restore_variables(workdir, setup.abstract_variables())
+        return setup, variables, info
 
 
-@dataclasses.dataclass
-class PrepareContext:
-    """What a method's `prepare` may use.
-
-    Attributes:
-      config: the run's config.
-      setup: the run's `crowdjax.run.Setup` (model, mesh, jitted `predict`).
-      variables: the variables the run starts from.
-    """
-
-    config: object
-    setup: object
-    variables: dict
-
-    def training_splits(self) -> list[splits.SplitView]:
-        """The training split of every training data set (held-out validation images excluded)."""
-        data = self.config.data
-        return [
-            splits.resolve(data, name, data.train_split) for name in settings.dataset_names(data)
-        ]
-
-    def examples(self, dataset: str, split: str | None = None, *, images: bool = False):
-        """Every example of a split once, decoded: {"image_id", "points" [N, 2], "density"
-        [H, W] (the builder's map), "image" RGB uint8 [H, W, 3] when `images`}.
-
-        `split` defaults to the training split (without its held-out part)."""
-        data = self.config.data
-        source = sources.split_source(data, dataset, split or data.train_split)
-        for i in range(len(source)):
-            record = source[i]
-            name = decode.text(record["image_id"])
-            example = {
-                "image_id": name,
-                "points": np.asarray(record["points"], np.float32).reshape(-1, 2),
-                "density": decode.decode_tensor(record["density"], np.float32),
-            }
-            if images:
-                example["image"] = decode.decode_rgb(record["image"], apply_exif=False, name=name)
-            yield example
-
-    def predictions(self, dataset: str, split: str | None = None, variables=None) -> Iterator:
-        """The method's predictions on whole images: yields (image_id, outputs) per image, the
-        outputs of `setup.predict` (batch axis removed, numpy), with `variables` (default: the
-        run's starting variables). Every process must iterate (the prediction is sharded)."""
-        from crowdjax import evaluation
-
-        split = split or self.config.data.train_split
-        variables = self.variables if variables is None else variables
-        for batch, fetched, i in evaluation.stream_predictions(
-            self.setup, variables, dataset, split
-        ):
-            yield decode.text(batch["image_id"][i]), {k: v[i] for k, v in fetched.items()}
+def context(setup: Setup, variables: dict | None) -> PrepareContext:
+    """The context a method's `prepare` gets in a run: its config, setup, starting variables,
+    and earlier runs read from their workdirs."""
+    return PrepareContext(setup.config, setup, variables, runs=WorkdirRuns())
 
 
 def directory(workdir: str) -> str:
@@ -152,12 +107,10 @@ def load(workdir: str) -> Preparation | None:
 
 def _barrier(name: str) -> None:
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
-def load_or_run(setup, workdir: str, variables: dict) -> Preparation | None:
+def load_or_run(setup: Setup, workdir: str, variables: dict) -> Preparation | None:
     """The workdir's stored preparation; computed and stored first if there is none yet.
 
     Every process computes it (a preparation may run the sharded model), process 0 writes it,
@@ -172,7 +125,7 @@ def load_or_run(setup, workdir: str, variables: dict) -> Preparation | None:
         log(f"preparation: reusing {directory(workdir)}")
         return load(workdir)
     log(f"preparation: running {method.name}'s preparation over the training set")
-    result = method.prepare(PrepareContext(setup.config, setup, variables))
+    result = method.prepare(context(setup, variables))
     if jax.process_index() == 0:
         save(result, workdir, method=method.name)
     _barrier("crowdjax-preparation")
@@ -180,7 +133,7 @@ def load_or_run(setup, workdir: str, variables: dict) -> Preparation | None:
     return load(workdir)
 
 
-def fill_model_state(setup, state, preparation: Preparation):
+def fill_model_state(setup: Setup, state: TrainState, preparation: Preparation) -> TrainState:
     """`state` with the preparation's arrays at their paths of the model state (checked)."""
     if not preparation.model_state:
         return state
@@ -203,18 +156,12 @@ def fill_model_state(setup, state, preparation: Preparation):
 
 
 def main(argv) -> None:
+    """`python -m crowdjax.preparation`: the preparation of a run, without training."""
     del argv
-    from absl import flags
-
-    from crowdjax import checkpointing, run, trainer
-
-    config = flags.FLAGS["config"].value
-    workdir = flags.FLAGS["workdir"].value or trainer.default_workdir(
-        flags.FLAGS["config"].config_filename
-    )
+    config, workdir = cli.config_and_workdir()
     sharding.maybe_initialize_distributed(config)
-    trainer.prepare_data(config)
-    setup = run.Setup(config)
+    build_embedded_data(config, evals.parse(config).datasets)
+    setup = Setup(config)
     if setup.method.prepare is None:
         log(f"method {config.method!r} has no preparation: nothing to do")
         return
@@ -226,10 +173,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-    from ml_collections import config_flags
-
-    config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Run directory (default: workdirs/<config name>).")
-    flags.mark_flags_as_required(["config"])
-    app.run(main)
+    cli.define_config_and_workdir(lock_config=True)
+    cli.run(main)

@@ -2,26 +2,24 @@
 
 `Setup(config)` builds from a config the method (registry), its model, the device mesh and
 shardings, the optimizers (one per parameter group) and the jitted functions `init` (a fresh
-`TrainState`), `train_step` and `predict`. `crowdjax.trainer` (the training loop),
-`crowdjax.evaluation` (the evaluators) and `crowdjax.preparation` all use it, and none of them
-imports another.
+`TrainState`), `train_step` and `predict`. `crowdjax.trainer` (the training loop) uses
+`crowdjax.evaluation` (the evaluators) and `crowdjax.preparation`, which both use this module and
+neither imports the other nor the trainer; this module imports none of them (it sits below them,
+above `crowdjax.registry` and the methods).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import math
-import os
 from typing import Any
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-from crowdjax import config_migration, registry, sharding
+from crowdjax import registry, sharding
 from crowdjax.data import settings
 from crowdjax.optimizers import Optimizers
 
@@ -177,15 +175,3 @@ class Setup:
         requested = max(1, int(self.config.eval.global_batch_size))
         unit = math.lcm(self.mesh.devices.size, jax.process_count())
         return -(-requested // unit) * unit
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-    """The resolved config a run wrote to `<workdir>/config.json`, for one process: the run's
-    multi-process settings are dropped (a lone eval.py would wait for the other processes)."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no run config here; pass --config=<config file>")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f), type_safe=False)
-    config.distributed.update(auto=False, coordinator_address="", num_processes=1, process_id=0)
-    return config_migration.upgrade(config)

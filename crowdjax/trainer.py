@@ -1,31 +1,39 @@
 """The training loop: one jitted, data-parallel update for every method.
 
-`train_and_evaluate(config, workdir)` builds the run setup (`crowdjax.run.Setup`), runs the
-method's preparation once (`crowdjax.preparation`), trains with progress lines and JSON-lines
-metrics, evaluates the `during_training` entries of `config.evals` every `train.eval_every` steps,
-keeps the latest checkpoints and the best one by the selection entry (`config.selection`), and
-ends with a final evaluation of every entry on the selected checkpoint, each written to its own
-`eval_<prefix>.json`. It resumes from the workdir after a kill (step, variables, optimizer states
-and the data order: batch i is a pure function of (seed, i)), and a finished workdir re-run
-reports its final evaluation again (or finishes it, if the run was killed during it).
+`run_main(config, workdir)` (what train.py runs) parses `config.evals` once
+(`crowdjax.evals.parse`), builds the synthetic data the run uses on first use
+(`crowdjax.embedded_data`) and calls `train_and_evaluate`, which builds the run setup
+(`crowdjax.run.Setup`), runs the method's preparation once (`crowdjax.preparation`), trains with
+progress lines and JSON-lines metrics, evaluates the `during_training` entries every
+`train.eval_every` steps and keeps the best checkpoint by the selection (`EvaluateAndKeepBest`),
+keeps the latest checkpoints, and ends with a final evaluation of every entry on the selected
+checkpoint, each written to its own `eval_<prefix>.json` (`crowdjax.eval_writer`) and the report
+to `final.json` (`crowdjax.workdir`). It resumes from the workdir after a kill (step, variables,
+optimizer states and the data order: batch i is a pure function of (seed, i)), and a finished
+workdir re-run reports its final evaluation again (or finishes it, if the run was killed during
+it).
+
+Imports run one way: the entry points (train.py, eval.py, `crowdjax.cross_validation`) -> this
+module -> {`crowdjax.evaluation`, `crowdjax.preparation`} -> `crowdjax.run` -> `crowdjax.registry`
+-> the methods (`tests/test_import_graph.py` checks it).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 
 import jax
 import numpy as np
 
-from crowdjax import checkpointing, evaluation, preparation, sharding
+from crowdjax import checkpointing, eval_writer, evals, evaluation, preparation, sharding
 from crowdjax.data import settings, train_stream
+from crowdjax.embedded_data import build_embedded_data
+from crowdjax.evals import Evals
 from crowdjax.metric_writers import MetricWriter, Progress, log
 from crowdjax.run import Setup
-
-FINAL_FILE = "final.json"
+from crowdjax.workdir import FINAL_FILE, read_final, write_final, write_run_info
 
 
 def _check_finite(step: int, metrics: dict) -> None:
@@ -44,33 +52,6 @@ def _fetch_checked(step: int, metrics) -> dict:
     values = jax.device_get(metrics)
     _check_finite(step, values)
     return values
-
-
-def write_run_info(config, workdir: str) -> None:
-    """Writes the resolved config and the git revision of the code to the workdir."""
-    if jax.process_index() != 0:
-        return
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
-    try:
-        revision = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=os.path.dirname(os.path.abspath(__file__)),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        revision = "unknown"
-    with open(os.path.join(workdir, "git_revision.txt"), "w") as f:
-        f.write(revision + "\n")
-
-
-def default_workdir(config_path: str) -> str:
-    """workdirs/<config file stem>, e.g. workdirs/uot_qnrf."""
-    stem = os.path.splitext(os.path.basename(config_path.split(":")[0]))[0]
-    return os.path.join("workdirs", stem)
 
 
 def training_batches(setup, start_step: int, prepared):
@@ -96,44 +77,46 @@ def training_batches(setup, start_step: int, prepared):
     return train_stream.train_iterator(config.data, **kwargs)
 
 
-class _Selection:
-    """Evaluates the `during_training` entries and saves the best checkpoint."""
+class EvaluateAndKeepBest:
+    """Evaluates the entries due during training (`Evals.during_training`) and saves the
+    checkpoint when the selection metric is the best so far."""
 
-    def __init__(self, setup, ckpts, writer):
+    def __init__(self, setup, run_evals: Evals, ckpts, writer):
         self.setup, self.ckpts, self.writer = setup, ckpts, writer
-        self.selecting, self.metric, _ = evaluation.selection_entries(setup.config)
-        self.name = "+".join(e.prefix for e in self.selecting)
-        entries = evaluation.eval_entries(setup.config)
-        self.entries = [e for e in entries if e.during_training or e in self.selecting]
-        self.detailed = self.metric in evaluation.DETAILED_METRICS
+        self.selection = run_evals.selection
+        self.entries = run_evals.during_training
 
     def __call__(self, step: int, state) -> None:
-        values = []
+        selection, values = self.selection, []
         for entry in self.entries:
-            results = evaluation.evaluate(
-                self.setup,
-                state.variables,
-                entry,
-                detailed=self.detailed and entry in self.selecting,
-                writer=self.writer,
-                step=step,
+            selecting = entry in selection.entries
+            result = evaluation.evaluate(
+                self.setup, state.variables, entry, detailed=selection.detailed and selecting
             )
-            if entry in self.selecting:
-                values.append(results[self.metric])
+            eval_writer.write(result, self.setup.config, writer=self.writer, step=step)
+            if selecting:
+                values.append(result.metrics[selection.metric])
         value = float(np.mean(values))  # One entry: its value; several: their mean.
         if self.ckpts.save_if_best(step, state, value):
-            log(f"step {step}: new best {self.name}/{self.metric} {value:.4g}")
+            log(f"step {step}: new best {selection.name}/{selection.metric} {value:.4g}")
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, run_evals: Evals | None = None) -> dict:
     """Trains `config.method` and evaluates it; returns {prefix: final metrics} (empty when
-    `config.eval_at_end` is False)."""
+    `config.eval_at_end` is False).
+
+    Args:
+      config: the run's config.
+      workdir: the run's directory (resumed from when it holds a checkpoint).
+      run_evals: `config.evals` parsed (`crowdjax.evals.parse`); parsed here when None.
+    """
     sharding.maybe_initialize_distributed(config)
+    run_evals = run_evals or evals.parse(config)
     write_run_info(config, workdir)
     setup = Setup(config)
     batch_size = int(config.train.global_batch_size)
     sharding.check_batch_size(batch_size, setup.mesh)
-    selected_by = evaluation.selection_info(config)  # Checks the protocol before any work.
+    selected_by = run_evals.selection.info  # Checks the protocol before any work.
     ckpts = checkpointing.Checkpoints(
         workdir,
         keep=config.train.keep_checkpoints,
@@ -147,21 +130,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state = preparation.fill_model_state(setup, state, prepared)
     writer = MetricWriter(workdir)
     writer.drop(lambda r: r["step"] > start_step)  # A resumed run logs those steps again.
-    validate = _Selection(setup, ckpts, writer)
+    evaluate_and_keep_best = EvaluateAndKeepBest(setup, run_evals, ckpts, writer)
     if start_step >= setup.total_steps:
         log(f"{workdir}: already trained {start_step} steps (train.num_steps={setup.total_steps})")
     else:
-        state = _train(setup, state, ckpts, writer, validate, start_step, prepared)
+        state = _train(setup, state, ckpts, writer, evaluate_and_keep_best, start_step, prepared)
     results = {}
     if config.eval_at_end:
-        results = final_evaluation(setup, state, ckpts, writer, workdir, selected_by)
+        results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir)
     ckpts.wait()
     ckpts.close()
     writer.close()
     return results
 
 
-def _train(setup, state, ckpts, writer, validate, start_step: int, prepared):
+def _train(setup, state, ckpts, writer, evaluate_and_keep_best, start_step: int, prepared):
     config = setup.config
     batches = training_batches(setup, start_step, prepared)
     progress = Progress(
@@ -194,19 +177,19 @@ def _train(setup, state, ckpts, writer, validate, start_step: int, prepared):
         # Evaluate before saving: a run killed while evaluating resumes before this step and
         # evaluates it again, so no evaluation (nor best candidate) is ever skipped.
         if evaluate_now:
-            validate(step, state)
+            evaluate_and_keep_best(step, state)
         if save_now:
             ckpts.save(step, state)
     if pending is not None:
         _fetch_checked(*pending)
     log(f"trained {setup.total_steps - start_step} steps in {time.perf_counter() - t0:.1f}s")
     if config.eval_at_end:
-        validate(setup.total_steps, state)
+        evaluate_and_keep_best(setup.total_steps, state)
     ckpts.save(setup.total_steps, state)
     return state
 
 
-def final_evaluation(setup, state, ckpts, writer, workdir: str, selected_by: dict) -> dict:
+def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str) -> dict:
     """Every entry of `config.evals` on the selected checkpoint (the best one, else the last),
     each written to `eval_<prefix>.json`; a finished workdir's stored report is reused."""
     best = ckpts.best_record()
@@ -218,64 +201,38 @@ def final_evaluation(setup, state, ckpts, writer, workdir: str, selected_by: dic
     else:  # Nothing was ever evaluated (or every value was NaN): the last state.
         variables = state.variables
         checkpoint = {"kind": "latest", "step": int(state.step)}
-    entries = evaluation.eval_entries(setup.config)
     # What the report depends on besides the checkpoint: every entry and the eval settings.
     evaluated = {
-        "entries": [[e.prefix, e.dataset, e.split] for e in entries],
+        "entries": [[e.prefix, e.dataset, e.split] for e in run_evals.entries],
         "eval": setup.config.eval.to_dict(),
     }
-    path = os.path.join(workdir, FINAL_FILE)
-    if os.path.exists(path):
-        with open(path) as f:
-            stored = json.load(f)
+    stored = read_final(workdir)
+    if stored is not None:
         if stored["checkpoint"] == checkpoint and stored.get("evaluated") == json.loads(
             json.dumps(evaluated)
         ):
+            path = os.path.join(workdir, FINAL_FILE)
             log(f"final evaluation of this checkpoint already done ({path}):")
             report(stored["results"], checkpoint)
             return stored["results"]
     writer.drop(lambda r: r.get("final", False))  # Of a final evaluation that was cut short.
-    info = {"checkpoint": checkpoint, "selected_by": selected_by}
+    info = {"checkpoint": checkpoint, "selected_by": run_evals.selection.info}
     results = {}
-    for entry in entries:
-        full = evaluation.evaluate(
-            setup,
-            variables,
-            entry,
+    for entry in run_evals.entries:
+        result = evaluation.evaluate(setup, variables, entry, detailed=True)
+        eval_writer.write(
+            result,
+            setup.config,
             final=True,
             workdir=workdir,
             writer=writer,
             step=checkpoint["step"],
             info=info,
         )
-        results[entry.prefix] = {
-            "dataset": entry.dataset,
-            "split": entry.split,
-            **{k: v for k, v in full.items() if isinstance(v, float | int)},
-        }
-    if jax.process_index() == 0:
-        with open(path + ".tmp", "w") as f:
-            json.dump({"checkpoint": checkpoint, "evaluated": evaluated, "results": results}, f)
-        os.replace(path + ".tmp", path)
+        results[entry.prefix] = {"dataset": entry.dataset, "split": entry.split, **result.summary}
+    write_final(workdir, {"checkpoint": checkpoint, "evaluated": evaluated, "results": results})
     report(results, checkpoint)
     return results
-
-
-def prepare_data(config) -> None:
-    """Builds the embedded synthetic data on first use; real data sets must be built by the user
-    (their absence raises an error quoting the build command)."""
-    from crowdjax.data import datasets
-
-    names = set(settings.dataset_names(config.data))
-    names |= {config.data.target} - {""}
-    names |= {spec.dataset for spec in config.evals.values()} - {""}
-    for name in sorted(names):
-        if name.startswith("synthetic_crowd") and not datasets.is_prepared(
-            name, data_dir=config.data.data_dir or None
-        ):
-            if jax.process_index() == 0:
-                log(f"building {name} (first use)...")
-                datasets.build(name, data_dir=config.data.data_dir or None)
 
 
 def report(results: dict, checkpoint: dict) -> None:
@@ -290,6 +247,8 @@ def report(results: dict, checkpoint: dict) -> None:
 
 
 def run_main(config, workdir: str) -> dict:
-    """What `train.py` runs: train, then report every evaluation against the mean baseline."""
-    prepare_data(config)
-    return train_and_evaluate(config, workdir)
+    """What `train.py` runs: build the synthetic data the run uses (first use), train, then
+    report every evaluation against the mean baseline."""
+    run_evals = evals.parse(config)
+    build_embedded_data(config, run_evals.datasets)
+    return train_and_evaluate(config, workdir, run_evals)

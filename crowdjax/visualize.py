@@ -11,6 +11,8 @@ import os
 import cv2
 import numpy as np
 
+from crowdjax import localization
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
@@ -72,8 +74,6 @@ def save_density_overlays(records: list[dict], outdir: str, *, peak_threshold: f
     gt_count, pred_count and, for localization methods, pred_points; without pred_points the
     predicted heads drawn are the 3x3 peaks of the density above `peak_threshold`.
     """
-    from crowdjax import localization
-
     os.makedirs(outdir, exist_ok=True)
     paths = []
     for record in records:

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 from configs import autoscale_synthetic, quickstart
-from crowdjax import config_migration, prediction, run
+from crowdjax import config_migration, prediction, run, workdir
 
 # Fields the code reads that older runs' config.json files lack.
 OLD_RUN_LACKS = {
@@ -36,7 +36,7 @@ def test_an_old_config_gets_the_defaults_and_keeps_everything_else(tmp_path):
     config = quickstart.get_config("tiny")
     record = _write_old_run(tmp_path, config)
     assert "upsample" not in record["model"]
-    loaded = run.load_config(str(tmp_path))
+    loaded = workdir.load_config(str(tmp_path))
     assert loaded.model.upsample == "bilinear"
     assert loaded.data.min_short_side == 0 and loaded.data.whole_image is False
     assert loaded.data.train_tiles == 1

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from configs import autoscale_synthetic, quickstart
-from crowdjax import checkpointing, media, prediction, run, trainer
+from crowdjax import checkpointing, media, prediction, run
 from crowdjax.data import decode, io
+from crowdjax.workdir import write_run_info
 from tests.builders.fakes import exif_orientation_jpeg
 from tests.engine.conftest import run_script
 
@@ -203,7 +204,7 @@ def quickstart_workdir(tmp_path_factory, uot_counter_parts):
     """A workdir as train.py leaves it (config.json + a best checkpoint), random weights."""
     config, variables = uot_counter_parts
     workdir = str(tmp_path_factory.mktemp("workdir"))
-    trainer.write_run_info(config, workdir)
+    write_run_info(config, workdir)
     setup = run.Setup(config, devices=jax.devices()[:1])
     state = setup.init(jax.random.key(3))
     ckpts = checkpointing.Checkpoints(workdir, async_save=False)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import datasets as config_datasets
-from crowdjax import evaluation, media, trainer
+from crowdjax import evals, media, trainer
 from crowdjax.data import build as build_cli
 from crowdjax.data import datasets, labels, splits, train_stream
 from crowdjax.data.io import DataError
@@ -596,7 +596,7 @@ def test_a_config_reads_a_folder_by_name(cli_built):
     assert (held.size, kept.size, held.source_split) == (1, 8, "train")
     assert not set(held.indices) & set(kept.indices) and "held out" in held.description
     assert splits.resolve(config.data, name, "test").size == 3
-    entries, _, _ = evaluation.selection_entries(config)
+    entries = evals.parse(config).selection.entries
     assert [(e.dataset, e.split) for e in entries] == [(name, "validation")]
     batch = next(train_stream.train_iterator(config.data, global_batch_size=2, seed=0))
     assert batch["image"].shape == (2, 64, 64, 3)

@@ -12,18 +12,18 @@ import sys
 import jax
 
 from configs import quickstart
-from crowdjax import evaluation, run
+from crowdjax import evals, evaluation, run, whole_images
 
 
 def counts(config, devices):
     setup = run.Setup(config, devices=devices)
     variables = setup.init(jax.random.key(0)).variables
-    entry = evaluation.EvalEntry("test", "synthetic_crowd/tiny", "test")
+    entry = evals.EvalEntry("test", "synthetic_crowd/tiny", "test")
     stream = []
-    for batch, fetched, i in evaluation.stream_predictions(setup, variables, entry.dataset, "test"):
+    for batch, fetched, i in whole_images.stream(setup, variables, entry.dataset, "test"):
         stream.append((str(batch["image_id"][i]), float(fetched["density"][i].sum())))
-    results = evaluation.evaluate(setup, variables, entry)
-    assert results["num_images"] == len(stream)
+    result = evaluation.evaluate(setup, variables, entry)
+    assert result.metrics["num_images"] == len(stream)
     return setup.eval_batch_size(), dict(stream)
 
 

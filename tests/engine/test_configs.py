@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from configs import datasets as config_datasets
-from crowdjax import evaluation, registry, trainer
+from crowdjax import evals, evaluation, registry, trainer
 from crowdjax.data import datasets, settings, splits
 from tests.engine.conftest import REPO, run_script
 
@@ -57,11 +57,11 @@ def test_full_config_is_consistent(name):
         datasets.get_builder(dataset, data_dir="/nonexistent")
     # No config evaluates a test split whose annotations are not public (NWPU-Crowd).
     private = {f.name for f in config_datasets.DATASETS.values() if not f.public_test}
-    for entry in evaluation.eval_entries(config):
+    run_evals = evals.parse(config)
+    for entry in run_evals.entries:
         assert not (entry.dataset in private and entry.split == "test"), (name, entry)
     # No shipped config selects its checkpoint on a test split unless it says so by name.
-    entries, _, _ = evaluation.selection_entries(config)
-    for entry in entries:
+    for entry in run_evals.selection.entries:
         if splits.is_test_split(config.data, entry.split):
             assert config.selection.allow_test and "select_on_test" in name, name
 

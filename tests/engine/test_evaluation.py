@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from configs import common
-from crowdjax import checkpointing, evaluation, run, trainer
+from crowdjax import checkpointing, evals, evaluation, run, trainer
 from crowdjax.data import datasets
 from tests.engine import toy_configs
 from tests.engine.conftest import run_script
@@ -110,36 +110,44 @@ def test_selection_on_a_test_split_must_be_asked_for():
     config = toy_configs.get_config("constant")
     config.selection.eval = "test"
     with pytest.raises(ValueError, match="allow_test=True to reproduce a paper's protocol"):
-        evaluation.selection_entry(config)
+        evals.parse(config)
     config.selection.allow_test = True
-    entry, metric, mode = evaluation.selection_entry(config)
-    assert (entry.split, metric, mode) == ("test", "mae", "min")
+    selection = evals.parse(config).selection
+    (entry,) = selection.entries
+    assert (entry.split, selection.metric, selection.mode) == ("test", "mae", "min")
     config.selection.eval = "nope"
     with pytest.raises(ValueError, match="none of config.evals"):
-        evaluation.selection_entry(config)
+        evals.parse(config)
     config.selection.eval = "val"
     config.data.train_split = "train+validation"  # selecting on images it trains on
     with pytest.raises(ValueError, match="which data.train_split='train\\+validation' trains on"):
-        evaluation.selection_entry(config)
+        evals.parse(config)
 
 
-def test_selection_on_several_entries_is_their_mean(tiny_data_dir, tmp_path):
+def test_selection_on_several_entries_is_their_mean(tiny_data_dir, tmp_path, monkeypatch):
     config = toy_configs.get_config("constant")
     config.data.data_dir = tiny_data_dir
     config.evals.val2 = common.eval_entry(split="validation", during_training=True)
     config.evals.train = common.eval_entry(split="train")
     config.selection.eval = "val,train"  # train: the split it trains on
     with pytest.raises(ValueError, match="trains on"):
-        evaluation.selection_entries(config)
+        evals.parse(config)
     config.selection.eval = "val, val2"
-    entries, metric, _ = evaluation.selection_entries(config)
-    assert [e.prefix for e in entries] == ["val", "val2"] and metric == "mae"
-    with pytest.raises(ValueError, match="names 2 entries"):
-        evaluation.selection_entry(config)
-    info = evaluation.selection_info(config)
+    selection = evals.parse(config).selection
+    assert [e.prefix for e in selection.entries] == ["val", "val2"] and selection.metric == "mae"
+    assert selection.name == "val+val2"
+    info = selection.info
     assert info["eval"] == "val+val2" and info["entries"] == 2 and not info["test_split"]
     config.train.num_steps, config.train.eval_every = 2, 1
+    parsed, parse = [], evals.eval_entries
+
+    def counted(config):  # config.evals is parsed once in a run, then handed to its users.
+        parsed.append(config)
+        return parse(config)
+
+    monkeypatch.setattr(evals, "eval_entries", counted)
     trainer.run_main(config, str(tmp_path))
+    assert len(parsed) == 1
     with open(tmp_path / "metrics.jsonl") as f:
         rows = [json.loads(line) for line in f]
     val = {r["step"]: r["mae"] for r in rows if r["split"] == "val" and not r.get("final")}

@@ -11,6 +11,7 @@ import pytest
 
 from crowdjax import preparation, trainer
 from crowdjax.data import datasets
+from crowdjax.methods.base import Preparation
 from tests.engine import toy_configs, toy_methods
 from tests.engine.conftest import run_script
 
@@ -88,7 +89,7 @@ def test_preparation_is_a_command_of_its_own(tiny_data_dir, tmp_path, monkeypatc
 
 def test_a_preparation_must_fit_the_model_state(tiny_data_dir, tmp_path, monkeypatch):
     def wrong(context):
-        return preparation.Preparation(model_state={"prior": {"median": np.float32(1)}})
+        return Preparation(model_state={"prior": {"median": np.float32(1)}})
 
     monkeypatch.setattr(
         toy_methods, "PREPARED", dataclasses.replace(toy_methods.PREPARED, prepare=wrong)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from crowdjax import checkpointing, run, trainer
+from crowdjax import checkpointing, run, trainer, workdir
 from tests.engine.conftest import run_script
 
 TRAIN = ["train.py", "--config=configs/quickstart.py:tiny"]
@@ -132,8 +132,8 @@ def test_the_run_config_is_read_back_for_one_process(tmp_path):
     config = quickstart.get_config()
     config.distributed.coordinator_address = "127.0.0.1:1234"
     config.distributed.num_processes = 2
-    trainer.write_run_info(config, str(tmp_path))
-    loaded = run.load_config(str(tmp_path))
+    workdir.write_run_info(config, str(tmp_path))
+    loaded = workdir.load_config(str(tmp_path))
     assert loaded.distributed.num_processes == 1 and not loaded.distributed.coordinator_address
     assert loaded.data.crop_size == config.data.crop_size and loaded.evals.val.split == "validation"
     assert loaded.optimizer.to_dict() == config.optimizer.to_dict()

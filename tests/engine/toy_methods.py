@@ -19,9 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from crowdjax.methods.base import Method
+from crowdjax.methods.base import Method, Preparation
 from crowdjax.models.batch_norm import MaskedBatchNorm
-from crowdjax.preparation import Preparation
 
 
 def _density_mse(density, batch):

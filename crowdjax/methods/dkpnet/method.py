@@ -10,8 +10,8 @@ Loss per batch of B images (Eq. 9), with c = the image's domain:
                + (log det Sigma_c)^2]                    (`variational_attention_regularizer`)
 The regulariser is weighted by `loss.regularizer_weight` (1 = Eq. 9) and is absent for JT and SE.
 
-Stage II (InVA, Sec 3.3) is a preparation (`crowdjax.preparation`) followed by a fresh training
-run from ImageNet weights:
+Stage II (InVA, Sec 3.3) is a preparation (`crowdjax.methods.base.Preparation`) followed by a
+fresh training run from ImageNet weights:
   1. `prepare` loads the stage-I run `dkpnet.stage1` (a workdir: its config.json and its best
      checkpoint), predicts every training image of every data set (whole images, evaluation
      mode: z = mu) and collects the attention outputs y [512];
@@ -34,19 +34,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax.data import decode, settings
+from crowdjax import whole_images
+from crowdjax.data import settings
 from crowdjax.losses.variational import (
     diag_gaussian_kl,
     select_sub_centers,
     variational_attention_regularizer,
 )
-from crowdjax.methods.base import Method
+from crowdjax.methods.base import Method, Preparation, PrepareContext
 from crowdjax.methods.dkpnet.model import ATTENTIONS, OUTPUT_STRIDE, DKPNet
 from crowdjax.metric_writers import log
 from crowdjax.models import layers
 from crowdjax.models.batch_norm import mask_to_features
 from crowdjax.models.hrnet_import import hrnet_backbone_loader
-from crowdjax.preparation import Preparation
 
 STAGE_ONE = ("none", "se", "va")
 
@@ -185,10 +185,10 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
 # Stage II's preparation: clustering the stage-I attention outputs into new domain labels.
 
 
-def stage_one_run(config):
-    """(config, setup, variables) of the stage-I run named by `dkpnet.stage1`."""
-    from crowdjax import checkpointing, run
-
+def stage_one_run(context: PrepareContext):
+    """(config, setup, variables, checkpoint info) of the stage-I run named by `dkpnet.stage1`,
+    read through the context's earlier runs."""
+    config = context.config
     workdir = str(config.dkpnet.stage1)
     if not workdir or not os.path.isdir(workdir):
         raise FileNotFoundError(
@@ -196,7 +196,9 @@ def stage_one_run(config):
             "python train.py --config=configs/dkpnet_va_3joint.py) and pass its workdir with "
             "--config.dkpnet.stage1=<workdir>"
         )
-    stage1 = run.load_config(workdir)
+    if context.runs is None:
+        raise ValueError("DKPNet's stage II reads its stage-I run: the context gives no runs")
+    stage1 = context.runs.load_config(workdir)
     if stage1.method != "dkpnet_va" or stage1.dkpnet.attention not in ("se", "va"):
         raise ValueError(
             f"{workdir}: stage I must be a dkpnet_va run with attention 'va' (or 'se'), it is "
@@ -213,27 +215,21 @@ def stage_one_run(config):
     for key in ("data_dir", "train_split", "holdout_fraction", "holdout_seed", "holdout_mode"):
         stage1.data[key] = config.data[key]
     stage1.eval.global_batch_size = config.eval.global_batch_size
-    setup = run.Setup(stage1)
-    variables, info = checkpointing.restore_variables(workdir, setup.abstract_variables())
+    setup, variables, info = context.runs.restore(stage1, workdir)
     return stage1, setup, variables, info
 
 
-def attention_outputs(context) -> tuple[list[tuple[str, str]], np.ndarray, dict]:
+def attention_outputs(context: PrepareContext) -> tuple[list[tuple[str, str]], np.ndarray, dict]:
     """([(data set, image id)], y [N, C], the stage-I checkpoint's info): the stage-I attention
     of every training image (held-out validation images excluded)."""
-    from crowdjax import evaluation
-
-    _, setup, variables, checkpoint = stage_one_run(context.config)
+    _, setup, variables, checkpoint = stage_one_run(context)
     keys, rows = [], []
     for view in context.training_splits():
         ids = set()
-        for batch, fetched, i in evaluation.stream_predictions(
-            setup, variables, view.dataset, view.split
-        ):
-            image_id = decode.text(batch["image_id"][i])
+        for image_id, outputs in whole_images.per_image(setup, variables, view.dataset, view.split):
             ids.add(image_id)
             keys.append((view.dataset, image_id))
-            rows.append(np.asarray(fetched["attention"][i], np.float64))
+            rows.append(np.asarray(outputs["attention"], np.float64))
         if len(ids) != view.size:  # Every training image needs a label, once.
             raise ValueError(
                 f"{view.dataset} {view.split!r}: {view.size} training images but {len(ids)} "
@@ -273,7 +269,7 @@ def agreement(datasets: list[str], labels: np.ndarray, clusters: int) -> dict:
     }
 
 
-def prepare(context) -> Preparation:
+def prepare(context: PrepareContext) -> Preparation:
     config = context.config
     clusters = int(config.dkpnet.clusters)
     keys, attention, checkpoint = attention_outputs(context)

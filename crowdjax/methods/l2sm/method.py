@@ -49,11 +49,10 @@ import numpy as np
 from crowdjax.data import online_gt, train_stream
 from crowdjax.losses.density import density_mse_loss
 from crowdjax.losses.mpcl import multipolar_center_loss, update_multipolar_centers
-from crowdjax.methods.base import Method
+from crowdjax.methods.base import Method, Preparation
 from crowdjax.methods.l2sm import regions
 from crowdjax.methods.l2sm.model import OUTPUT_STRIDE, L2SMNet
 from crowdjax.models import importers, layers, rescale
-from crowdjax.preparation import Preparation
 
 CELL = regions.CELL
 

@@ -321,7 +321,7 @@ def test_stage_two_clusters_stage_one_and_reuses_the_labels_on_resume(extra_data
     # The stage-I attention outputs, clustered again here, give the stored labels.
     from crowdjax import run as run_lib
 
-    context = preparation.PrepareContext(config, run_lib.Setup(config), None)
+    context = preparation.context(run_lib.Setup(config), None)
     keys, attention, _ = method.attention_outputs(context)
     again = method.cluster(attention, 2, seed=config.seed)
     assert dict(zip(keys, (int(v) for v in again), strict=True)) == labels

@@ -5,8 +5,8 @@ import numpy as np
 
 from configs import l2sm_synthetic
 from crowdjax.data import datasets, labels, splits
+from crowdjax.methods.base import PrepareContext
 from crowdjax.methods.l2sm import method
-from crowdjax.preparation import PrepareContext
 
 
 def _region_densities(density, k):

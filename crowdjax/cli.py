@@ -1,0 +1,46 @@
+"""The flags of every crowdjax command, defined one way (absl flags, as train.py's).
+
+  --config=<file>[:variant]   `get_config(variant)` of a config file; `--config.<field>=<value>`
+                              overrides any field
+  --workdir=<dir>             the run's directory (default: workdirs/<config file stem>)
+
+train.py, `python -m crowdjax.preparation` and `python -m crowdjax.cross_validation` define them
+with `define_config_and_workdir` and read them with `config_and_workdir`; every command (data
+build included) runs its `main` under `run`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from crowdjax import console
+from crowdjax.workdir import default_workdir
+
+run = app.run  # Parses the flags, then calls main(argv) with the positional arguments.
+
+
+def define_config_and_workdir(*, lock_config: bool = True) -> None:
+    """Defines --config (required) and --workdir.
+
+    Args:
+      lock_config: the config's fields cannot be added to after loading (False where the
+        command adds fields itself, e.g. cross-validation's fold).
+    """
+    config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=lock_config)
+    flags.DEFINE_string("workdir", None, "Run directory (default: workdirs/<config name>).")
+    flags.mark_flags_as_required(["config"])
+    for name in ("config", "workdir"):  # The command's own flags: --helpshort lists them.
+        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+
+def config_and_workdir():
+    """(config, workdir) of the parsed flags; the workdir defaults to workdirs/<config stem>.
+
+    Also sets up the console and the workdir's log file (`crowdjax.console`)."""
+    config = flags.FLAGS["config"].value
+    workdir = flags.FLAGS["workdir"].value or default_workdir(flags.FLAGS["config"].config_filename)
+    console.setup(workdir, process_id=config.distributed.process_id)
+    return config, workdir

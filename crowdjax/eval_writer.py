@@ -1,0 +1,78 @@
+"""Writes an evaluation's results (`crowdjax.evaluation.EntryResult`) where people read them:
+the console line "eval <prefix> (<data set> <split>) step <n>: mae ... rmse ...", a line of the
+scalar metrics in `<workdir>/metrics.jsonl` (marked `final` for the final evaluation),
+`<workdir>/eval_<prefix>.json` (the entry, the split's description, the checkpoint and what
+selected it, every metric and every image's counts) and `<workdir>/images_<prefix>/*.png`
+(density overlays of the pictures the evaluation kept).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from crowdjax import visualize
+from crowdjax.data import splits
+from crowdjax.metric_writers import MetricWriter, log
+
+
+def write(
+    result,
+    config,
+    *,
+    final: bool = False,
+    workdir: str | None = None,
+    writer: MetricWriter | None = None,
+    step: int | None = None,
+    info: dict | None = None,
+) -> None:
+    """Logs `result`, writes its metrics line to `writer` at `step` (when both are given) and,
+    with a workdir, its eval JSON and pictures (process 0).
+
+    Args:
+      result: a `crowdjax.evaluation.EntryResult`.
+      config: the run's config (split descriptions, the pictures' peak threshold).
+      final: marks the metrics line as the final evaluation's.
+      workdir: where `eval_<prefix>.json` and `images_<prefix>/` go; None writes neither.
+      writer: the run's metrics writer.
+      step: the step evaluated.
+      info: more fields of the eval JSON (the checkpoint and what selected it).
+    """
+    entry, summary = result.entry, result.summary
+    log(
+        f"eval {entry.prefix} ({entry.dataset} {entry.split})"
+        + (f" step {step}" if step is not None else "")
+        + ": "
+        + " ".join(f"{k} {v:.4g}" for k, v in summary.items())
+    )
+    if writer is not None and step is not None:
+        writer.write(
+            step,
+            summary,
+            split=entry.prefix,
+            dataset=entry.dataset,
+            data_split=entry.split,
+            **({"final": True} if final else {}),
+        )
+    if workdir is None or jax.process_index() != 0:
+        return
+    view = splits.resolve(config.data, entry.dataset, entry.split)
+    document = {
+        "prefix": entry.prefix,
+        "dataset": entry.dataset,
+        "split": entry.split,
+        "split_description": view.description,
+        **(info or {}),
+        **result.metrics,
+        "per_image": result.per_image,
+    }
+    with open(os.path.join(workdir, f"eval_{entry.prefix}.json"), "w") as f:
+        json.dump(document, f, indent=1, default=float)
+    if result.pictures:
+        visualize.save_density_overlays(
+            result.pictures,
+            os.path.join(workdir, f"images_{entry.prefix}"),
+            peak_threshold=float(config.eval.peak_threshold),
+        )
