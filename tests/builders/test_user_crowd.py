@@ -15,10 +15,10 @@ import pytest
 
 from configs import datasets as config_datasets
 from crowdjax import evals, media, trainer
-from crowdjax.data import build as build_cli
 from crowdjax.data import datasets, labels, splits, train_stream
 from crowdjax.data.io import DataError
 from tests.builders import fakes
+from tests.engine.conftest import run_script
 from tfds_builders import user_crowd
 from tfds_builders.user_crowd import UserCrowd
 
@@ -573,7 +573,10 @@ def cli_built(tmp_path_factory) -> str:
     images = {f"IMG_{i}.jpg": (2 + i % 4, "train") for i in range(12)}
     make_folder(root, "csv_all", images=images, lists=False, manifest={"split": {"test": 0.25}})
     data_dir = os.fspath(root / "data")
-    build_cli.main(["user_crowd/my_crowd", f"--manual_dir={root}", f"--data_dir={data_dir}"])
+    args = ["-m", "crowdjax.data.build", "user_crowd/my_crowd", f"--manual_dir={root}"]
+    proc = run_script([*args, f"--data_dir={data_dir}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "prepared in" in proc.stdout, proc.stdout
     return data_dir
 
 
