@@ -92,14 +92,17 @@ class CountTable:
     def __init__(self, output: str, *, resume: bool = False):
         os.makedirs(output, exist_ok=True)
         self.output = output
-        self.records = read_journal(self._path("counts.jsonl")) if resume else []
+        journal = self._path("counts.jsonl")
+        if resume and not os.path.exists(journal) and os.path.exists(self._path("counts.csv")):
+            log(f"{output}: no counts.jsonl to resume from (an older predict.py?); counting all")
+        self.records = read_journal(journal) if resume else []
         self.failures: list[dict] = []
         # Both live files restart from the records kept, consistent even where a kill fell
         # between their appends.
-        write_atomic(self._path("counts.jsonl"), "".join(_json_line(r) for r in self.records))
+        write_atomic(journal, "".join(_json_line(r) for r in self.records))
         write_atomic(self._path("counts.csv"), csv_lines(self.records, header=True))
         write_atomic(self._path("failed.json"), "[]\n")
-        self._journal = open(self._path("counts.jsonl"), "a", encoding="utf-8")
+        self._journal = open(journal, "a", encoding="utf-8")
         self._csv = open(self._path("counts.csv"), "a", encoding="utf-8", newline="")
 
     def _path(self, name: str) -> str:
