@@ -81,8 +81,10 @@ def failure_kind(error: BaseException) -> str | None:
         return "opencv"
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return None
-    if isinstance(error, io.DataError | OSError | ValueError):
+    if isinstance(error, io.DataError | ValueError):  # Including a missing file.
         return "unreadable"
+    if isinstance(error, OSError):
+        return "io"
     return None
 
 
