@@ -11,6 +11,10 @@ optimizer overrides evaluates from its workdir alone. By default the best checkp
 evaluated, the one train.py's final evaluation reports. Writes `<workdir>/eval_<prefix>.json`
 (and `images_<prefix>/*.png` with --save_images), and appends its log to `<workdir>/log.txt`
 (`-v 0` shows the libraries' INFO lines on the console too; see `crowdjax.console`).
+
+A `config.json` whose method is not registered ("module:ATTR", which would import that module) is
+refused: a workdir may come from anyone. To run such a method, name it yourself:
+`--trust_method=module:ATTR`.
 """
 
 from absl import app, flags
@@ -31,12 +35,18 @@ _CHECKPOINT = flags.DEFINE_string(
 _DATASET = flags.DEFINE_string("dataset", None, "Evaluate this data set (with --split).")
 _SPLIT = flags.DEFINE_string("split", None, "Evaluate this split (default with --dataset: test).")
 _SAVE_IMAGES = flags.DEFINE_integer("save_images", 0, "Write this many density overlays as PNG.")
+_TRUST_METHOD = flags.DEFINE_string(
+    "trust_method", None, "A 'module:ATTR' method to import for the workdir's config.json."
+)
 flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
     del argv
-    config = _CONFIG.value if _CONFIG.value is not None else load_config(_WORKDIR.value)
+    if _CONFIG.value is not None:
+        config = _CONFIG.value
+    else:
+        config = load_config(_WORKDIR.value, trusted_method=_TRUST_METHOD.value)
     console.setup(_WORKDIR.value, process_id=config.distributed.process_id)
     evaluation.evaluate_checkpoint(
         config,

@@ -3,7 +3,7 @@
 Every field of a run's config has its default where the config is built (`configs/common.py`,
 the method's `configs/<method>_common.py`, `crowdjax.data.settings.default_data_config`), and the
 code reads fields directly, without defaults of its own. A run written before a field existed
-lacks it: `upgrade` (called by `crowdjax.run.load_config`) fills each such field with the value
+lacks it: `upgrade` (called by `crowdjax.workdir.load_config`) fills each such field with the value
 that gives the behaviour of the code that wrote the run.
 """
 

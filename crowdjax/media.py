@@ -5,20 +5,64 @@ becomes RGB uint8 [H, W, 3] (`crowdjax.data.decode.decode_rgb`, the data-set bui
 Unlike the builders, a JPEG's EXIF orientation is applied (`apply_exif`), so a phone picture is
 counted upright, the way viewers show it. Videos (mp4, avi, mov, mkv, webm, ...) are
 read with OpenCV, every n-th frame.
+
+Untrusted files: an image whose header claims more than `max_pixels` pixels (a decompression
+bomb: a few kB that decode to gigabytes) is refused before it is decoded (`crowdjax.image_headers`
+reads the header of PNG, JPEG, BMP, WebP, GIF and TIFF; other formats are checked after decoding,
+within OpenCV's own limit of 2^30 pixels). Any file name works: images are read and written
+through Python's file functions, and a name OpenCV cannot take (bytes that are not UTF-8, which
+crash its path conversion) reaches OpenCV's video functions through a temporary ASCII name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np
 
+from crowdjax import image_headers
 from crowdjax.data import decode, io
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+# Most pixels of an image or video frame read from a file: 16384 x 16384, i.e. 0.8 GB as RGB
+# uint8 and 3.2 GB normalised; above, a file is refused before decoding.
+DEFAULT_MAX_IMAGE_PIXELS = 2**28
+
+
+class PixelLimitError(io.DataError):
+    """An image or frame has more pixels than allowed; refused before it is decoded."""
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int, *, name: str, what: str = "") -> None:
+    """Raises PixelLimitError, naming `name`, if `size` (h, w) holds more than `max_pixels`."""
+    h, w = size
+    if h * w > max_pixels:
+        raise PixelLimitError(
+            f"{name}: {what or 'image'} of {h} x {w} = {h * w} pixels is over the limit of "
+            f"{max_pixels} (raise --max_image_pixels if the file is trusted)"
+        )
+
+
+def printable(text: str) -> str:
+    """`text` as valid Unicode: the bytes of a file name that are not UTF-8 (which Python keeps
+    as lone surrogates) become \\xNN escapes, so the name can be printed and written as UTF-8."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # Another lone surrogate, not a byte Python escaped.
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def safe_file_name(text: str) -> str:
+    """A file name any file system and OpenCV take for `text`: printable (see `printable`), with
+    path separators, control characters and the characters Windows reserves replaced by '_'."""
+    text = printable(text)
+    return "".join("_" if c in '<>:"/\\|?*' or ord(c) < 32 or ord(c) == 127 else c for c in text)
 
 
 def kind_of(path: str) -> str | None:
@@ -44,18 +88,66 @@ def find_inputs(paths: Sequence[str]) -> list[str]:
     return found
 
 
-def read_image(path: str) -> np.ndarray:
+def read_image(path: str, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
     """An image file -> RGB uint8 [H, W, 3].
 
+    Args:
+      path: the file (any name: it is read with Python's `open`, never by OpenCV).
+      max_pixels: refuse an image of more pixels, from its header before decoding when the
+        format is one `image_headers.image_size` reads.
+
     Raises:
+      PixelLimitError: the image is larger than `max_pixels`.
       DataError: missing, unreadable or corrupt file, naming it.
     """
+    name = printable(path)
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise io.DataError(f"{path}: cannot read ({e.strerror or e})") from e
-    return decode.decode_rgb(data, apply_exif=True, name=path)
+        raise io.DataError(f"{name}: cannot read ({e.strerror or e})") from e
+    size = image_headers.image_size(data)
+    if size is not None:
+        check_pixels(size, max_pixels, name=name, what="image (from its header)")
+    try:
+        rgb = decode.decode_rgb(data, apply_exif=True, name=name)
+    except cv2.error as e:  # E.g. a header over OpenCV's own pixel limit.
+        raise io.DataError(f"{name}: OpenCV cannot decode it ({str(e).strip()})") from e
+    check_pixels(rgb.shape[:2], max_pixels, name=name)
+    return rgb
+
+
+def write_image(path: str, rgb: np.ndarray) -> None:
+    """Writes an RGB uint8 image, encoded by the extension of `path` (any name: written with
+    Python's `open`, never by OpenCV). Raises OSError if it cannot."""
+    ok, encoded = cv2.imencode(os.path.splitext(path)[1] or ".png", rgb[..., ::-1])
+    if not ok:
+        raise OSError(f"{printable(path)}: OpenCV cannot encode this image")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(encoded.tobytes())
+
+
+@contextlib.contextmanager
+def _opencv_name(path: str) -> Iterator[str]:
+    """A name of `path` that OpenCV can take: `path` itself, or for a name that is not valid
+    UTF-8 (OpenCV crashes converting it) a link to it under a temporary ASCII name."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        with tempfile.TemporaryDirectory() as folder:
+            ext = os.path.splitext(path)[1].lower()
+            link = os.path.join(folder, "input" + (ext if kind_of(ext) else ""))
+            try:
+                os.symlink(os.path.abspath(path), link)
+            except OSError as e:
+                raise io.DataError(
+                    f"{printable(path)}: its name is not UTF-8 and cannot be linked for OpenCV "
+                    f"({e.strerror or e}); rename the file"
+                ) from e
+            yield link
+    else:
+        yield path
 
 
 def as_rgb(image: np.ndarray, *, name: str = "<array>") -> np.ndarray:
@@ -96,22 +188,27 @@ class VideoFrames:
       frames: the frame count the file declares (0 if unknown; a count, not a promise).
 
     Raises:
+      PixelLimitError: its frames are larger than `max_pixels`.
       DataError: the file cannot be opened as a video, or holds no frame.
     """
 
-    def __init__(self, path: str, *, every: int = 1):
+    def __init__(self, path: str, *, every: int = 1, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
         if every < 1:
             raise ValueError(f"every must be >= 1, got {every}")
+        self.name = printable(path)
         if not os.path.isfile(path):
-            raise io.DataError(f"{path}: file not found")
+            raise io.DataError(f"{self.name}: file not found")
         self.path, self.every = path, every
-        capture = cv2.VideoCapture(path)
-        if not capture.isOpened():
-            raise io.DataError(f"{path}: cannot be opened as a video")
-        fps = capture.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and fps > 0 else 25.0
-        self.frames = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-        capture.release()
+        with _opencv_name(path) as name:
+            capture = cv2.VideoCapture(name)
+            if not capture.isOpened():
+                raise io.DataError(f"{self.name}: cannot be opened as a video")
+            fps = capture.get(cv2.CAP_PROP_FPS)
+            size = (capture.get(cv2.CAP_PROP_FRAME_HEIGHT), capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+            self.fps = float(fps) if fps and fps > 0 else 25.0
+            self.frames = max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+            capture.release()
+        check_pixels(tuple(int(s) for s in size), max_pixels, name=self.name, what="video frame")
 
     @property
     def selected(self) -> int:
@@ -119,39 +216,48 @@ class VideoFrames:
         return -(-self.frames // self.every)
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        capture = cv2.VideoCapture(self.path)
         index = read = 0
-        try:
-            while True:
-                if index % self.every == 0:
-                    ok, frame = capture.read()
-                    if not ok:
+        with _opencv_name(self.path) as name:
+            capture = cv2.VideoCapture(name)
+            try:
+                while True:
+                    if index % self.every == 0:
+                        ok, frame = capture.read()
+                        if not ok:
+                            break
+                        read += 1
+                        yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                    elif not capture.grab():  # Skipped frames are not decoded.
                         break
-                    read += 1
-                    yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-                elif not capture.grab():  # Skipped frames are not decoded.
-                    break
-                index += 1
-        finally:
-            capture.release()
+                    index += 1
+            finally:
+                capture.release()
         if read == 0:
-            raise io.DataError(f"{self.path}: the video holds no readable frame")
+            raise io.DataError(f"{self.name}: the video holds no readable frame")
 
 
 class VideoWriter:
     """Writes RGB uint8 frames of one size to an .mp4 (MPEG-4 part 2, which OpenCV's wheels can
-    write) at `fps`."""
+    write) at `fps`. A `path` OpenCV cannot take (not UTF-8) is written under a temporary name
+    and moved there by `close`."""
 
     def __init__(self, path: str, *, fps: float):
         self.path, self.fps, self._writer = path, fps, None
+        self._folder = None
+        try:
+            path.encode("utf-8")
+            self._target = path
+        except UnicodeEncodeError:
+            self._folder = tempfile.mkdtemp()
+            self._target = os.path.join(self._folder, "video.mp4")
 
     def write(self, rgb: np.ndarray) -> None:
         if self._writer is None:
             h, w = rgb.shape[:2]
             fourcc = cv2.VideoWriter_fourcc(*"mp4v")
-            self._writer = cv2.VideoWriter(self.path, fourcc, self.fps, (w, h))
+            self._writer = cv2.VideoWriter(self._target, fourcc, self.fps, (w, h))
             if not self._writer.isOpened():
-                raise OSError(f"{self.path}: OpenCV cannot write this video")
+                raise OSError(f"{printable(self.path)}: OpenCV cannot write this video")
             self._size = (h, w)
         if rgb.shape[:2] != self._size:
             rgb = cv2.resize(rgb, self._size[::-1], interpolation=cv2.INTER_AREA)
@@ -161,3 +267,8 @@ class VideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            if self._folder is not None:
+                shutil.move(self._target, self.path)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None

@@ -21,7 +21,15 @@ whole-image counts.
 
 Memory: a forward pass's activations grow with its pixels; `max_pixels` bounds them (the
 default, 2^21 pixels, keeps a full-width VGG19 forward near 2.2 GB on a CPU; see README for
-measured peaks). The image itself is held once as uint8 and once normalised (12 bytes/pixel).
+measured peaks). The image itself is held once as uint8 and once normalised (12 bytes/pixel);
+`max_image_pixels` bounds it, as read from a file's header and as scaled up by
+`data.min_short_side` (a 100000 x 10 strip would become 5120000 x 512), so a hostile or odd
+image is refused with a message instead of exhausting the host's memory.
+
+Trust: a workdir's `config.json` names its method; only a registered method
+(`crowdjax.registry`) is loaded from it, since a "module:ATTR" name imports that module, which
+could be a file shipped with a downloaded workdir. Name such a method yourself to load it
+(`trusted_method`; predict.py's `--trust_method`).
 """
 
 from __future__ import annotations
@@ -79,17 +87,23 @@ class Prediction:
         return out
 
 
-def find_config(checkpoint: str) -> ml_collections.ConfigDict:
+def find_config(checkpoint: str, *, trusted_method: str | None = None) -> ml_collections.ConfigDict:
     """The run config next to a checkpoint: `config.json` of the workdir, or of the workdir above
     its `best/`, `checkpoints/` or one step directory.
 
+    Args:
+      checkpoint: the checkpoint path.
+      trusted_method: a "module:ATTR" method the caller names to replace the config's (see
+        `workdir.load_config`); without it only a registered method is accepted.
+
     Raises:
       FileNotFoundError: no config.json in those places (pass a config file instead).
+      ValueError: the config names a method that is not registered.
     """
     path = os.path.abspath(checkpoint)
     for _ in range(3):
         if os.path.isfile(os.path.join(path, "config.json")):
-            return load_config(path)
+            return load_config(path, trusted_method=trusted_method)
         path = os.path.dirname(path)
     raise FileNotFoundError(
         f"{checkpoint}: no config.json in it or the two folders above it; pass the config the "
@@ -135,6 +149,8 @@ class Counter:
       variables: {"params", **model_state} of the model.
       max_pixels: the most pixels one forward pass sees (the memory bound).
       margin: context (px) each window keeps around its core.
+      max_image_pixels: the most pixels of an image, as read and as scaled up by
+        `data.min_short_side` (`media.PixelLimitError` above).
       setup: the config's `run.Setup` on one device, if already built.
     """
 
@@ -145,6 +161,7 @@ class Counter:
         *,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         margin: int = DEFAULT_MARGIN,
+        max_image_pixels: int = media.DEFAULT_MAX_IMAGE_PIXELS,
         setup: run.Setup | None = None,
     ):
         self.config = config
@@ -160,6 +177,7 @@ class Counter:
                 f"with a {self.margin} px margin; raise it or lower the margin"
             )
         self.max_pixels = int(max_pixels)
+        self.max_image_pixels = int(max_image_pixels)
         self.min_short_side = int(config.data.min_short_side)
         self.variables = variables
         self._predict = jax.jit(
@@ -169,12 +187,21 @@ class Counter:
         )
 
     @classmethod
-    def load(cls, checkpoint: str, *, config=None, prefer: str = "best", **kwargs) -> Counter:
+    def load(
+        cls,
+        checkpoint: str,
+        *,
+        config=None,
+        prefer: str = "best",
+        trusted_method: str | None = None,
+        **kwargs,
+    ) -> Counter:
         """Loads a model: `checkpoint` is a workdir (its best checkpoint, else its latest), its
         `best/` or `checkpoints/`, one step directory, or a published PyTorch file (then
-        `config` is required). `config` defaults to the run's `config.json`."""
+        `config` is required). `config` defaults to the run's `config.json`, whose method must
+        be registered unless `trusted_method` names the "module:ATTR" to load (module doc)."""
         if config is None:
-            config = find_config(checkpoint)
+            config = find_config(checkpoint, trusted_method=trusted_method)
         setup = run.Setup(config, devices=jax.devices()[:1])
         abstract = setup.abstract_variables()
         if os.path.isfile(checkpoint):
@@ -192,18 +219,29 @@ class Counter:
     def count(self, image, *, name: str | None = None) -> Prediction:
         """Predicts one image: a path or a numpy RGB image (see `media.as_rgb`)."""
         if isinstance(image, str | os.PathLike):
-            name = name or os.fspath(image)
-            rgb = media.read_image(os.fspath(image))
+            name = name or media.printable(os.fspath(image))
+            rgb = media.read_image(os.fspath(image), max_pixels=self.max_image_pixels)
         else:
-            rgb = media.as_rgb(image, name=name or "<array>")
-        return self.count_rgb(rgb)
+            name = name or "<array>"
+            rgb = media.as_rgb(image, name=name)
+        return self.count_rgb(rgb, name=name)
 
-    def count_rgb(self, rgb: np.ndarray) -> Prediction:
-        """Predicts one RGB uint8 [H, W, 3] image."""
+    def count_rgb(self, rgb: np.ndarray, *, name: str = "<array>") -> Prediction:
+        """Predicts one RGB uint8 [H, W, 3] image (`name`: for error messages).
+
+        Raises:
+          media.PixelLimitError: the image, scaled up to `data.min_short_side`, holds more than
+            `max_image_pixels` pixels.
+        """
         import cv2
 
         shape = rgb.shape[:2]
         h, w = transforms.min_side_shape(*shape, self.min_short_side)
+        if (h, w) != shape:
+            what = f"{shape[0]} x {shape[1]} image scaled up by data.min_short_side to an image"
+        else:
+            what = "image"
+        media.check_pixels((h, w), self.max_image_pixels, name=name, what=what)
         scale = h / shape[0]
         if (h, w) != shape:
             rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_LINEAR)

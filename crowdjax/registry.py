@@ -1,7 +1,9 @@
 """The one registry of counting methods: name -> "module" defining `METHOD`, or "module:NAME".
 
 Modules are imported on first use, so importing crowdjax stays light. A method of your own needs
-no edit here: `config.method = "my_package.my_module:METHOD"` names it directly.
+no edit here: `config.method = "my_package.my_module:METHOD"` names it directly. Such a name
+imports (runs) the module it names, so a config that comes with someone else's files is read with
+`registered_only=True` (`crowdjax.workdir.load_config`).
 """
 
 from __future__ import annotations
@@ -25,11 +27,16 @@ def method_names() -> list[str]:
     return sorted(_METHODS)
 
 
-def get_method(name: str) -> Method:
-    """Returns the registered method `name` (or the `Method` at "module:ATTR"); an unknown name
-    lists the valid ones."""
+def get_method(name: str, *, registered_only: bool = False) -> Method:
+    """Returns the registered method `name` (or the `Method` at "module:ATTR", unless
+    `registered_only`); an unknown name lists the valid ones."""
     if name in _METHODS:
         target = _METHODS[name]
+    elif ":" in name and registered_only:
+        raise ValueError(
+            f"method {name!r} is not registered ({method_names()}); a 'module:ATTR' method is "
+            "not imported from here, since importing runs that module's code"
+        )
     elif ":" in name:
         target = name
     else:

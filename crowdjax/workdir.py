@@ -17,7 +17,7 @@ import subprocess
 import jax
 import ml_collections
 
-from crowdjax import config_migration
+from crowdjax import config_migration, registry
 
 CONFIG_FILE = "config.json"
 REVISION_FILE = "git_revision.txt"
@@ -51,16 +51,38 @@ def write_run_info(config, workdir: str) -> None:
         f.write(revision + "\n")
 
 
-def load_config(workdir: str) -> ml_collections.ConfigDict:
+def load_config(workdir: str, *, trusted_method: str | None = None) -> ml_collections.ConfigDict:
     """The resolved config a run wrote to `<workdir>/config.json`, for one process: the run's
-    multi-process settings are dropped (a lone eval.py would wait for the other processes)."""
+    multi-process settings are dropped (a lone eval.py would wait for the other processes), and
+    fields that older runs lack get their defaults (`crowdjax.config_migration`).
+
+    A workdir may come from anyone, so its method must be registered: a "module:ATTR" method
+    would import (run) that module. `trusted_method`, a method the caller names, replaces it.
+
+    Raises:
+      FileNotFoundError: no config.json in `workdir`.
+      ValueError: its method is not registered and no `trusted_method` is given.
+    """
     path = os.path.join(workdir, CONFIG_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no run config here; pass --config=<config file>")
     with open(path) as f:
         config = ml_collections.ConfigDict(json.load(f), type_safe=False)
+    if trusted_method is not None:
+        config.method = trusted_method
+    else:
+        try:
+            registry.get_method(config.method, registered_only=True)
+        except ValueError as e:
+            trust = f"--trust_method={config.method} (predict.py, eval.py)"
+            hint = (
+                f". If you trust its code, name it yourself: {trust}"
+                if ":" in config.method
+                else ""
+            )
+            raise ValueError(f"{path}: {e}{hint}") from None
     config.distributed.update(auto=False, coordinator_address="", num_processes=1, process_id=0)
-    return config_migration.upgrade(config)  # Fields that older runs lack get their defaults.
+    return config_migration.upgrade(config)
 
 
 def read_final(workdir: str) -> dict | None:

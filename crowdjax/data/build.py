@@ -4,8 +4,9 @@
   python -m crowdjax.data.build synthetic_crowd/street
   python -m crowdjax.data.build user_crowd/my_crowd --manual_dir=~/my_crowd   # your own images
 
-Flags follow the convention of every crowdjax command (`crowdjax.cli`: absl flags, `--flag=value`);
-the data set is the one positional argument.
+Flags follow the convention of every crowdjax command (absl flags, `--flag=value`, run by
+`absl.app`, as `crowdjax.cli` defines it for the engine's commands, which the data package does
+not import); the data set is the one positional argument.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 
 from absl import app, flags
 
-from crowdjax import cli
 from crowdjax.data import datasets
 
 
@@ -50,4 +50,4 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main)
+    app.run(main)
