@@ -291,7 +291,7 @@ def check_config(layout: str, config, path: str) -> None:
             "model.use_l2s=False (the official L2S rate model differs from crowdjax's: max- vs "
             "average-pooling, r = sqrt(clamp(y)) vs clamp/sigmoid; see crowdjax.models.published)"
         )
-    if layout == "autoscale_localization" and config.model.get("fpn_layout") != "official":
+    if layout == "autoscale_localization" and config.model.fpn_layout != "official":
         need.append("model.fpn_layout=official (the official localization backbone and top-down)")
     if need:
         needs = ", --config.".join(need)
