@@ -123,6 +123,18 @@ def train_and_evaluate(config, workdir: str, run_evals: Evals | None = None) -> 
         metric=f"{selected_by['eval']}/{selected_by['metric']}",
         mode=selected_by["mode"],
     )
+    try:
+        return _train_and_evaluate(setup, run_evals, ckpts, workdir)
+    except FloatingPointError as e:  # The NaN stop names the checkpoint to resume from.
+        e.args = (f"{e.args[0]} {ckpts.last_committed()}", *e.args[1:])
+        raise
+    finally:  # Whatever stops the run (NaN, Ctrl-C, an evaluation error), its saves commit.
+        ckpts.wait()
+        ckpts.close()
+
+
+def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str) -> dict:
+    config = setup.config
     state, origin = checkpointing.initial_state(setup, ckpts)
     start_step = int(state.step)
     prepared = preparation.load_or_run(setup, workdir, state.variables)
@@ -138,8 +150,6 @@ def train_and_evaluate(config, workdir: str, run_evals: Evals | None = None) -> 
     results = {}
     if config.eval_at_end:
         results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir)
-    ckpts.wait()
-    ckpts.close()
     writer.close()
     return results
 
