@@ -16,7 +16,8 @@ What a run survives: a state with a non-finite parameter or model-state value is
 (`save` and `save_if_best` raise FloatingPointError instead); the temporary directories an
 interrupted save left (`<step>.orbax-checkpoint-tmp-*`) are removed when a run opens its
 checkpoints; a latest checkpoint that cannot be restored is moved to
-`<workdir>/damaged_checkpoints/<step>` with a warning, and the run resumes from the one before.
+`<workdir>/damaged_checkpoints/<step>` with a warning, and the run resumes from the one before
+(when no step restores, nothing is moved and the error is raised).
 """
 
 from __future__ import annotations
@@ -175,25 +176,32 @@ class Checkpoints:
     def restore_latest(self, abstract_state: TrainState) -> TrainState | None:
         """The latest state that restores, into the shardings/dtypes of `abstract_state`, or None.
 
-        The committed steps are tried newest first: one that cannot be restored (a damaged or
-        missing file) is moved to `<workdir>/damaged_checkpoints/<step>` with a warning naming
-        it, so that the run saves that step again.
+        The committed steps are tried newest first. When an older one restores, the newer ones
+        that did not (a damaged or missing file) are moved to `<workdir>/damaged_checkpoints/`
+        with a warning naming each, so that the run saves those steps again.
 
         Raises:
-          ValueError: no committed step restores (the error of the newest one is chained).
+          ValueError: no committed step restores (nothing is moved: a config that does not fit
+            fails alike on every step, and its checkpoints are not damaged).
         """
-        first_error = None
+        failed = []
         for step in sorted(self.latest.all_steps(), reverse=True):
             try:
-                return self._restore(step, abstract_state)
-            except Exception as e:  # Any damage (orbax and tensorstore raise many kinds).
-                first_error = first_error or e
-                self._set_aside(step, e)
-        if first_error is not None:
+                state = self._restore(step, abstract_state)
+            except Exception as e:  # Damage takes many forms (orbax, tensorstore, the OS).
+                log(f"warning: the checkpoint {self._step_dir(step)} does not restore")
+                log(f"  {_first_words(e)}")
+                failed.append((step, e))
+                continue
+            for damaged, _ in failed:
+                self._set_aside(damaged)
+            return state
+        if failed:
+            step, error = failed[0]
             raise ValueError(
-                f"{self.latest.directory}: no checkpoint could be restored (each was moved to "
-                f"{self._damaged_dir}); the newest one's error: {_first_words(first_error)}"
-            ) from first_error
+                f"{self.latest.directory}: no checkpoint restores; the newest, step {step}, "
+                f"fails with {_first_words(error)}"
+            ) from error
         return None
 
     def _restore(self, step: int, abstract_state: TrainState) -> TrainState:
@@ -216,14 +224,16 @@ class Checkpoints:
             rng=restored["train"]["rng"],
         )
 
-    def _set_aside(self, step: int, error: Exception) -> None:
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(str(self.latest.directory), str(step))
+
+    def _set_aside(self, step: int) -> None:
         """Moves a step that does not restore out of the manager's directory (kept to inspect)."""
-        source = os.path.join(str(self.latest.directory), str(step))
+        source = self._step_dir(step)
         target, copy = os.path.join(self._damaged_dir, str(step)), 1
         while os.path.exists(target):  # Damaged again at the same step: keep each.
             target, copy = os.path.join(self._damaged_dir, f"{step}.{copy}"), copy + 1
         log(f"warning: skipping the damaged checkpoint {source}, moved to {target}")
-        log(f"  it does not restore: {_first_words(error)}")
         if jax.process_index() == 0:
             os.makedirs(self._damaged_dir, exist_ok=True)
             shutil.move(source, target)

@@ -112,6 +112,16 @@ def test_a_damaged_metrics_line_before_the_last_is_an_error_naming_file_and_line
 # ---------------------------------------------------------------------------------- checkpoints
 
 
+def _damage(workdir, step: int, how: str) -> None:
+    """Truncates or deletes the array data of a committed checkpoint's variables."""
+    data = os.path.join(workdir, "checkpoints", str(step), "variables", "d")
+    for name in os.listdir(data):
+        if how == "truncated":
+            os.truncate(os.path.join(data, name), 10)
+        else:
+            os.remove(os.path.join(data, name))
+
+
 @pytest.mark.parametrize("damage", ["truncated", "deleted"])
 def test_a_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one_before(
     tiny_data_dir, tmp_path, capsys, damage
@@ -120,12 +130,7 @@ def test_a_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one
     trainer.train_and_evaluate(_config(tiny_data_dir, 6), straight)
     trainer.train_and_evaluate(_config(tiny_data_dir, 4), damaged)
     # A kill or a full disk took the array data of step 4, and the last metrics line.
-    data = os.path.join(damaged, "checkpoints", "4", "variables", "d")
-    for name in os.listdir(data):
-        if damage == "truncated":
-            os.truncate(os.path.join(data, name), 10)
-        else:
-            os.remove(os.path.join(data, name))
+    _damage(damaged, 4, damage)
     with open(os.path.join(damaged, "metrics.jsonl"), "a") as f:
         f.write('{"step": 5, "spl')
     capsys.readouterr()
@@ -141,6 +146,17 @@ def test_a_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one
     a, _ = checkpointing.restore_variables(straight, setup.abstract_variables(), prefer="latest")
     b, _ = checkpointing.restore_variables(damaged, setup.abstract_variables(), prefer="latest")
     np.testing.assert_array_equal(np.asarray(a["params"]["c"]), np.asarray(b["params"]["c"]))
+
+
+def test_when_no_checkpoint_restores_the_error_is_raised_and_nothing_is_moved(
+    tiny_data_dir, tmp_path
+):
+    trainer.train_and_evaluate(_config(tiny_data_dir, 4), str(tmp_path))
+    _damage(tmp_path, 2, "truncated")
+    _damage(tmp_path, 4, "deleted")
+    with pytest.raises(ValueError, match=r"no checkpoint restores; the newest, step 4, fails"):
+        trainer.train_and_evaluate(_config(tiny_data_dir, 6), str(tmp_path))
+    assert _committed(tmp_path) == [2, 4] and not os.path.exists(tmp_path / "damaged_checkpoints")
 
 
 def test_stale_temporary_checkpoint_directories_are_removed_on_start(tmp_path, capsys):
