@@ -11,16 +11,26 @@ Each checkpoint holds three items, so a reader restores only what it needs:
 The best checkpoint's metric is stored by orbax inside that checkpoint, so "which step is best"
 is only ever read from a committed checkpoint. `<workdir>/best_metrics.json` repeats it for
 people, written after the checkpoint is committed.
+
+What a run survives: a state with a non-finite parameter or model-state value is never saved
+(`save` and `save_if_best` raise FloatingPointError instead); the temporary directories an
+interrupted save left (`<step>.orbax-checkpoint-tmp-*`) are removed when a run opens its
+checkpoints; a latest checkpoint that cannot be restored is moved to
+`<workdir>/damaged_checkpoints/<step>` with a warning, and the run resumes from the one before
+(when no step restores, nothing is moved and the error is raised).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from crowdjax import sharding
 from crowdjax.metric_writers import log
@@ -34,6 +44,32 @@ def _save_args(state: TrainState) -> ocp.args.Composite:
         opt_state=ocp.args.StandardSave(state.opt_state),
         train=ocp.args.StandardSave({"step": state.step, "rng": state.rng}),
     )
+
+
+# What orbax appends to a step directory's name until the save is committed.
+TEMPORARY_MARK = ".orbax-checkpoint-tmp"
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+    """True when every floating-point value of `tree` is finite: one reduction on the device."""
+    leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves] or [jnp.array(True)]))
+
+
+def remove_stale_temporaries(directory: str) -> list[str]:
+    """Removes the temporary step directories that an interrupted save left in `directory` (a
+    kill before orbax committed it), on process 0; returns their paths."""
+    if jax.process_index() != 0 or not os.path.isdir(directory):
+        return []
+    stale = sorted(
+        os.path.join(directory, name) for name in os.listdir(directory) if TEMPORARY_MARK in name
+    )
+    for path in stale:
+        log(f"removing {path}: a checkpoint save that never committed")
+        shutil.rmtree(path)
+    return stale
 
 
 def _read_only(directory: str) -> ocp.CheckpointManager:
@@ -66,6 +102,9 @@ class Checkpoints:
             raise ValueError(f"selection mode must be 'min' or 'max', got {mode!r}")
         self.metric, self.mode = metric, mode
         self._best_file = os.path.join(workdir, "best_metrics.json")
+        self._damaged_dir = os.path.join(workdir, DAMAGED_DIR)
+        for name in ("checkpoints", "best"):
+            remove_stale_temporaries(os.path.join(workdir, name))
         self.latest = ocp.CheckpointManager(
             os.path.abspath(os.path.join(workdir, "checkpoints")),
             options=ocp.CheckpointManagerOptions(
@@ -86,10 +125,25 @@ class Checkpoints:
         )
 
     def save(self, step: int, state: TrainState) -> None:
-        """Saves a latest checkpoint (no-op when this step is already saved)."""
+        """Saves a latest checkpoint (no-op when this step is already saved).
+
+        Raises:
+          FloatingPointError: a parameter or model-state value is not finite (nothing saved).
+        """
         if step in self.latest.all_steps():
             return
+        _check_savable(step, state)
         self.latest.save(step, args=_save_args(state), force=True)
+
+    def last_committed(self) -> str:
+        """A sentence naming the latest committed checkpoint (after the pending saves)."""
+        self.latest.wait_until_finished()
+        step = self.latest.latest_step()
+        if step is None:
+            return "No checkpoint of this run was committed."
+        return (
+            f"The last committed checkpoint is step {step} ({self.latest.directory / str(step)})."
+        )
 
     def best_record(self) -> dict | None:
         """{"step", "metric", "value"} of the committed best checkpoint, or None."""
@@ -111,6 +165,7 @@ class Checkpoints:
             return False
         if step in self.best.all_steps():  # Re-run of a step already saved as best.
             return True
+        _check_savable(step, state)
         self.best.save(step, args=_save_args(state), metrics={"value": float(value)}, force=True)
         self.best.wait_until_finished()
         if jax.process_index() == 0:
@@ -119,10 +174,37 @@ class Checkpoints:
         return True
 
     def restore_latest(self, abstract_state: TrainState) -> TrainState | None:
-        """The latest state, restored into the shardings/dtypes of `abstract_state`, or None."""
-        step = self.latest.latest_step()
-        if step is None:
-            return None
+        """The latest state that restores, into the shardings/dtypes of `abstract_state`, or None.
+
+        The committed steps are tried newest first. When an older one restores, the newer ones
+        that did not (a damaged or missing file) are moved to `<workdir>/damaged_checkpoints/`
+        with a warning naming each, so that the run saves those steps again.
+
+        Raises:
+          ValueError: no committed step restores (nothing is moved: a config that does not fit
+            fails alike on every step, and its checkpoints are not damaged).
+        """
+        failed = []
+        for step in sorted(self.latest.all_steps(), reverse=True):
+            try:
+                state = self._restore(step, abstract_state)
+            except Exception as e:  # Damage takes many forms (orbax, tensorstore, the OS).
+                log(f"warning: the checkpoint {self._step_dir(step)} does not restore")
+                log(f"  {_first_words(e)}")
+                failed.append((step, e))
+                continue
+            for damaged, _ in failed:
+                self._set_aside(damaged)
+            return state
+        if failed:
+            step, error = failed[0]
+            raise ValueError(
+                f"{self.latest.directory}: no checkpoint restores; the newest, step {step}, "
+                f"fails with {_first_words(error)}"
+            ) from error
+        return None
+
+    def _restore(self, step: int, abstract_state: TrainState) -> TrainState:
         restored = self.latest.restore(
             step,
             args=ocp.args.Composite(
@@ -142,6 +224,23 @@ class Checkpoints:
             rng=restored["train"]["rng"],
         )
 
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(str(self.latest.directory), str(step))
+
+    def _set_aside(self, step: int) -> None:
+        """Moves a step that does not restore out of the manager's directory (kept to inspect)."""
+        source = self._step_dir(step)
+        target, copy = os.path.join(self._damaged_dir, str(step)), 1
+        while os.path.exists(target):  # Damaged again at the same step: keep each.
+            target, copy = os.path.join(self._damaged_dir, f"{step}.{copy}"), copy + 1
+        log(f"warning: skipping the damaged checkpoint {source}, moved to {target}")
+        if jax.process_index() == 0:
+            os.makedirs(self._damaged_dir, exist_ok=True)
+            shutil.move(source, target)
+        if jax.process_count() > 1:  # No process reloads the step list before it is moved.
+            multihost_utils.sync_global_devices(f"damaged checkpoint {step} set aside")
+        self.latest.reload()
+
     def wait(self) -> None:
         self.latest.wait_until_finished()
         self.best.wait_until_finished()
@@ -149,6 +248,21 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+def _first_words(error: Exception, limit: int = 300) -> str:
+    # Tensorstore's messages end in kilobytes of JSON spec; the head names file and fault.
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def _check_savable(step: int, state: TrainState) -> None:
+    if not bool(_all_finite(state.variables)):
+        raise FloatingPointError(
+            f"non-finite parameter or model-state value at step {step}: not saved, training "
+            "stopped. Lower the learning rate, check the data, or resume from the last "
+            "checkpoint with a change."
+        )
 
 
 def initial_state(setup, ckpts: Checkpoints) -> tuple[TrainState, str]:

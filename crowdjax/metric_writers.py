@@ -43,19 +43,33 @@ class MetricWriter:
     def drop(self, predicate) -> int:
         """Removes the lines already written for which `predicate(record)` holds; returns how
         many. A resumed run drops the steps after its checkpoint, which it trains and logs again,
-        so no step is logged twice."""
+        so no step is logged twice.
+
+        A last line cut short (a kill or a full disk while it was written) is dropped too, with a
+        warning naming the file (a resumed run logs the steps after its checkpoint again).
+
+        Raises:
+          ValueError: a damaged line before the last, naming the file and the line.
+        """
         if not self.enabled:
             return 0
         self._file.close()
         with open(self._path) as f:
             lines = [line for line in f if line.strip()]
-        kept = [line for line in lines if not predicate(json.loads(line))]
-        if len(kept) != len(lines):
+        records = _read_records(self._path, lines)
+        kept = [
+            line
+            for line, r in zip(lines, records, strict=True)
+            if r is not None and not predicate(r)
+        ]
+        if kept != lines or (lines and not lines[-1].endswith("\n")):
+            # A complete last record that lost its line end gets one (the next line follows).
+            kept = [line if line.endswith("\n") else line + "\n" for line in kept]
             with open(self._path + ".tmp", "w") as f:
                 f.writelines(kept)
             os.replace(self._path + ".tmp", self._path)
         self._file = open(self._path, "a")  # noqa: SIM115
-        return len(lines) - len(kept)
+        return sum(1 for r in records if r is not None and predicate(r))
 
     def write(self, step: int, metrics: dict, *, split: str = "train", **fields) -> None:
         """One line: {"step", "split" (train or an evaluation's prefix), **fields, **metrics}."""
@@ -75,6 +89,25 @@ class MetricWriter:
             self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _read_records(path: str, lines: list[str]) -> list[dict | None]:
+    """The record of each line; None for a last line cut short (dropped with a warning)."""
+    records = []
+    for number, line in enumerate(lines, 1):
+        try:
+            records.append(json.loads(line))
+        except ValueError as e:
+            if number < len(lines):
+                raise ValueError(
+                    f"{path}:{number}: damaged line, not a metrics record ({e})"
+                ) from e
+            log(
+                f"warning: {path}: its last line was cut short (a killed run or a full disk?); "
+                "it is dropped"
+            )
+            records.append(None)
+    return records
 
 
 def _to_python(value):

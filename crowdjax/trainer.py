@@ -11,7 +11,9 @@ checkpoint, each written to its own `eval_<prefix>.json` (`crowdjax.eval_writer`
 to `final.json` (`crowdjax.workdir`). It resumes from the workdir after a kill (step, variables,
 optimizer states and the data order: batch i is a pure function of (seed, i)), and a finished
 workdir re-run reports its final evaluation again (or finishes it, if the run was killed during
-it).
+it). Whatever exception stops a run, the checkpoint saves it started commit before it propagates;
+a non-finite loss term or state (`_check_finite`, `checkpointing.Checkpoints.save`) stops it with
+a FloatingPointError that names the last committed checkpoint.
 
 Imports run one way: the entry points (train.py, eval.py, `crowdjax.cross_validation`) -> this
 module -> {`crowdjax.evaluation`, `crowdjax.preparation`} -> `crowdjax.run` -> `crowdjax.registry`
@@ -109,6 +111,10 @@ def train_and_evaluate(config, workdir: str, run_evals: Evals | None = None) -> 
       config: the run's config.
       workdir: the run's directory (resumed from when it holds a checkpoint).
       run_evals: `config.evals` parsed (`crowdjax.evals.parse`); parsed here when None.
+
+    Raises:
+      FloatingPointError: a loss term, the gradient norm, a parameter or a model-state value is
+        not finite; the message names the step and the last committed checkpoint.
     """
     sharding.maybe_initialize_distributed(config)
     run_evals = run_evals or evals.parse(config)
@@ -123,6 +129,18 @@ def train_and_evaluate(config, workdir: str, run_evals: Evals | None = None) -> 
         metric=f"{selected_by['eval']}/{selected_by['metric']}",
         mode=selected_by["mode"],
     )
+    try:
+        return _train_and_evaluate(setup, run_evals, ckpts, workdir)
+    except FloatingPointError as e:  # The NaN stop names the checkpoint to resume from.
+        e.args = (f"{e.args[0]} {ckpts.last_committed()}", *e.args[1:])
+        raise
+    finally:  # Whatever stops the run (NaN, Ctrl-C, an evaluation error), its saves commit.
+        ckpts.wait()
+        ckpts.close()
+
+
+def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str) -> dict:
+    config = setup.config
     state, origin = checkpointing.initial_state(setup, ckpts)
     start_step = int(state.step)
     prepared = preparation.load_or_run(setup, workdir, state.variables)
@@ -138,8 +156,6 @@ def train_and_evaluate(config, workdir: str, run_evals: Evals | None = None) -> 
     results = {}
     if config.eval_at_end:
         results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir)
-    ckpts.wait()
-    ckpts.close()
     writer.close()
     return results
 
