@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 
+import jax
 import numpy as np
 
 from crowdjax import cli, trainer
@@ -64,9 +65,10 @@ def run(config, workdir: str) -> dict:
         log(f"cross-validation: fold {fold} ({folds.index(fold) + 1} of {len(folds)})")
         per_fold[fold] = trainer.run_main(fold_config(config, fold), os.path.join(workdir, fold))
     summary = summarize(per_fold)
-    os.makedirs(workdir, exist_ok=True)
-    with open(os.path.join(workdir, RESULT_FILE), "w") as f:
-        json.dump(summary, f, indent=1, default=float)
+    if jax.process_index() == 0:  # One writer of the shared summary.
+        os.makedirs(workdir, exist_ok=True)
+        with open(os.path.join(workdir, RESULT_FILE), "w") as f:
+            json.dump(summary, f, indent=1, default=float)
     m = summary["mean"]
     log(
         f"cross-validation over {len(folds)} folds: mean MAE {m['mae']:.2f}  RMSE {m['rmse']:.2f}"

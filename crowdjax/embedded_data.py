@@ -2,8 +2,10 @@
 
 A run (train.py, `python -m crowdjax.preparation`) calls `build_embedded_data` before anything
 reads data: the `synthetic_crowd/*` data sets it uses and that are not built yet are rendered
-(process 0). Real data sets must be built by the user (`python -m crowdjax.data.build`); their
-absence raises an error quoting the build command where they are first read.
+(by process 0, while the other processes wait; JAX must be initialized first, see
+`crowdjax.sharding.maybe_initialize_distributed`). Real data sets must be built by the user
+(`python -m crowdjax.data.build`); their absence raises an error quoting the build command where
+they are first read.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from collections.abc import Iterable
 
 import jax
 
+from crowdjax import sharding
 from crowdjax.data import datasets, settings
 from crowdjax.metric_writers import log
 
@@ -23,8 +26,13 @@ def build_embedded_data(config, eval_datasets: Iterable[str]) -> None:
     names |= {config.data.target} - {""}
     names |= set(eval_datasets) - {""}
     data_dir = config.data.data_dir or None
-    for name in sorted(names):
-        if name.startswith("synthetic_crowd") and not datasets.is_prepared(name, data_dir=data_dir):
-            if jax.process_index() == 0:
-                log(f"building {name} (first use)...")
-                datasets.build(name, data_dir=data_dir)
+    missing = [
+        name
+        for name in sorted(names)
+        if name.startswith("synthetic_crowd") and not datasets.is_prepared(name, data_dir=data_dir)
+    ]
+    if missing and jax.process_index() == 0:  # One writer; the other processes wait for it.
+        for name in missing:
+            log(f"building {name} (first use)...")
+            datasets.build(name, data_dir=data_dir)
+    sharding.barrier("crowdjax-embedded-data")

@@ -32,7 +32,6 @@ import jax
 import ml_collections
 import numpy as np
 from flax import traverse_util
-from jax.experimental import multihost_utils
 
 from crowdjax import checkpointing, cli, evals, sharding
 from crowdjax.embedded_data import build_embedded_data
@@ -105,11 +104,6 @@ def load(workdir: str) -> Preparation | None:
     )
 
 
-def _barrier(name: str) -> None:
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
-
-
 def load_or_run(setup: Setup, workdir: str, variables: dict) -> Preparation | None:
     """The workdir's stored preparation; computed and stored first if there is none yet.
 
@@ -128,7 +122,7 @@ def load_or_run(setup: Setup, workdir: str, variables: dict) -> Preparation | No
     result = method.prepare(context(setup, variables))
     if jax.process_index() == 0:
         save(result, workdir, method=method.name)
-    _barrier("crowdjax-preparation")
+    sharding.barrier("crowdjax-preparation")
     log(f"preparation: stored in {directory(workdir)}")
     return load(workdir)
 

@@ -12,6 +12,7 @@ import logging
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 DATA_AXIS = "data"
@@ -25,8 +26,8 @@ def maybe_initialize_distributed(config) -> None:
     processes on localhost). Neither: a single process.
     """
     spec = config.distributed
-    if not (spec.auto or spec.coordinator_address):
-        return
+    if not (spec.auto or spec.coordinator_address) or jax.distributed.is_initialized():
+        return  # Single process, or initialized already (e.g. by an earlier fold of the command).
     # CPU processes (tests, localhost runs) need gloo for cross-process collectives; GPU and TPU
     # backends ignore this option.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -84,6 +85,10 @@ def process_0_decides(flag: bool) -> bool:
     alike (a checkpoint save is a collective; a branch may run the sharded model)."""
     if jax.process_count() == 1:
         return bool(flag)
-    from jax.experimental import multihost_utils
-
     return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag)))
+
+
+def barrier(name: str) -> None:
+    """Every process waits here for the others (no-op for a single process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)

@@ -223,14 +223,16 @@ def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str
         "eval": setup.config.eval.to_dict(),
     }
     stored = read_final(workdir)
-    if stored is not None:
-        if stored["checkpoint"] == checkpoint and stored.get("evaluated") == json.loads(
-            json.dumps(evaluated)
-        ):
-            path = os.path.join(workdir, FINAL_FILE)
-            log(f"final evaluation of this checkpoint already done ({path}):")
-            report(stored["results"], checkpoint)
-            return stored["results"]
+    done = (
+        stored is not None
+        and stored["checkpoint"] == checkpoint
+        and stored.get("evaluated") == json.loads(json.dumps(evaluated))
+    )
+    if sharding.process_0_decides(done):  # Every process takes the same branch.
+        log(f"final evaluation of this checkpoint already done ({workdir}/{FINAL_FILE}):")
+        results = stored["results"] if stored is not None else {}  # Process 0 has them.
+        report(results, checkpoint)
+        return results
     writer.drop(lambda r: r.get("final", False))  # Of a final evaluation that was cut short.
     info = {"checkpoint": checkpoint, "selected_by": run_evals.selection.info}
     results = {}
@@ -265,6 +267,7 @@ def report(results: dict, checkpoint: dict) -> None:
 def run_main(config, workdir: str) -> dict:
     """What `train.py` runs: build the synthetic data the run uses (first use), train, then
     report every evaluation against the mean baseline."""
+    sharding.maybe_initialize_distributed(config)  # Before any JAX call, the data build's too.
     run_evals = evals.parse(config)
     build_embedded_data(config, run_evals.datasets)
     return train_and_evaluate(config, workdir, run_evals)

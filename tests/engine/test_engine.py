@@ -170,12 +170,15 @@ def test_resume_after_kill_reaches_same_parameters(tiny_data_dir, tmp_path):
 
 def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
     """Two processes on localhost (jax.distributed, 1 CPU device each) train like one process
-    with 2 devices: each reads its half of every global batch."""
+    with 2 devices: each reads its half of every global batch. They start as on a fresh pod,
+    before the embedded data exists: JAX is initialized before any JAX call, process 0 builds
+    the data and the other waits for it."""
     port = 20000 + os.getpid() % 20000
     procs = []
+    fresh_data_dir = str(tmp_path / "fresh_data")  # Rendered by the run: the same tiny data.
     for pid in range(2):
         args = [
-            *_train_args(tiny_data_dir, str(tmp_path / "multi"), 4),
+            *_train_args(fresh_data_dir, str(tmp_path / "multi"), 4),
             f"--config.distributed.coordinator_address=127.0.0.1:{port}",
             "--config.distributed.num_processes=2",
             f"--config.distributed.process_id={pid}",
