@@ -92,26 +92,32 @@ def check_compatible(directory, step: int, abstract_state: TrainState, *, shown:
     """
     handlers = {"variables": ocp.StandardCheckpointHandler()}
     handlers["opt_state"] = ocp.StandardCheckpointHandler()
+    handlers["train"] = ocp.StandardCheckpointHandler()  # Read by none; named, so orbax is quiet.
     try:
         metadata = _read_only(str(directory), handlers).item_metadata(step)
     except Exception:  # noqa: BLE001  (any damage: the restore, not this check, reports it)
         return
-    lines = []
+    lines, counts = [], []
     for item, abstract in (
         ("variables", abstract_state.variables),
         ("opt_state", abstract_state.opt_state),
     ):
         stored = metadata[item] if item in metadata else None
         if stored is not None:
-            lines += _shape_differences(item, _leaf_shapes(stored), _leaf_shapes(abstract))
+            differing = _shape_differences(item, _leaf_shapes(stored), _leaf_shapes(abstract))
+            lines += differing
+            counts += [f"{len(differing)} in {item}"] if differing else []
     if not lines:
         return
     more = f"\n  ... and {len(lines) - shown} more" if len(lines) > shown else ""
     raise CheckpointMismatchError(
         f"{directory}/{step}: this checkpoint does not fit the config's model and optimizer "
-        f"({len(lines)} differing arrays):\n  " + "\n  ".join(lines[:shown]) + more + "\n"
-        "Resume with the run's own config (its config.json), or start the new config in "
-        "another --workdir (--config.init_from=<this workdir> takes its variables only)."
+        f"(differing arrays: {', '.join(counts)}):\n  "
+        + "\n  ".join(lines[:shown])
+        + more
+        + "\nResume with the run's own config (its config.json), or start the new config in "
+        "another --workdir (--config.init_from=<this workdir> takes the variables of a model "
+        "of the same shapes, not its optimizer state)."
     )
 
 
