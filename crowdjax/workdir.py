@@ -12,7 +12,8 @@ differing fields, except the fields in `FREE_FIELDS` (where and how fast the run
 evaluated) and those the user allows by prefix (train.py's `--allow_config_change`).
 
 Checkpoints (`crowdjax.checkpointing`), metrics (`crowdjax.metric_writers`), evaluations
-(`crowdjax.eval_writer`) and a method's preparation (`crowdjax.preparation`) write theirs.
+(`crowdjax.eval_writer`) and a method's preparation (`crowdjax.preparation`) write theirs; the
+running training run's `lock.json` is `crowdjax.workdir_lock`'s.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -67,10 +68,8 @@ def test_a_second_train_py_on_a_live_workdir_is_refused(tiny_data_dir, tmp_path)
         "--config=configs/quickstart.py:tiny",
         f"--workdir={tmp_path}",
         f"--config.data.data_dir={tiny_data_dir}",
-        "--config.train.num_steps=40",  # Long enough to be running while the second starts.
-        "--config.train.log_every=10",
-        "--config.train.checkpoint_every=10",
-        "--config.train.eval_every=20",
+        "--config.train.num_steps=8",
+        "--config.train.eval_every=4",
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO}
     first = subprocess.Popen(
@@ -81,27 +80,34 @@ def test_a_second_train_py_on_a_live_workdir_is_refused(tiny_data_dir, tmp_path)
         stderr=subprocess.PIPE,
         text=True,
     )
-    lock = workdir_lock.lock_path(str(tmp_path))
-    deadline = time.time() + 300
-    while not os.path.exists(lock):
-        assert first.poll() is None, first.communicate()[1][-3000:]
-        assert time.time() < deadline
-        time.sleep(0.05)
-    second = run_script(args)
-    assert first.poll() is None, "the first run ended before the second was refused"
-    out, err = first.communicate(timeout=600)
+    try:
+        # The first run is paused once it has a checkpoint and metrics (however fast it trains,
+        # it is mid-run while the second starts), and goes on once the second has ended.
+        deadline = time.time() + 300
+        while not os.path.isdir(tmp_path / "checkpoints" / "2"):
+            assert first.poll() is None, first.communicate()[1][-3000:]
+            assert time.time() < deadline
+            time.sleep(0.02)
+        first.send_signal(signal.SIGSTOP)
+        assert first.poll() is None, "the first run ended before the second started"
+        second = run_script(args)
+    finally:
+        first.send_signal(signal.SIGCONT)
+        out, err = first.communicate(timeout=600)
     assert first.returncode == 0, err[-3000:]
     assert second.returncode != 0
     holder = f"another run holds this workdir (host {socket.gethostname()!r}, PID {first.pid}, "
     assert holder in second.stderr + second.stdout
-    # The first run's files are whole: every step logged once, every checkpoint committed.
+    # The first run's files are whole: every step logged once, its checkpoints committed, its
+    # final report written, its lock released.
     with open(tmp_path / "metrics.jsonl") as f:
         records = [json.loads(line) for line in f]
-    assert [r["step"] for r in records if r["split"] == "train"] == [10, 20, 30, 40]
-    for step in (20, 30, 40):
-        assert os.path.exists(tmp_path / "checkpoints" / str(step) / "commit_success.txt")
+    assert [r["step"] for r in records if r["split"] == "train"] == [2, 4, 6, 8]
+    assert sorted(os.listdir(tmp_path / "checkpoints"), key=int) == ["4", "6", "8"]
+    assert os.path.exists(tmp_path / "checkpoints" / "8" / "commit_success.txt")
     assert "final evaluation of the best checkpoint" in out
-    assert not os.path.exists(lock)
+    assert workdir.read_final(str(tmp_path))["checkpoint"]["kind"] == "best"
+    assert not os.path.exists(workdir_lock.lock_path(str(tmp_path)))
 
 
 def _config(data_dir, **overrides):
