@@ -36,7 +36,7 @@ import numpy as np
 from flax import traverse_util
 from jax.experimental import multihost_utils
 
-from crowdjax import checkpointing, cli, evals, sharding
+from crowdjax import checkpointing, cli, evals, sharding, workdir_lock
 from crowdjax.data import settings
 from crowdjax.embedded_data import build_embedded_data
 from crowdjax.methods.base import Preparation, PrepareContext
@@ -223,11 +223,12 @@ def main(argv) -> None:
     if setup.method.prepare is None:
         log(f"method {config.method!r} has no preparation: nothing to do")
         return
-    ckpts = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-    state, origin = checkpointing.initial_state(setup, ckpts)
-    log(f"preparing from the {origin} variables")
-    load_or_run(setup, workdir, state.variables)
-    ckpts.close()
+    with workdir_lock.hold(workdir):  # It writes the workdir, as a training run does.
+        ckpts = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+        state, origin = checkpointing.initial_state(setup, ckpts)
+        log(f"preparing from the {origin} variables")
+        load_or_run(setup, workdir, state.variables)
+        ckpts.close()
 
 
 if __name__ == "__main__":
