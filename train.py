@@ -5,7 +5,9 @@
   python train.py --config=configs/uot_shb.py:tiny --config.train.num_steps=10
 
 `--config=<file>[:variant]` loads `get_config(variant)`; `--config.<field>=<value>` overrides any
-field. Killing and re-running the same command resumes from the last checkpoint in the workdir.
+field. Killing and re-running the same command resumes from the last checkpoint in the workdir;
+a resumed run keeps the workdir's config unless `--allow_config_change=train.num_steps,...`
+names the fields it may change. A second train.py on a workdir in use is refused.
 The console shows crowdjax's lines and the libraries' warnings; `-v 0` (absl's --verbosity) adds
 their INFO lines. Everything goes to `<workdir>/log.txt` (see `crowdjax.console`).
 """
@@ -13,12 +15,13 @@ their INFO lines. Everything goes to `<workdir>/log.txt` (see `crowdjax.console`
 from crowdjax import cli, trainer
 
 cli.define_config_and_workdir(lock_config=True)
+cli.define_allow_config_change()
 
 
 def main(argv):
     del argv
     config, workdir = cli.config_and_workdir()
-    trainer.run_main(config, workdir)
+    trainer.run_main(config, workdir, allow_config_change=cli.allowed_config_changes())
 
 
 if __name__ == "__main__":

@@ -72,10 +72,89 @@ def remove_stale_temporaries(directory: str) -> list[str]:
     return stale
 
 
-def _read_only(directory: str) -> ocp.CheckpointManager:
+def _read_only(directory: str, item_handlers: dict | None = None) -> ocp.CheckpointManager:
     # The options orbax would otherwise reset, with a warning each, for a read-only manager.
     options = ocp.CheckpointManagerOptions(read_only=True, save_interval_steps=0, create=False)
-    return ocp.CheckpointManager(directory, options=options)
+    return ocp.CheckpointManager(directory, options=options, item_handlers=item_handlers)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint's arrays do not fit the model or optimizer of the config."""
+
+
+def _path_name(path) -> str:
+    # Orbax's metadata has dict keys where the abstract state has namedtuple fields (optax
+    # states): both become their names.
+    parts = []
+    for key in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(key, attr):
+                parts.append(str(getattr(key, attr)))
+                break
+    return "/".join(parts)
+
+
+def _leaf_shapes(tree) -> dict[str, tuple]:
+    leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return {_path_name(p): tuple(leaf.shape) for p, leaf in leaves if hasattr(leaf, "shape")}
+
+
+def _shape_differences(item: str, stored: dict, expected: dict) -> list[str]:
+    lines = []
+    for path in sorted(stored.keys() | expected.keys()):
+        old, new = stored.get(path), expected.get(path)
+        if old == new:
+            continue
+        if old is None:
+            lines.append(f"{item}/{path}: not in the checkpoint (config: shape {new})")
+        elif new is None:
+            lines.append(f"{item}/{path}: only in the checkpoint (shape {old})")
+        else:
+            lines.append(f"{item}/{path}: checkpoint shape {old}, config shape {new}")
+    return lines
+
+
+def check_compatible(directory, step: int, abstract_state: TrainState, *, shown: int = 20) -> None:
+    """Checks, before restoring, that checkpoint `step` of `directory` (a manager's directory)
+    has the parameter, model-state and optimizer-state arrays of `abstract_state`.
+
+    Compares the checkpoint's metadata (paths and shapes) with the abstract state, so that a
+    changed model or optimizer is named here rather than in orbax's tree-structure errors. A
+    checkpoint whose metadata cannot be read is left to the restore (which says what is wrong).
+
+    Raises:
+      CheckpointMismatchError: naming each differing path (its item, "variables" or
+        "opt_state", first) with both shapes; at most `shown` of them, and how many more.
+    """
+    handlers = {"variables": ocp.StandardCheckpointHandler()}
+    handlers["opt_state"] = ocp.StandardCheckpointHandler()
+    handlers["train"] = ocp.StandardCheckpointHandler()  # Read by none; named, so orbax is quiet.
+    try:
+        metadata = _read_only(str(directory), handlers).item_metadata(step)
+    except Exception:  # noqa: BLE001  (any damage: the restore, not this check, reports it)
+        return
+    lines, counts = [], []
+    for item, abstract in (
+        ("variables", abstract_state.variables),
+        ("opt_state", abstract_state.opt_state),
+    ):
+        stored = metadata[item] if item in metadata else None
+        if stored is not None:
+            differing = _shape_differences(item, _leaf_shapes(stored), _leaf_shapes(abstract))
+            lines += differing
+            counts += [f"{len(differing)} in {item}"] if differing else []
+    if not lines:
+        return
+    more = f"\n  ... and {len(lines) - shown} more" if len(lines) > shown else ""
+    raise CheckpointMismatchError(
+        f"{directory}/{step}: this checkpoint does not fit the config's model and optimizer "
+        f"(differing arrays: {', '.join(counts)}):\n  "
+        + "\n  ".join(lines[:shown])
+        + more
+        + "\nResume with the run's own config (its config.json), or start the new config in "
+        "another --workdir (--config.init_from=<this workdir> takes the variables of a model "
+        "of the same shapes, not its optimizer state)."
+    )
 
 
 class Checkpoints:
@@ -274,7 +353,11 @@ def initial_state(setup, ckpts: Checkpoints) -> tuple[TrainState, str]:
     ("scratch"). Every optimizer group starts fresh unless the run resumes.
     """
     config = setup.config
-    restored = ckpts.restore_latest(setup.abstract_with_shardings())
+    abstract = setup.abstract_with_shardings()
+    latest_step = ckpts.latest.latest_step()
+    if latest_step is not None:
+        check_compatible(ckpts.latest.directory, latest_step, abstract)
+    restored = ckpts.restore_latest(abstract)
     if restored is not None:
         log(f"resuming from step {int(restored.step)} ({ckpts.latest.directory})")
         return restored, "resume"

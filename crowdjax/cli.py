@@ -3,6 +3,8 @@
   --config=<file>[:variant]   `get_config(variant)` of a config file; `--config.<field>=<value>`
                               overrides any field
   --workdir=<dir>             the run's directory (default: workdirs/<config file stem>)
+  --allow_config_change=<f,g> (train.py) fields, as dotted prefixes, that a resumed run may
+                              change from the workdir's config.json (`allowed_config_changes`)
 
 train.py, `python -m crowdjax.preparation` and `python -m crowdjax.cross_validation` define them
 with `define_config_and_workdir` and read them with `config_and_workdir`; every command (data
@@ -34,6 +36,23 @@ def define_config_and_workdir(*, lock_config: bool = True) -> None:
     flags.mark_flags_as_required(["config"])
     for name in ("config", "workdir"):  # The command's own flags: --helpshort lists them.
         flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+
+def define_allow_config_change() -> None:
+    """Defines --allow_config_change (train.py's; see `crowdjax.workdir.check_resume_config`)."""
+    flags.DEFINE_list(
+        "allow_config_change",
+        [],
+        "Comma-separated config fields (dotted prefixes, e.g. train.num_steps,optimizer) that "
+        "a resumed run may change from the workdir's config.json; recorded in the workdir's "
+        "config_changes.jsonl.",
+    )
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["allow_config_change"])
+
+
+def allowed_config_changes() -> tuple[str, ...]:
+    """The parsed --allow_config_change prefixes."""
+    return tuple(f.strip() for f in flags.FLAGS["allow_config_change"].value if f.strip())
 
 
 def config_and_workdir():

@@ -6,7 +6,9 @@ A method gives `Method.prepare(context) -> Preparation` (the contract, `Preparat
 `PrepareContext`, is in `crowdjax.methods.base`); the trainer runs it here once per workdir
 (`load_or_run`) and stores the result in `<workdir>/preparation/`. A resumed run, and any later
 run in the same workdir, reads the stored result and never recomputes it (so it cannot come out
-differently). The result can
+differently). The result records what it was computed for (`computed_for`: the method, the
+training data and its labels, the seed, the method's own config group); a run with other values
+is refused rather than given another run's result. The result can
   * fill the model state of a fresh run (`Preparation.model_state`: arrays at paths that the
     method's `init_variables` creates, e.g. thresholds; `fill_model_state`),
   * replace the data-set domain id of training batches with a label per image
@@ -33,7 +35,8 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from crowdjax import checkpointing, cli, evals, sharding
+from crowdjax import checkpointing, cli, evals, sharding, workdir_lock
+from crowdjax.data import settings
 from crowdjax.embedded_data import build_embedded_data
 from crowdjax.methods.base import Preparation, PrepareContext
 from crowdjax.metric_writers import log
@@ -65,8 +68,28 @@ def directory(workdir: str) -> str:
     return os.path.join(workdir, DIRECTORY)
 
 
-def save(preparation: Preparation, workdir: str, *, method: str) -> None:
-    """Writes `<workdir>/preparation/` atomically (a half-written result is never read)."""
+def computed_for(config: ml_collections.ConfigDict, method: str) -> dict:
+    """What a preparation of `method` (its name) depends on in `config`: the training images
+    and their labels (data sets, training split and its held-out part, density settings), the
+    seed, and the method's own config group (`config.<name up to its first "_">`, e.g.
+    `dkpnet` for "dkpnet_inva"), as JSON values."""
+    data = config.data
+    group = method.split("_")[0]
+    record = {
+        "method": method,
+        "datasets": settings.dataset_names(data),
+        "train_split": data.train_split,
+        "holdout": [data.holdout_fraction, data.holdout_seed, data.holdout_mode],
+        "density": [data.density_sigma, data.density_truncate],
+        "seed": config.seed,
+        group: config[group].to_dict() if group in config else None,
+    }
+    return json.loads(json.dumps(record, default=list))
+
+
+def save(preparation: Preparation, workdir: str, *, method: str, computed_for: dict) -> None:
+    """Writes `<workdir>/preparation/` atomically (a half-written result is never read), with
+    what it was `computed_for` (see `computed_for`)."""
     final = directory(workdir)
     tmp = final + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -76,6 +99,7 @@ def save(preparation: Preparation, workdir: str, *, method: str) -> None:
     record = {
         "method": method,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "computed_for": computed_for,
         "info": preparation.info,
         "domain_labels": {
             dataset: {str(k): int(v) for k, v in labels.items()}
@@ -88,13 +112,43 @@ def save(preparation: Preparation, workdir: str, *, method: str) -> None:
     os.replace(tmp, final)
 
 
-def load(workdir: str) -> Preparation | None:
-    """The stored preparation of a workdir, or None."""
+def _check_computed_for(path: str, stored: dict | None, expected: dict) -> None:
+    if stored is None:  # Written before results recorded it: nothing to compare.
+        log(f"warning: {path} does not record what it was computed for; using it as it is")
+        return
+    differing = [
+        f"  {key}: {stored.get(key)!r} -> {expected.get(key)!r}"
+        for key in sorted(stored.keys() | expected.keys())
+        if stored.get(key) != expected.get(key)
+    ]
+    if differing:
+        raise ValueError(
+            f"{path}: this preparation was computed for another run (stored -> this run):\n"
+            + "\n".join(differing)
+            + f"\nRemove {os.path.dirname(path)} to compute it again for this config, or use "
+            "another --workdir."
+        )
+
+
+def load(workdir: str, *, expected: dict | None = None) -> Preparation | None:
+    """The stored preparation of a workdir, or None.
+
+    Args:
+      workdir: the run's directory.
+      expected: what the preparation must have been computed for (`computed_for`); None
+        reads it whatever it was computed for.
+
+    Raises:
+      ValueError: the stored result was computed for other values than `expected` (each
+        differing key is listed).
+    """
     path = os.path.join(directory(workdir), "result.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
         record = json.load(f)
+    if expected is not None:
+        _check_computed_for(path, record.get("computed_for"), expected)
     with np.load(os.path.join(directory(workdir), "model_state.npz")) as arrays:
         flat = {k: arrays[k] for k in arrays.files}
     return Preparation(
@@ -110,21 +164,25 @@ def load_or_run(setup: Setup, workdir: str, variables: dict) -> Preparation | No
     Every process computes it (a preparation may run the sharded model), process 0 writes it,
     and all read the stored copy back, so every process and every later run uses the same.
     Returns None for methods without a preparation.
+
+    Raises:
+      ValueError: the stored result was computed for another config (`load`).
     """
     method = setup.method
     if method.prepare is None:
         return None
+    expected = computed_for(setup.config, method.name)
     stored = os.path.exists(os.path.join(directory(workdir), "result.json"))
     if sharding.process_0_decides(stored):  # Every process takes the same branch.
         log(f"preparation: reusing {directory(workdir)}")
-        return load(workdir)
+        return load(workdir, expected=expected)
     log(f"preparation: running {method.name}'s preparation over the training set")
     result = method.prepare(context(setup, variables))
     if jax.process_index() == 0:
-        save(result, workdir, method=method.name)
+        save(result, workdir, method=method.name, computed_for=expected)
     sharding.barrier("crowdjax-preparation")
     log(f"preparation: stored in {directory(workdir)}")
-    return load(workdir)
+    return load(workdir, expected=expected)
 
 
 def fill_model_state(setup: Setup, state: TrainState, preparation: Preparation) -> TrainState:
@@ -159,11 +217,12 @@ def main(argv) -> None:
     if setup.method.prepare is None:
         log(f"method {config.method!r} has no preparation: nothing to do")
         return
-    ckpts = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
-    state, origin = checkpointing.initial_state(setup, ckpts)
-    log(f"preparing from the {origin} variables")
-    load_or_run(setup, workdir, state.variables)
-    ckpts.close()
+    with workdir_lock.hold(workdir):  # It writes the workdir, as a training run does.
+        ckpts = checkpointing.Checkpoints(workdir, keep=config.train.keep_checkpoints)
+        state, origin = checkpointing.initial_state(setup, ckpts)
+        log(f"preparing from the {origin} variables")
+        load_or_run(setup, workdir, state.variables)
+        ckpts.close()
 
 
 if __name__ == "__main__":

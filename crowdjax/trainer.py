@@ -2,7 +2,9 @@
 
 `run_main(config, workdir)` (what train.py runs) parses `config.evals` once
 (`crowdjax.evals.parse`), builds the synthetic data the run uses on first use
-(`crowdjax.embedded_data`) and calls `train_and_evaluate`, which builds the run setup
+(`crowdjax.embedded_data`) and calls `train_and_evaluate`, which takes the workdir's lock
+(`crowdjax.workdir_lock`), refuses a config that differs from the run's stored one
+(`crowdjax.workdir.check_resume_config`), builds the run setup
 (`crowdjax.run.Setup`), runs the method's preparation once (`crowdjax.preparation`), trains with
 progress lines and JSON-lines metrics, evaluates the `during_training` entries every
 `train.eval_every` steps and keeps the best checkpoint by the selection (`EvaluateAndKeepBest`),
@@ -25,17 +27,32 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-from crowdjax import checkpointing, eval_writer, evals, evaluation, preparation, sharding
+from crowdjax import (
+    checkpointing,
+    eval_writer,
+    evals,
+    evaluation,
+    preparation,
+    sharding,
+    workdir_lock,
+)
 from crowdjax.data import settings, train_stream
 from crowdjax.embedded_data import build_embedded_data
 from crowdjax.evals import Evals
 from crowdjax.metric_writers import MetricWriter, Progress, log
 from crowdjax.run import Setup
-from crowdjax.workdir import FINAL_FILE, read_final, write_final, write_run_info
+from crowdjax.workdir import (
+    FINAL_FILE,
+    check_resume_config,
+    read_final,
+    write_final,
+    write_run_info,
+)
 
 
 def _check_finite(step: int, metrics: dict) -> None:
@@ -103,22 +120,40 @@ class EvaluateAndKeepBest:
             log(f"step {step}: new best {selection.name}/{selection.metric} {value:.4g}")
 
 
-def train_and_evaluate(config, workdir: str, run_evals: Evals | None = None) -> dict:
+def train_and_evaluate(
+    config,
+    workdir: str,
+    run_evals: Evals | None = None,
+    *,
+    allow_config_change: Sequence[str] = (),
+) -> dict:
     """Trains `config.method` and evaluates it; returns {prefix: final metrics} (empty when
     `config.eval_at_end` is False).
+
+    The run holds the workdir's lock (`crowdjax.workdir_lock`) from before it writes anything
+    until it ends, so a second run on the same workdir is refused.
 
     Args:
       config: the run's config.
       workdir: the run's directory (resumed from when it holds a checkpoint).
       run_evals: `config.evals` parsed (`crowdjax.evals.parse`); parsed here when None.
+      allow_config_change: dotted field prefixes (e.g. "train.num_steps") that may differ
+        from the workdir's stored config.json (`crowdjax.workdir.check_resume_config`).
 
     Raises:
+      WorkdirLockedError: another run holds the workdir.
+      ConfigChangeError: the config differs from the workdir's in fields not allowed.
       FloatingPointError: a loss term, the gradient norm, a parameter or a model-state value is
         not finite; the message names the step and the last committed checkpoint.
     """
     sharding.maybe_initialize_distributed(config)
     run_evals = run_evals or evals.parse(config)
-    write_run_info(config, workdir)
+    with workdir_lock.hold(workdir):
+        return _run_holding_the_lock(config, workdir, run_evals, allow_config_change)
+
+
+def _run_holding_the_lock(config, workdir: str, run_evals: Evals, allow_config_change) -> dict:
+    changes = check_resume_config(config, workdir, allow_config_change)  # Before any write.
     setup = Setup(config)
     batch_size = int(config.train.global_batch_size)
     sharding.check_batch_size(batch_size, setup.mesh)
@@ -130,7 +165,7 @@ def train_and_evaluate(config, workdir: str, run_evals: Evals | None = None) -> 
         mode=selected_by["mode"],
     )
     try:
-        return _train_and_evaluate(setup, run_evals, ckpts, workdir)
+        return _train_and_evaluate(setup, run_evals, ckpts, workdir, changes)
     except FloatingPointError as e:  # The NaN stop names the checkpoint to resume from.
         e.args = (f"{e.args[0]} {ckpts.last_committed()}", *e.args[1:])
         raise
@@ -139,10 +174,11 @@ def train_and_evaluate(config, workdir: str, run_evals: Evals | None = None) -> 
         ckpts.close()
 
 
-def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str) -> dict:
+def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -> dict:
     config = setup.config
     state, origin = checkpointing.initial_state(setup, ckpts)
     start_step = int(state.step)
+    write_run_info(config, workdir, step=start_step, changes=changes)
     prepared = preparation.load_or_run(setup, workdir, state.variables)
     if prepared is not None and origin != "resume":
         state = preparation.fill_model_state(setup, state, prepared)
@@ -264,10 +300,10 @@ def report(results: dict, checkpoint: dict) -> None:
         )
 
 
-def run_main(config, workdir: str) -> dict:
+def run_main(config, workdir: str, *, allow_config_change: Sequence[str] = ()) -> dict:
     """What `train.py` runs: build the synthetic data the run uses (first use), train, then
-    report every evaluation against the mean baseline."""
+    report every evaluation against the mean baseline (`train_and_evaluate`'s arguments)."""
     sharding.maybe_initialize_distributed(config)  # Before any JAX call, the data build's too.
     run_evals = evals.parse(config)
     build_embedded_data(config, run_evals.datasets)
-    return train_and_evaluate(config, workdir, run_evals)
+    return train_and_evaluate(config, workdir, run_evals, allow_config_change=allow_config_change)

@@ -33,6 +33,7 @@ ENGINE = {
     "crowdjax.run",
     "crowdjax.trainer",
     "crowdjax.workdir",
+    "crowdjax.workdir_lock",
 }
 LIBRARY_PACKAGES = ("crowdjax.methods", "crowdjax.models", "crowdjax.losses", "crowdjax.data")
 

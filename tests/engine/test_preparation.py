@@ -62,7 +62,7 @@ def test_preparation_fills_the_state_labels_batches_and_is_reused_on_resume(
     # Resumed (and then finished again), the run reads the stored result, never recomputes it.
     _never_again(monkeypatch)
     os.utime(os.path.join(workdir, "preparation", "result.json"))
-    trainer.run_main(_config(tiny_data_dir, 4), workdir)
+    trainer.run_main(_config(tiny_data_dir, 4), workdir, allow_config_change=("train.num_steps",))
     assert _logged(workdir, "prior_mean_count") == pytest.approx([mean] * 4)
     assert preparation.load(workdir).info == stored.info
 
@@ -96,3 +96,21 @@ def test_a_preparation_must_fit_the_model_state(tiny_data_dir, tmp_path, monkeyp
     )
     with pytest.raises(ValueError, match="model state 'prior/median', which the model does not"):
         trainer.run_main(_config(tiny_data_dir, 2), str(tmp_path))
+
+
+def test_a_stored_preparation_is_refused_for_another_config(tmp_path):
+    config = _config("unused", 2)
+    method = toy_methods.PREPARED.name
+    computed_for = preparation.computed_for(config, method)
+    preparation.save(
+        Preparation(info={"n": 1}), str(tmp_path), method=method, computed_for=computed_for
+    )
+    assert preparation.load(str(tmp_path), expected=computed_for).info == {"n": 1}
+    # Other training images (a held-out part drawn with another seed), another seed.
+    config.data.holdout_seed = 3
+    config.seed = 7
+    with pytest.raises(ValueError, match="computed for another run") as raised:
+        preparation.load(str(tmp_path), expected=preparation.computed_for(config, method))
+    assert "holdout: [0.1, 0, 'random'] -> [0.1, 3, 'random']" in str(raised.value)
+    assert "seed: 0 -> 7" in str(raised.value)
+    assert f"Remove {tmp_path / 'preparation'}" in str(raised.value)

@@ -330,7 +330,11 @@ def test_stage_two_clusters_stage_one_and_reuses_the_labels_on_resume(extra_data
     os.rename(stage1, stage1 + ".gone")
     with open(os.path.join(workdir, "preparation", "result.json")) as f:
         before = json.load(f)
-    trainer.run_main(_tiny("inva", extra_data_dir, 4, stage1=stage1), workdir)
+    trainer.run_main(
+        _tiny("inva", extra_data_dir, 4, stage1=stage1),
+        workdir,
+        allow_config_change=("train.num_steps",),
+    )
     with open(os.path.join(workdir, "preparation", "result.json")) as f:
         assert json.load(f) == before
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
