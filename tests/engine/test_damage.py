@@ -18,6 +18,8 @@ from crowdjax import checkpointing, run, trainer
 from crowdjax.metric_writers import MetricWriter
 from tests.engine import toy_configs
 
+LONGER = ("train.num_steps",)  # A resumed run trained further: a config change, named.
+
 
 def _config(data_dir: str, steps: int, *, checkpoint_every: int = 2, method: str = ""):
     config = toy_configs.get_config("constant")
@@ -135,7 +137,7 @@ def test_a_damaged_latest_checkpoint_is_skipped_and_the_run_resumes_from_the_one
         f.write('{"step": 5, "spl')
     capsys.readouterr()
 
-    trainer.train_and_evaluate(_config(tiny_data_dir, 6), damaged)
+    trainer.train_and_evaluate(_config(tiny_data_dir, 6), damaged, allow_config_change=LONGER)
     out = capsys.readouterr().out
     assert f"skipping the damaged checkpoint {damaged}/checkpoints/4" in out
     assert "resuming from step 2" in out
@@ -155,7 +157,9 @@ def test_when_no_checkpoint_restores_the_error_is_raised_and_nothing_is_moved(
     _damage(tmp_path, 2, "truncated")
     _damage(tmp_path, 4, "deleted")
     with pytest.raises(ValueError, match=r"no checkpoint restores; the newest, step 4, fails"):
-        trainer.train_and_evaluate(_config(tiny_data_dir, 6), str(tmp_path))
+        trainer.train_and_evaluate(
+            _config(tiny_data_dir, 6), str(tmp_path), allow_config_change=LONGER
+        )
     assert _committed(tmp_path) == [2, 4] and not os.path.exists(tmp_path / "damaged_checkpoints")
 
 
