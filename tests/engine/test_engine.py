@@ -224,17 +224,13 @@ def test_sigterm_saves_at_the_next_step_and_resumes_to_same_parameters(
     assert _logged_train_steps(preempted) == list(range(1, steps + 1))
 
 
-def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
-    """Two processes on localhost (jax.distributed, 1 CPU device each) train like one process
-    with 2 devices: each reads its half of every global batch. They start as on a fresh pod,
-    before the embedded data exists: JAX is initialized before any JAX call, process 0 builds
-    the data and the other waits for it."""
-    port = 20000 + os.getpid() % 20000
+def _start_two_processes(train_args: list[str], port_offset: int = 0) -> list[subprocess.Popen]:
+    """Processes 0 and 1 of a jax.distributed run on localhost (1 CPU device each)."""
+    port = 20000 + (os.getpid() + port_offset) % 20000
     procs = []
-    fresh_data_dir = str(tmp_path / "fresh_data")  # Rendered by the run: the same tiny data.
     for pid in range(2):
         args = [
-            *_train_args(fresh_data_dir, str(tmp_path / "multi"), 4),
+            *train_args,
             f"--config.distributed.coordinator_address=127.0.0.1:{port}",
             "--config.distributed.num_processes=2",
             f"--config.distributed.process_id={pid}",
@@ -246,9 +242,23 @@ def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+                },
             )
         )
+    return procs
+
+
+def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
+    """Two processes on localhost (jax.distributed, 1 CPU device each) train like one process
+    with 2 devices: each reads its half of every global batch. They start as on a fresh pod,
+    before the embedded data exists: JAX is initialized before any JAX call, process 0 builds
+    the data and the other waits for it."""
+    fresh_data_dir = str(tmp_path / "fresh_data")  # Rendered by the run: the same tiny data.
+    procs = _start_two_processes(_train_args(fresh_data_dir, str(tmp_path / "multi"), 4))
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
@@ -262,3 +272,35 @@ def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
     # Only process 0 writes logs: each logged step once (two writers would give [2, 2, 4, 4]).
     assert _logged_train_steps(str(tmp_path / "multi")) == [2, 4]
+
+
+def test_preemption_notice_to_one_process_stops_both_at_the_same_step(tiny_data_dir, tmp_path):
+    """SIGTERM to process 1 of a two-process run: JAX's preemption service passes the notice on,
+    both processes stop after the same step, save it together and exit with
+    preemption.EXIT_STATUS."""
+    steps = 12
+    workdir = str(tmp_path / "multi")
+    args = [
+        *_train_args(tiny_data_dir, workdir, steps),
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=100",  # No checkpoint is due before the last step.
+    ]
+    procs = _start_two_processes(args, port_offset=1)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 400
+    while not (os.path.exists(metrics) and os.path.getsize(metrics)):  # A step is logged.
+        assert all(p.poll() is None for p in procs), "training ended before it could be preempted"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == preemption.EXIT_STATUS, err[-3000:]
+    # Process 0 logs for both; the only checkpoint is the step both saved together.
+    found = re.search(
+        r"preempted: a preemption notice at step (\d+); checkpoint \1 committed", outs[0][0]
+    )
+    assert found, outs[0][0][-3000:] + outs[0][1][-3000:]
+    step = int(found.group(1))
+    assert 1 <= step < steps
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [str(step)]
