@@ -8,6 +8,9 @@
 field. Killing and re-running the same command resumes from the last checkpoint in the workdir;
 a resumed run keeps the workdir's config unless `--allow_config_change=train.num_steps,...`
 names the fields it may change. A second train.py on a workdir in use is refused.
+SIGTERM (a preemptible VM's or a batch system's notice; with several processes, JAX's preemption
+notice) saves a checkpoint at the next step boundary, waits for it to commit and exits with status
+75 (EX_TEMPFAIL, `crowdjax.preemption.EXIT_STATUS`): re-run the same command to continue.
 The console shows crowdjax's lines and the libraries' warnings; `-v 0` (absl's --verbosity) adds
 their INFO lines. Everything goes to `<workdir>/log.txt` (see `crowdjax.console`).
 """

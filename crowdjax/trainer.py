@@ -15,7 +15,9 @@ optimizer states and the data order: batch i is a pure function of (seed, i)), a
 workdir re-run reports its final evaluation again (or finishes it, if the run was killed during
 it). Whatever exception stops a run, the checkpoint saves it started commit before it propagates;
 a non-finite loss term or state (`_check_finite`, `checkpointing.Checkpoints.save`) stops it with
-a FloatingPointError that names the last committed checkpoint.
+a FloatingPointError that names the last committed checkpoint. SIGTERM, or JAX's preemption notice
+with several processes (`crowdjax.preemption`), saves the step it arrives in, waits for the save
+to commit and raises `preemption.Preempted` (exit status `preemption.EXIT_STATUS`).
 
 Imports run one way: the entry points (train.py, eval.py, `crowdjax.cross_validation`) -> this
 module -> {`crowdjax.evaluation`, `crowdjax.preparation`} -> `crowdjax.run` -> `crowdjax.registry`
@@ -37,6 +39,7 @@ from crowdjax import (
     eval_writer,
     evals,
     evaluation,
+    preemption,
     preparation,
     sharding,
     workdir_lock,
@@ -188,7 +191,10 @@ def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -
     if start_step >= setup.total_steps:
         log(f"{workdir}: already trained {start_step} steps (train.num_steps={setup.total_steps})")
     else:
-        state = _train(setup, state, ckpts, writer, evaluate_and_keep_best, start_step, prepared)
+        with preemption.Preemption() as preempt:  # SIGTERM stops at a step boundary.
+            state = _train(
+                setup, state, ckpts, writer, evaluate_and_keep_best, start_step, prepared, preempt
+            )
     results = {}
     if config.eval_at_end:
         results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir)
@@ -196,7 +202,7 @@ def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -
     return results
 
 
-def _train(setup, state, ckpts, writer, evaluate_and_keep_best, start_step: int, prepared):
+def _train(setup, state, ckpts, writer, evaluate_and_keep_best, start_step: int, prepared, preempt):
     config = setup.config
     batches = training_batches(setup, start_step, prepared)
     progress = Progress(
@@ -232,13 +238,32 @@ def _train(setup, state, ckpts, writer, evaluate_and_keep_best, start_step: int,
             evaluate_and_keep_best(step, state)
         if save_now:
             ckpts.save(step, state)
+        # Every process asks at every step (the multi-process protocol needs it); the last step
+        # goes on to its evaluation and save first, so that a re-run only evaluates.
+        if preempt.requested(step) and step != setup.total_steps:
+            if pending is not None:  # Never keep a non-finite state.
+                _fetch_checked(*pending)
+            _stop_preempted(ckpts, step, state, preempt.reason)
     if pending is not None:
         _fetch_checked(*pending)
     log(f"trained {setup.total_steps - start_step} steps in {time.perf_counter() - t0:.1f}s")
     if config.eval_at_end:
         evaluate_and_keep_best(setup.total_steps, state)
     ckpts.save(setup.total_steps, state)
+    if preempt.reason is not None:
+        _stop_preempted(ckpts, setup.total_steps, state, preempt.reason)
     return state
+
+
+def _stop_preempted(ckpts, step: int, state, reason: str) -> None:
+    """Saves `step` (unless saved), waits for it to commit and raises `preemption.Preempted`."""
+    ckpts.save(step, state)
+    ckpts.wait()
+    log(
+        f"preempted: {reason} at step {step}; checkpoint {step} committed; "
+        "re-run the same command to continue"
+    )
+    raise preemption.Preempted(step, reason)
 
 
 def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str) -> dict:

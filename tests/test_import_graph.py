@@ -29,6 +29,7 @@ ENGINE = {
     "crowdjax.evals",
     "crowdjax.evaluation",
     "crowdjax.prediction",
+    "crowdjax.preemption",
     "crowdjax.preparation",
     "crowdjax.run",
     "crowdjax.trainer",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from crowdjax import checkpointing, run
+from crowdjax import checkpointing, preemption, run
 from tests.engine.conftest import REPO, run_script
 
 TINY_ARGS = ["train.py", "--config=configs/quickstart.py:tiny"]
@@ -130,11 +131,23 @@ def _logged_train_steps(workdir: str) -> list[int]:
         return [r["step"] for r in map(json.loads, f) if r["split"] == "train"]
 
 
-def test_resume_after_kill_reaches_same_parameters(tiny_data_dir, tmp_path):
-    steps = 8
-    straight = str(tmp_path / "straight")
-    proc = run_script([*_train_args(tiny_data_dir, straight, steps), "--config.train.log_every=1"])
+STRAIGHT_STEPS = 8
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_data_dir, tmp_path_factory) -> str:
+    """The workdir of an uninterrupted run of STRAIGHT_STEPS steps, logged at every step: what
+    an interrupted and resumed run must reach."""
+    straight = str(tmp_path_factory.mktemp("straight") / "run")
+    args = [*_train_args(tiny_data_dir, straight, STRAIGHT_STEPS), "--config.train.log_every=1"]
+    proc = run_script(args)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return straight
+
+
+def test_resume_after_kill_reaches_same_parameters(tiny_data_dir, tmp_path, straight_run):
+    steps = STRAIGHT_STEPS
+    straight = straight_run
 
     # Kill the second run with SIGKILL as soon as its step-4 checkpoint is on disk.
     killed = str(tmp_path / "killed")
@@ -168,17 +181,56 @@ def test_resume_after_kill_reaches_same_parameters(tiny_data_dir, tmp_path):
     assert _logged_train_steps(killed) == _logged_train_steps(straight) == list(range(1, 9))
 
 
-def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
-    """Two processes on localhost (jax.distributed, 1 CPU device each) train like one process
-    with 2 devices: each reads its half of every global batch. They start as on a fresh pod,
-    before the embedded data exists: JAX is initialized before any JAX call, process 0 builds
-    the data and the other waits for it."""
-    port = 20000 + os.getpid() % 20000
+def test_sigterm_saves_at_the_next_step_and_resumes_to_same_parameters(
+    tiny_data_dir, tmp_path, straight_run
+):
+    """SIGTERM mid-run (as a scheduler sends before it kills): the run saves the step it is in
+    though no checkpoint is due, waits for it to commit, says so and exits with
+    preemption.EXIT_STATUS; the same command then ends where an uninterrupted run does."""
+    steps = STRAIGHT_STEPS
+    preempted = str(tmp_path / "preempted")
+    args = [
+        *_train_args(tiny_data_dir, preempted, steps),
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=100",  # No checkpoint is due before the last step.
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    out_path = tmp_path / "preempted.out"
+    with open(out_path, "w") as out:
+        child = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=out, stderr=out)
+        metrics = os.path.join(preempted, "metrics.jsonl")
+        deadline = time.time() + 300
+        while not (os.path.exists(metrics) and os.path.getsize(metrics)):  # A step is logged.
+            assert child.poll() is None, "training ended before it could be preempted"
+            assert time.time() < deadline
+            time.sleep(0.01)
+        child.send_signal(signal.SIGTERM)
+        returncode = child.wait(timeout=300)
+    output = out_path.read_text()
+    assert returncode == preemption.EXIT_STATUS, output[-3000:]
+    found = re.search(r"preempted: SIGTERM at step (\d+); checkpoint \1 committed", output)
+    assert found, output[-3000:]
+    step = int(found.group(1))
+    assert 1 <= step < steps
+    checkpoints = os.path.join(preempted, "checkpoints")
+    assert sorted(os.listdir(checkpoints)) == [str(step)]  # Committed: no temporary directory.
+
+    proc = run_script(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"resuming from step {step}" in proc.stdout
+    a, b = _final_params(straight_run, steps), _final_params(preempted, steps)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(x, y, rtol=0, atol=1e-6)
+    assert _logged_train_steps(preempted) == list(range(1, steps + 1))
+
+
+def _start_two_processes(train_args: list[str], port_offset: int = 0) -> list[subprocess.Popen]:
+    """Processes 0 and 1 of a jax.distributed run on localhost (1 CPU device each)."""
+    port = 20000 + (os.getpid() + port_offset) % 20000
     procs = []
-    fresh_data_dir = str(tmp_path / "fresh_data")  # Rendered by the run: the same tiny data.
     for pid in range(2):
         args = [
-            *_train_args(fresh_data_dir, str(tmp_path / "multi"), 4),
+            *train_args,
             f"--config.distributed.coordinator_address=127.0.0.1:{port}",
             "--config.distributed.num_processes=2",
             f"--config.distributed.process_id={pid}",
@@ -190,9 +242,23 @@ def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-                env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"},
+                env={
+                    **os.environ,
+                    "PYTHONUNBUFFERED": "1",
+                    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+                },
             )
         )
+    return procs
+
+
+def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
+    """Two processes on localhost (jax.distributed, 1 CPU device each) train like one process
+    with 2 devices: each reads its half of every global batch. They start as on a fresh pod,
+    before the embedded data exists: JAX is initialized before any JAX call, process 0 builds
+    the data and the other waits for it."""
+    fresh_data_dir = str(tmp_path / "fresh_data")  # Rendered by the run: the same tiny data.
+    procs = _start_two_processes(_train_args(fresh_data_dir, str(tmp_path / "multi"), 4))
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
@@ -206,3 +272,35 @@ def test_two_processes_agree_with_one(tiny_data_dir, tmp_path):
         np.testing.assert_allclose(x, y, rtol=0, atol=1e-5)
     # Only process 0 writes logs: each logged step once (two writers would give [2, 2, 4, 4]).
     assert _logged_train_steps(str(tmp_path / "multi")) == [2, 4]
+
+
+def test_preemption_notice_to_one_process_stops_both_at_the_same_step(tiny_data_dir, tmp_path):
+    """SIGTERM to process 1 of a two-process run: JAX's preemption service passes the notice on,
+    both processes stop after the same step, save it together and exit with
+    preemption.EXIT_STATUS."""
+    steps = 12
+    workdir = str(tmp_path / "multi")
+    args = [
+        *_train_args(tiny_data_dir, workdir, steps),
+        "--config.train.log_every=1",
+        "--config.train.checkpoint_every=100",  # No checkpoint is due before the last step.
+    ]
+    procs = _start_two_processes(args, port_offset=1)
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    deadline = time.time() + 400
+    while not (os.path.exists(metrics) and os.path.getsize(metrics)):  # A step is logged.
+        assert all(p.poll() is None for p in procs), "training ended before it could be preempted"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == preemption.EXIT_STATUS, err[-3000:]
+    # Process 0 logs for both; the only checkpoint is the step both saved together.
+    found = re.search(
+        r"preempted: a preemption notice at step (\d+); checkpoint \1 committed", outs[0][0]
+    )
+    assert found, outs[0][0][-3000:] + outs[0][1][-3000:]
+    step = int(found.group(1))
+    assert 1 <= step < steps
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [str(step)]
