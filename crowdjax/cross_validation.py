@@ -18,7 +18,7 @@ import os
 import jax
 import numpy as np
 
-from crowdjax import cli, trainer
+from crowdjax import cli, sharding, trainer, workdir_lock
 from crowdjax.metric_writers import log
 
 MEAN_KEYS = ("mae", "rmse", "nae", "baseline_mae")
@@ -58,7 +58,16 @@ def summarize(per_fold: dict, prefix: str = "test") -> dict:
 
 
 def run(config, workdir: str) -> dict:
-    """Trains and evaluates every fold (resuming), writes and returns the summary."""
+    """Trains and evaluates every fold (resuming), writes and returns the summary.
+
+    The command holds `<workdir>`'s lock (each fold's run holds its own), so a second
+    cross-validation on the same workdir is refused before it starts a fold."""
+    sharding.maybe_initialize_distributed(config)  # Before the lock's first JAX call.
+    with workdir_lock.hold(workdir):
+        return _run_folds(config, workdir)
+
+
+def _run_folds(config, workdir: str) -> dict:
     folds = tuple(config.cross_validation.folds)
     per_fold = {}
     for fold in folds:

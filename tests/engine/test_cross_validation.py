@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import l2sm_ucf_cc_50, quickstart
-from crowdjax import cross_validation
+from crowdjax import cross_validation, workdir_lock
 from tests.engine.conftest import run_script
 
 
@@ -68,3 +68,13 @@ def test_l2sm_ucf_cc_50_command(tiny_data_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "cross-validation over 2 folds: mean MAE" in proc.stdout + proc.stderr
     assert json.load(open(tmp_path / "cross_validation.json"))["folds"].keys() == {"test", "train"}
+
+
+def test_a_second_cross_validation_on_a_live_workdir_is_refused(tiny_data_dir, tmp_path):
+    """The command holds its workdir: a second one is refused before it starts a fold."""
+    config = _folded(quickstart.get_config("tiny"), ("test", "train"))
+    config.data.data_dir = tiny_data_dir
+    with workdir_lock.hold(str(tmp_path)):  # A live cross-validation on this workdir.
+        with pytest.raises(workdir_lock.WorkdirLockedError, match="another run holds"):
+            cross_validation.run(config, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == []  # No fold started, the lock released.
