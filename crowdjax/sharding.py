@@ -73,8 +73,6 @@ def host_to_global(batch, mesh: Mesh):
 
 def global_to_host(tree):
     """Fetches (fully replicated or batch-sharded) global arrays to numpy on every process."""
-    from jax.experimental import multihost_utils
-
     if jax.process_count() == 1:
         return jax.device_get(tree)
     return multihost_utils.process_allgather(tree, tiled=True)
