@@ -120,12 +120,13 @@ def read_image(path: str, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.n
 def write_image(path: str, rgb: np.ndarray) -> None:
     """Writes an RGB uint8 image, encoded by the extension of `path` (any name: written with
     Python's `open`, never by OpenCV). Raises OSError if it cannot."""
-    ok, encoded = cv2.imencode(os.path.splitext(path)[1] or ".png", rgb[..., ::-1])
-    if not ok:
-        raise OSError(f"{printable(path)}: OpenCV cannot encode this image")
+    try:
+        encoded = io.encode_image(rgb, ext=os.path.splitext(path)[1] or ".png")
+    except io.DataError as e:
+        raise OSError(f"{printable(path)}: OpenCV cannot encode this image") from e
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "wb") as f:
-        f.write(encoded.tobytes())
+        f.write(encoded)
 
 
 @contextlib.contextmanager

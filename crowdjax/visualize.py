@@ -107,13 +107,6 @@ def prediction_overlay(image: np.ndarray, prediction, *, max_side: int = 1600) -
     return _caption(picture, label, scale=max(1.0, picture.shape[1] / 640))
 
 
-def save_rgb(path: str, rgb: np.ndarray) -> None:
-    """Writes an RGB uint8 image (PNG, JPEG, ... by extension); raises OSError if it cannot."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    if not cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"{path}: could not be written")
-
-
 def count_plot(path: str, frames, counts, *, fps: float, title: str) -> bool:
     """Count per frame of a video as a PNG line plot (matplotlib, the `plots` extra). Returns
     False, writing nothing, when matplotlib is not installed."""
