@@ -30,7 +30,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.experimental import multihost_utils
 
 from crowdjax import sharding
 from crowdjax.metric_writers import log
@@ -316,8 +315,8 @@ class Checkpoints:
         if jax.process_index() == 0:
             os.makedirs(self._damaged_dir, exist_ok=True)
             shutil.move(source, target)
-        if jax.process_count() > 1:  # No process reloads the step list before it is moved.
-            multihost_utils.sync_global_devices(f"damaged checkpoint {step} set aside")
+        # No process reloads the step list before it is moved.
+        sharding.barrier(f"damaged checkpoint {step} set aside")
         self.latest.reload()
 
     def wait(self) -> None:
