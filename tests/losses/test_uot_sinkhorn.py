@@ -101,11 +101,14 @@ def test_degenerate_images(case):
         density[0] = 0.0
         np.testing.assert_allclose(uot_loss(density, points, mask, **kw)[0], POINTS, rtol=1e-4)
     else:  # WFR: a point beyond pi delta / 2 of every pixel costs rho = 1.
-        base = uot_loss(density, points, mask, **wfr)
-        mask[0, 0], points[0, 0] = True, [1e4, 1e4]
-        far = uot_loss(density, points, mask, **wfr)
-        mask[0, 0] = False
-        without = uot_loss(density, points, mask, **wfr)
+        # Fresh arrays per call: on CPU jax may alias a numpy input and run the call after it
+        # returns, so mutating an input in place could change a result still being computed.
+        base = np.asarray(uot_loss(density, points, mask, **wfr))
+        points[0, 0] = [1e4, 1e4]
+        far = np.asarray(uot_loss(density, points.copy(), mask.copy(), **wfr))
+        without_mask = mask.copy()
+        without_mask[0, 0] = False
+        without = np.asarray(uot_loss(density, points.copy(), without_mask, **wfr))
         np.testing.assert_allclose(far[0], without[0] + 1.0, rtol=1e-4)
         assert np.isfinite(np.asarray(base)).all()
 
