@@ -17,10 +17,10 @@ refused: a workdir may come from anyone. To run such a method, name it yourself:
 `--trust_method=module:ATTR`.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from crowdjax import console, evaluation
+from crowdjax import cli, console, evaluation
 from crowdjax.workdir import load_config
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -59,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

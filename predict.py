@@ -43,7 +43,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import console, file_prediction, media, prediction
+from crowdjax import cli, console, file_prediction, media, prediction
 from crowdjax.metric_writers import log
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -110,4 +110,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -6,9 +6,12 @@
   --allow_config_change=<f,g> (train.py) fields, as dotted prefixes, that a resumed run may
                               change from the workdir's config.json (`allowed_config_changes`)
 
+  --compilation_cache=<dir|off> JAX's persistent compilation cache (`crowdjax.compilation_cache`)
+
 train.py, `python -m crowdjax.preparation` and `python -m crowdjax.cross_validation` define them
-with `define_config_and_workdir` and read them with `config_and_workdir`; every command (data
-build included) runs its `main` under `run`.
+with `define_config_and_workdir` and read them with `config_and_workdir`; every command that
+compiles (train, eval, predict, preparation, cross-validation) runs its `main` under `run`, which
+adds --compilation_cache.
 """
 
 from __future__ import annotations
@@ -18,10 +21,25 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import console
+from crowdjax import compilation_cache, console
 from crowdjax.workdir import default_workdir
 
-run = app.run  # Parses the flags, then calls main(argv) with the positional arguments.
+
+def run(main) -> None:
+    """Parses the flags, turns on the compilation cache, then calls main(argv) with the
+    positional arguments."""
+    flags.DEFINE_string(
+        "compilation_cache",
+        compilation_cache.default_dir(),
+        "Directory of JAX's persistent compilation cache, or 'off' (default: "
+        f"${compilation_cache.ENV}, else ~/.cache/crowdjax/jax).",
+    )
+
+    def cached_main(argv):
+        compilation_cache.enable(flags.FLAGS["compilation_cache"].value)
+        return main(argv)
+
+    app.run(cached_main)
 
 
 def define_config_and_workdir(*, lock_config: bool = True) -> None:
