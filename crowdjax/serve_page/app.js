@@ -131,9 +131,7 @@ async function countFiles(files) {
     progress.value = done;
     updateSummary();
   }
-  const failed = state.rows.filter((r) => r.error).length;
-  $("progress-text").textContent =
-    `Done: ${done} image(s) counted` + (failed ? `, ${failed} refused in all` : "") + ".";
+  $("progress-text").textContent = `Done: ${done} of ${done} image(s).`;
   progress.hidden = true;
   state.busy = false;
 }
