@@ -5,6 +5,11 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -12,7 +17,8 @@ import pytest
 
 from crowdjax import media, prediction, serve, visualize
 from crowdjax.data import decode, io, synthetic
-from tests.test_predict_robust import _png_bomb
+from tests.engine.conftest import REPO
+from tests.test_predict_robust import _png_bomb, workdir  # noqa: F401
 from tests.test_prediction import _uot_parts
 
 # One image size for every upload of these tests (and the browser test): one compile.
@@ -197,3 +203,33 @@ def test_upload_names_are_shown_not_used():
     assert serve.upload_name("a%0Ab%00c.png") == "a_b_c.png"
     assert serve.upload_name(None) == "upload"
     assert len(serve.upload_name("x" * 5000)) == 200
+
+
+@pytest.mark.slow  # 40-60 s: a fresh process loads the model and compiles.
+def test_the_command_serves_a_workdir_and_ends_on_ctrl_c(workdir):  # noqa: F811
+    command = [sys.executable, "-m", "crowdjax.serve", f"--checkpoint={workdir}", "--port=0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "serving on " in line:
+                break
+        port = int(re.search(r"serving on http://127\.0\.0\.1:(\d+)/", lines[-1])[1])
+        assert "model uot from" in "".join(lines) and "step 7" in "".join(lines)
+        data, _ = synthetic_png()
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        connection.request("POST", "/api/count", data, {"X-File-Name": "a.png"})
+        record = json.loads(connection.getresponse().read())
+        connection.close()
+        assert record["file"] == "a.png" and record["count"] > 0
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert "stopped" in process.stdout.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
