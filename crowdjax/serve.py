@@ -48,7 +48,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import file_prediction, media, prediction, visualize
+from crowdjax import console, file_prediction, media, prediction, visualize
 from crowdjax.data import io
 from crowdjax.metric_writers import log
 
@@ -323,6 +323,7 @@ flags.mark_flags_as_required(["checkpoint"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    console.setup_console()
     counter = prediction.Counter.load(
         _CHECKPOINT.value,
         config=_CONFIG.value,

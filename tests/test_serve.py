@@ -17,8 +17,9 @@ import pytest
 
 from crowdjax import media, prediction, serve, visualize
 from crowdjax.data import decode, io, synthetic
+from tests import test_predict_robust
 from tests.engine.conftest import REPO
-from tests.test_predict_robust import _png_bomb, workdir  # noqa: F401
+from tests.test_predict_robust import _png_bomb
 from tests.test_prediction import _uot_parts
 
 # One image size for every upload of these tests (and the browser test): one compile.
@@ -205,8 +206,11 @@ def test_upload_names_are_shown_not_used():
     assert len(serve.upload_name("x" * 5000)) == 200
 
 
+workdir = test_predict_robust.workdir  # A workdir as train.py leaves it, random weights.
+
+
 @pytest.mark.slow  # 40-60 s: a fresh process loads the model and compiles.
-def test_the_command_serves_a_workdir_and_ends_on_ctrl_c(workdir):  # noqa: F811
+def test_the_command_serves_a_workdir_and_ends_on_ctrl_c(workdir):
     command = [sys.executable, "-m", "crowdjax.serve", f"--checkpoint={workdir}", "--port=0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(

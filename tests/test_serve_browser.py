@@ -12,11 +12,22 @@ import shutil
 import pytest
 
 from crowdjax import serve
-from tests.test_serve import Running, counter, half_zones, synthetic_png  # noqa: F401
+from tests import test_serve
+from tests.test_serve import Running, half_zones, synthetic_png
+
+counter = test_serve.counter  # The tiny model's fixture.
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
+
+# Drops a file of `size` zero bytes named `name` on the page, as a person dragging it there.
+DROP = """({name, size}) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([new Uint8Array(size)], name, {type: "image/png"}));
+  const drop = new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true});
+  document.getElementById("drop").dispatchEvent(drop);
+}"""
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +38,14 @@ def browser():
         browser.close()
 
 
-def test_the_page_counts_an_image_and_names_a_corrupt_file(tmp_path, counter, browser):  # noqa: F811
+def test_the_page_counts_an_image_and_names_a_corrupt_and_an_oversized_file(
+    tmp_path, counter, browser
+):
     data, rgb = synthetic_png(1)
     (tmp_path / "street scene.png").write_bytes(data)
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
     expected = counter.count_rgb(rgb)  # The model called directly on the same pixels.
-    running = Running(serve.CountService(counter, extras=[half_zones]))
+    running = Running(serve.CountService(counter, max_upload_bytes=100_000, extras=[half_zones]))
     try:
         page = browser.new_page(viewport={"width": 900, "height": 700}, accept_downloads=True)
         errors = []
@@ -52,6 +65,15 @@ def test_the_page_counts_an_image_and_names_a_corrupt_file(tmp_path, counter, br
         assert error == "broken.jpg: corrupt or unreadable image"
         assert page.locator("#summary").inner_text() == "1 counted, 1 refused"
 
+        # A file dropped on the page, over the upload limit: refused before it is sent.
+        page.evaluate(DROP, {"name": "huge.png", "size": 100_001})
+        sync_api.expect(page.locator("#progress-text")).to_have_text("Done: 1 of 1 image(s).")
+        error = page.locator(".result.failed .error").nth(1).inner_text()
+        assert error == (
+            "huge.png: file of 100001 bytes is over the upload limit of 100000 bytes "
+            "(the server's --max_upload_bytes)"
+        )
+
         with page.expect_download() as download:
             page.click("#download-csv")
         download.value.save_as(tmp_path / "counts.csv")
@@ -60,6 +82,7 @@ def test_the_page_counts_an_image_and_names_a_corrupt_file(tmp_path, counter, br
         assert [(r["file"], r["height"], r["width"], r["error"]) for r in rows] == [
             ("street scene.png", "128", "160", ""),
             ("broken.jpg", "", "", "broken.jpg: corrupt or unreadable image"),
+            ("huge.png", "", "", error),
         ]
         assert float(rows[0]["count"]) == pytest.approx(expected.count, abs=5e-4)
         assert float(rows[0]["zone:left half"]) > 0 and rows[0]["disagree"] == "false"
