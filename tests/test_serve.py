@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import http.client
+import io as pyio
 import json
 import os
 import re
@@ -136,6 +138,31 @@ def test_an_upload_is_counted_as_the_model_counts_it(running, counter):
     left = float(expected.density[:, : expected.density.shape[1] // 2].sum())
     assert record["zones"] == {"left half": pytest.approx(left, rel=1e-5)}
     assert record["interval"]["low"] == pytest.approx(0.9 * expected.count, rel=1e-5)
+
+
+def test_counting_an_upload_writes_no_file(running, monkeypatch):
+    data, _ = synthetic_png(2)
+    assert _post(running, data)[0] == 200  # Compiled (the compile cache may write), then:
+    writes = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def watched_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+"):
+            writes.append(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def watched_os_open(path, flags, *args, **kwargs):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            writes.append(path)
+        return real_os_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", watched_open)
+    monkeypatch.setattr(pyio, "open", watched_open)
+    monkeypatch.setattr(os, "open", watched_os_open)
+    status, _, record = _post(running, data)
+    monkeypatch.undo()
+    assert status == 200 and record["count"] > 0
+    assert writes == []
 
 
 def test_bad_uploads_are_refused_with_a_message_naming_them(running, monkeypatch):
