@@ -15,8 +15,8 @@ Endpoints:
                                URL-encoded (shown back, never used as a path). 200: the JSON
                                record {file, count, height, width, windows, [points], overlay (a
                                PNG data URL), [zones], [interval]}; else {file, kind, error} with
-                               413 (too many bytes or pixels), 400 (not an image), 503 (out of
-                               memory) or 500.
+                               413 (too many bytes or pixels), 400 (not an image), 503 (busy,
+                               out of memory) or 500.
 
 Optional fields: `zones` ({name: count}) and `interval` ({low, high, spread, disagree}) come from
 the `extras` of `CountService`, functions of (image, prediction) whose dicts are merged into the
@@ -26,8 +26,9 @@ Safety: the server binds to 127.0.0.1 unless --host says otherwise, and while bo
 address it answers only requests whose Host names a loopback address (a page elsewhere cannot reach
 it by DNS rebinding) and refuses a POST from another origin. A request body is read only up to
 `--max_upload_bytes` (a larger Content-Length is refused unread), the image's pixels are checked
-from its header before decoding (`media.decode_image`, `--max_image_pixels`), and one image is
-counted at a time, so memory stays bounded whatever arrives. Nothing from a request but the image's
+from its header before decoding (`media.decode_image`, `--max_image_pixels`), at most 4
+uploads are held at once and one image is counted at a time, so memory stays bounded whatever
+arrives. Nothing from a request but the image's
 bytes is evaluated: no path, option or config comes from the client, and nothing is written to
 disk (images are decoded and overlays encoded in memory).
 """
@@ -94,6 +95,8 @@ class CountService:
       overlay_max_side: long side (px) of the overlay sent back.
       extras: functions of (RGB image, prediction) -> dict of fields added to each record, e.g.
         {"zones": {name: count}} or {"interval": {"low", "high", "spread", "disagree"}}.
+      max_open_uploads: the most uploads held in memory at once (read or waiting to be
+        counted); one more is answered 503 (busy) unread. The page sends one at a time.
     """
 
     def __init__(
@@ -103,12 +106,14 @@ class CountService:
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         overlay_max_side: int = 1024,
         extras: Sequence[Extra] = (),
+        max_open_uploads: int = 4,
     ):
         self.counter = counter
         self.max_upload_bytes = int(max_upload_bytes)
         self.overlay_max_side = int(overlay_max_side)
         self.extras = tuple(extras)
         self._lock = threading.Lock()  # One image at a time: memory stays bounded.
+        self.upload_slots = threading.BoundedSemaphore(max_open_uploads)
 
     def info(self) -> dict:
         """What the page shows and checks before uploading: the model and the limits."""
@@ -256,6 +261,16 @@ def make_handler(service: CountService, *, loopback_only: bool):
                 self.close_connection = True  # Refused unread.
                 error = _too_many_bytes(name, length, service.max_upload_bytes)
                 return self._error(error.status, error.kind, str(error), name)
+            if not service.upload_slots.acquire(blocking=False):
+                self.close_connection = True  # Refused unread.
+                message = f"{name}: the server is busy with other uploads; send it again later"
+                return self._error(503, "busy", message, name)
+            try:
+                return self._receive_and_count(name, length)
+            finally:
+                service.upload_slots.release()
+
+        def _receive_and_count(self, name: str, length: int) -> None:
             data = self.rfile.read(length)
             if len(data) < length:
                 self.close_connection = True

@@ -54,6 +54,7 @@ class Running:
     """A server of `service` on a free loopback port, in a thread."""
 
     def __init__(self, service, host="127.0.0.1"):
+        self.service = service
         self.server = serve.make_server(service, host=host, port=0)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -184,6 +185,20 @@ def test_bad_uploads_are_refused_with_a_message_naming_them(running, monkeypatch
     assert (status, body["kind"]) == (413, "too_large")
     assert "big.png: file of 200001 bytes is over the upload limit of 200000" in body["error"]
     # The server goes on counting.
+    assert _post(running, data)[0] == 200
+
+
+def test_uploads_past_the_open_ones_are_refused_unread(running):
+    data, _ = synthetic_png()
+    slots = running.service.upload_slots
+    for _ in range(4):  # Four uploads being read or counted.
+        assert slots.acquire(blocking=False)
+    try:
+        status, _, body = _post(running, data, name="fifth.png")
+    finally:
+        for _ in range(4):
+            slots.release()
+    assert (status, body["kind"]) == (503, "busy") and body["error"].startswith("fifth.png: ")
     assert _post(running, data)[0] == 200
 
 
