@@ -1,6 +1,6 @@
 """A local web page that counts people on the images a person drops on it.
 
-  python -m crowdjax.serve --checkpoint=workdirs/quickstart          # then open http://127.0.0.1:8000
+  python -m crowdjax.serve --checkpoint=workdirs/quickstart     # open http://127.0.0.1:8000
   python -m crowdjax.serve --config=configs/uot_shb.py --checkpoint=best_model.pth --port=8080
 
 The model is loaded once, at start (`prediction.Counter.load`). The page (`serve_page/`) uploads
@@ -26,11 +26,10 @@ Safety: the server binds to 127.0.0.1 unless --host says otherwise, and while bo
 address it answers only requests whose Host names a loopback address (a page elsewhere cannot reach
 it by DNS rebinding) and refuses a POST from another origin. A request body is read only up to
 `--max_upload_bytes` (a larger Content-Length is refused unread), the image's pixels are checked
-from its header before decoding (`media.decode_image`, `--max_image_pixels`), at most 4
-uploads are held at once and one image is counted at a time, so memory stays bounded whatever
-arrives. Nothing from a request but the image's
-bytes is evaluated: no path, option or config comes from the client, and nothing is written to
-disk (images are decoded and overlays encoded in memory).
+from its header before decoding (`media.decode_image`, `--max_image_pixels`), at most 4 uploads
+are held at once and one image is counted at a time, so memory stays bounded whatever arrives.
+Nothing from a request but the image's bytes is evaluated: no path, option or config comes from
+the client, and nothing is written to disk (images are decoded and overlays encoded in memory).
 """
 
 from __future__ import annotations
