@@ -51,7 +51,9 @@ def test_the_page_counts_an_image_and_names_a_corrupt_and_an_oversized_file(
         errors = []
         page.on("pageerror", lambda error: errors.append(str(error)))
         page.goto(running.url + "/")
-        sync_api.expect(page.locator("#model")).to_contain_text("Model: uot")
+        sync_api.expect(page.locator("#model")).to_have_text(
+            "Model: uot. Up to 98 kB and 268 megapixels per image."
+        )
         page.set_input_files("#files", [tmp_path / "street scene.png", tmp_path / "broken.jpg"])
         sync_api.expect(page.locator("#progress-text")).to_have_text("Done: 2 of 2 image(s).")
 

@@ -21,16 +21,20 @@ function formatCount(record) {
   return record.points ? record.count.toFixed(0) : record.count.toFixed(1);
 }
 
+function formatBytes(size) {
+  if (size >= 2 ** 20) return `${(size / 2 ** 20).toFixed(size >= 10 * 2 ** 20 ? 0 : 1)} MB`;
+  return `${(size / 2 ** 10).toFixed(0)} kB`;
+}
+
 async function loadInfo() {
   try {
     const response = await fetch("/api/info");
     state.info = await response.json();
     const step = state.info.step === null ? "" : ` (step ${state.info.step})`;
-    const megabytes = (state.info.max_upload_bytes / 2 ** 20).toFixed(0);
     const megapixels = (state.info.max_image_pixels / 1e6).toFixed(0);
     $("model").textContent =
-      `Model: ${state.info.method}${step}. Up to ${megabytes} MB and ` +
-      `${megapixels} megapixels per image.`;
+      `Model: ${state.info.method}${step}. Up to ${formatBytes(state.info.max_upload_bytes)} ` +
+      `and ${megapixels} megapixels per image.`;
   } catch (error) {
     $("model").textContent = `The server does not answer (${error}).`;
   }
