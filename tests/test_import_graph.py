@@ -39,7 +39,7 @@ ENGINE = {
 LIBRARY_PACKAGES = ("crowdjax.methods", "crowdjax.models", "crowdjax.losses", "crowdjax.data")
 
 # Module -> what it must not reach, directly or through other modules (one way down).
-_ENTRY_POINTS = {"crowdjax.cross_validation", "crowdjax.prediction"}
+_ENTRY_POINTS = {"crowdjax.cross_validation", "crowdjax.prediction", "crowdjax.serve"}
 NEVER_REACHES = {
     "crowdjax.trainer": _ENTRY_POINTS,
     "crowdjax.evaluation": {"crowdjax.trainer", "crowdjax.preparation", *_ENTRY_POINTS},
