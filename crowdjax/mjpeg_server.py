@@ -102,7 +102,9 @@ class MjpegServer:
         self._httpd = http.server.ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self.url = f"http://{host}:{self._httpd.server_address[1]}/stream"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        # Polled often, so that `close` returns at once.
+        serve = lambda: self._httpd.serve_forever(poll_interval=0.05)
+        self._thread = threading.Thread(target=serve, daemon=True)
 
     def _handler_class(self) -> type[http.server.BaseHTTPRequestHandler]:
         server = self
