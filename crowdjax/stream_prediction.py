@@ -204,7 +204,7 @@ def _limits(options: StreamOptions) -> str:
     )
     until = [f"{options.duration:g} s"] if options.duration else []
     until += [f"{options.max_frames} frames"] if options.max_frames else []
-    return f"{what} for {' or '.join(until) if until else 'until Ctrl-C'}"
+    return f"{what} for {' or '.join(until)}" if until else f"{what} until Ctrl-C"
 
 
 def _status(stream: streams.LiveStream, counted: int, record: dict, elapsed: float) -> None:

@@ -135,12 +135,15 @@ class LiveStream:
         self.max_pixels = max_pixels
         self.read = self.dropped = self.reconnects = 0
         self.error: str | None = None
+        start = time.monotonic()
         capture = self._open()
         if capture is None:
-            reason = "" if _CAMERA.match(source) else f" within {timeout:g} s"
+            if _CAMERA.match(source):
+                raise StreamError(f"{self.name}: cannot open the camera (no such device?)")
             raise StreamError(
-                f"{self.name}: cannot open the stream (no video{reason}; is the address right, "
-                "and is it a stream that OpenCV's FFmpeg reads?)"
+                f"{self.name}: cannot open the stream (gave up after "
+                f"{time.monotonic() - start:.1f} s, timeout {timeout:g} s): check the address, "
+                "that its server is up, and that it sends video OpenCV's FFmpeg reads"
             )
         fps = capture.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and 0 < fps < 1000 else 25.0

@@ -8,10 +8,13 @@ No model here: counting streams is tested in tests/test_predict_robust.py.
 
 from __future__ import annotations
 
+import functools
+import http.server
 import socket
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 
@@ -127,7 +130,9 @@ def test_a_url_that_never_opens_is_named():
     threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
     url = f"http://me:secret@127.0.0.1:{silent.getsockname()[1]}/live.mjpg"
     start = time.monotonic()
-    with pytest.raises(streams.StreamError, match="within 0.5 s") as error:
+    with pytest.raises(
+        streams.StreamError, match=r"gave up after \d+\.\d s, timeout 0.5 s"
+    ) as error:
         streams.LiveStream(url, timeout=0.5)
     assert time.monotonic() - start < 3
     assert "me:***@127.0.0.1" in str(error.value) and "secret" not in str(error.value)
@@ -145,3 +150,42 @@ def test_names_of_sources():
     assert streams.output_name("rtsp://admin:pw@10.0.0.2:554/live/ch1") == "10.0.0.2_554__live__ch1"
     assert streams.output_name("camera:0") == "camera_0"
     assert streams.time_stamp(0.25) == "1970-01-01T00:00:00.250+00:00"
+
+
+def test_an_hls_playlist_is_read(tmp_path):
+    # HLS: a playlist of MPEG-TS segments over HTTP (here a finished one, served as files).
+    for segment in range(2):
+        path = str(tmp_path / f"segment{segment}.ts")
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 96))
+        assert writer.isOpened()
+        for k in range(10):
+            number = 10 * segment + k
+            writer.write(cv2.cvtColor(mjpeg_server.numbered_frame(number), cv2.COLOR_RGB2BGR))
+        writer.release()
+    entries = "".join(f"#EXTINF:1.0,\nsegment{segment}.ts\n" for segment in range(2))
+    (tmp_path / "live.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-MEDIA-SEQUENCE:0\n"
+        + entries
+        + "#EXT-X-ENDLIST\n"
+    )
+
+    class QuietFiles(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(QuietFiles, directory=str(tmp_path))
+    files = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(
+        target=files.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    ).start()
+    url = f"http://127.0.0.1:{files.server_address[1]}/live.m3u8"
+    frames = []
+    with streams.LiveStream(url, timeout=2, attempts=0) as stream:
+        with pytest.raises(streams.StreamLost, match="0 reconnection attempts"):
+            while (frame := stream.next(timeout=5)) is not None:
+                frames.append(frame)
+        read = stream.read
+    files.shutdown()
+    files.server_close()
+    assert read == 20 and frames
+    assert all(mjpeg_server.frame_number(rgb) == index for index, _, rgb in frames)
