@@ -176,7 +176,7 @@ def predict_files(
             try:
                 if streams.is_stream(path):
                     records = []  # Added to the table frame by frame.
-                    with stream_prediction.StopSignals(stop):
+                    with stream_prediction.StopSignals(stop) as signals:
                         stream_prediction.count_stream(
                             path,
                             functools.partial(_count_frame, counter, file=file),
@@ -187,6 +187,8 @@ def predict_files(
                             stop=stop,
                             max_pixels=counter.max_image_pixels,
                         )
+                    if signals.reason:
+                        log(f"{signals.reason}: stopped; the tables are written")
                     bar.step(file)
                 elif media.kind_of(path) == "video":
                     records = _predict_video(counter, path, names[path], output, videos, every, bar)

@@ -87,15 +87,13 @@ class StopSignals:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        # No output here: a print interrupted by a signal and a print from its handler would
+        # be a reentrant write to the same stream (RuntimeError). The loop reports the stop.
         del frame
         if self.stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.reason = signal.Signals(signum).name
         self.stop.set()
-        sys.stderr.write(
-            f"\n{self.reason}: stopping after this frame; the tables are written "
-            "(Ctrl-C again aborts)\n"
-        )
 
 
 def count_stream(
