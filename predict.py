@@ -36,11 +36,11 @@ An input that fails is named in failed.json with its kind, and the others go on:
 the file's header before decoding, or once scaled up to the config's `data.min_short_side`),
 "out_of_memory" (host or accelerator; lower `--max_pixels`), "io" (e.g. an output not
 writable), "file_name", "opencv" and "stream_lost" (a stream that dropped and did not come back
-within `--reconnect_attempts`; its rows so far stay). A stream URL that does not open within
-`--stream_timeout` is "unreadable". Any file name is read (names that are not UTF-8 are
-written with \\xNN escapes in the tables, and output names are made safe). The command then ends
-with a summary and exit status 1. A full disk ends the run; what was counted stays, and no table
-is left half-written (see `crowdjax.count_table`).
+within `--reconnect_attempts`; its rows so far stay). A stream URL that does not open (tried 4
+times, each within `--stream_timeout`) is "unreadable". Any file name is read (names that are
+not UTF-8 are written with \\xNN escapes in the tables, and output names are made safe). The
+command then ends with a summary and exit status 1. A full disk ends the run; what was counted
+stays, and no table is left half-written (see `crowdjax.count_table`).
 
 Trust: a `config.json` whose method is not registered ("module:ATTR", which would import that
 module, perhaps a file shipped with a downloaded workdir) is refused. To run such a method, name

@@ -15,7 +15,8 @@ selected frame, at most one frame old.
 Drops: when a read fails (the server closed the connection, the network stalled past `timeout`)
 the source is opened again after a pause that doubles from `first_wait` up to `max_wait`, each
 attempt logged as a warning, at most `attempts` times in a row; then the stream counts as lost
-(`StreamLost`). A source that never opens raises `StreamError` at once, naming it.
+(`StreamLost`). A source that does not open is tried `FIRST_OPEN_RETRIES` times more the same
+way (0.5 + 1 + 2 s of pauses by default), then raises `StreamError`, naming it.
 
 A password in a URL (`rtsp://user:secret@host/...`) is never printed or written: names show it
 as `***`.
@@ -39,6 +40,10 @@ from crowdjax.metric_writers import log
 
 _URL = re.compile(r"^(rtsps?|rtmps?|https?|udp|tcp|srt|rtp)://", re.IGNORECASE)
 _CAMERA = re.compile(r"^camera:(\d+)$")
+# A source that does not open is tried this many times more (at most `attempts`), with the
+# pauses of a reconnection: one that restarts as counting starts is waited for, a wrong
+# address fails in seconds.
+FIRST_OPEN_RETRIES = 3
 
 
 class StreamError(io.DataError):
@@ -97,7 +102,8 @@ class LiveStream:
       interval: if > 0, select one frame each `interval` seconds instead.
       timeout: seconds to wait for the source to open, or for a frame, before it counts as
         unreachable or dropped (URLs only; OpenCV's camera backends take no timeout).
-      attempts: reconnections tried in a row after a drop before the stream counts as lost.
+      attempts: reconnections tried in a row after a drop before the stream counts as lost
+        (and at most `FIRST_OPEN_RETRIES` of them when it first opens).
       first_wait, max_wait: the pause before the first reconnection (seconds), doubled at each
         failed attempt up to `max_wait`.
       max_pixels: refuse larger frames (`media.PixelLimitError`).
@@ -137,11 +143,21 @@ class LiveStream:
         self.error: str | None = None
         start = time.monotonic()
         capture = self._open()
+        tries, wait = 1, first_wait
+        while capture is None and tries <= min(attempts, FIRST_OPEN_RETRIES):
+            log(
+                f"warning: {self.name}: cannot open it; trying again in {wait:.1f} s "
+                f"(attempt {tries} of {min(attempts, FIRST_OPEN_RETRIES)})"
+            )
+            time.sleep(wait)
+            capture = self._open()
+            tries, wait = tries + 1, min(2 * wait, max_wait)
         if capture is None:
+            times = "once" if tries == 1 else f"{tries} times"
             if _CAMERA.match(source):
                 raise StreamError(f"{self.name}: cannot open the camera (no such device?)")
             raise StreamError(
-                f"{self.name}: cannot open the stream (gave up after "
+                f"{self.name}: cannot open the stream (tried {times} in "
                 f"{time.monotonic() - start:.1f} s, timeout {timeout:g} s): check the address, "
                 "that its server is up, and that it sends video OpenCV's FFmpeg reads"
             )

@@ -346,7 +346,7 @@ def _wait_for_rows(journal, rows: int, deadline_s: float = 120.0) -> None:
 def test_a_stream_is_counted_frame_by_frame_and_a_dead_url_is_named(tmp_path, counter):
     (tmp_path / "crowd.png").write_bytes(_encode(_random_scene(96, 160), ".png"))
     dead, out = _dead_url(), tmp_path / "out"
-    options = stream_prediction.StreamOptions(max_frames=3, video=True, timeout=1)
+    options = stream_prediction.StreamOptions(max_frames=3, video=True, timeout=1, first_wait=0.05)
     with mjpeg_server.MjpegServer(fps=20) as server:
         rows, failures = file_prediction.predict_files(
             counter,
@@ -417,7 +417,7 @@ def test_ctrl_c_ends_predict_on_a_stream_with_every_table_written(tmp_path, work
     with mjpeg_server.MjpegServer(fps=10) as server:
         process = subprocess.Popen(
             [sys.executable, "predict.py", f"--checkpoint={workdir}", f"--output={out}"]
-            + ["--stream_video", "--stream_timeout=1", dead, server.url],
+            + ["--stream_video", "--stream_timeout=1", "--reconnect_attempts=1", dead, server.url],
             cwd=REPO,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO},
             stdout=subprocess.PIPE,
