@@ -8,8 +8,10 @@ files at the start) go to a temporary file first and replace the old one in one 
 full disk or a kill leaves the previous file as it was, never a truncated one.
 
 Files in the output folder:
-  counts.jsonl  one JSON record per image or video frame: the journal that `resume` reads.
-  counts.csv    file, frame, count, height, width of the same records.
+  counts.jsonl  one JSON record per image, video frame or stream frame: the journal that
+                `resume` reads.
+  counts.csv    file, frame, count, height, width, time of the same records (time: when a live
+                stream's frame was read, ISO 8601 UTC; empty for files).
   counts.json   all records as one JSON list (written when the run ends).
   failed.json   [{"file", "kind", "error"}] of the inputs that failed in this run.
 """
@@ -23,7 +25,7 @@ import os
 
 from crowdjax.metric_writers import log
 
-CSV_COLUMNS = ("file", "frame", "count", "height", "width")
+CSV_COLUMNS = ("file", "frame", "count", "height", "width", "time")
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -50,7 +52,8 @@ def csv_lines(records: list[dict], *, header: bool = False) -> str:
         writer.writerow(CSV_COLUMNS)
     for r in records:
         frame = "" if r["frame"] is None else r["frame"]
-        writer.writerow([r["file"], frame, f"{r['count']:.3f}", r["height"], r["width"]])
+        row = [r["file"], frame, f"{r['count']:.3f}", r["height"], r["width"], r.get("time", "")]
+        writer.writerow(row)
     return out.getvalue()
 
 

@@ -1,5 +1,6 @@
-"""Counting the files a user names (predict.py): every image and every video's frames, the outputs
-of each input, and the failures of one input named without stopping the others.
+"""Counting the inputs a user names (predict.py): every image, every video's frames and live
+streams (`crowdjax.stream_prediction`), the outputs of each input, and the failures of one input
+named without stopping the others.
 
 What a run writes is described in predict.py's docstring; the tables and how they survive a kill
 or a full disk in `crowdjax.count_table`. Output names come from input names through
@@ -10,14 +11,17 @@ works.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import sys
+import threading
 import time
 
 import cv2
 import jax
+import numpy as np
 
-from crowdjax import count_table, media, visualize
+from crowdjax import count_table, media, stream_prediction, streams, visualize
 from crowdjax.data import io
 from crowdjax.metric_writers import log
 
@@ -52,11 +56,14 @@ def output_names(paths: list[str], inputs: list[str]) -> dict[str, str]:
     roots = [os.path.abspath(p) for p in inputs if os.path.isdir(p)]
     names, used = {}, set()
     for path in paths:
-        full = os.path.abspath(path)
-        root = next((r for r in roots if full.startswith(r + os.sep)), None)
-        rel = os.path.relpath(full, root) if root else os.path.basename(full)
-        parts = os.path.splitext(rel)[0].split(os.sep)
-        base = "__".join(media.safe_file_name(part) for part in parts) or "input"
+        if streams.is_stream(path):
+            base = streams.output_name(path)
+        else:
+            full = os.path.abspath(path)
+            root = next((r for r in roots if full.startswith(r + os.sep)), None)
+            rel = os.path.relpath(full, root) if root else os.path.basename(full)
+            parts = os.path.splitext(rel)[0].split(os.sep)
+            base = "__".join(media.safe_file_name(part) for part in parts) or "input"
         name, n = base, 1
         while name in used:
             n += 1
@@ -77,6 +84,8 @@ def failure_kind(error: BaseException) -> str | None:
         return "out_of_memory"
     if isinstance(error, UnicodeError):
         return "file_name"
+    if isinstance(error, streams.StreamLost):
+        return "stream_lost"
     if isinstance(error, cv2.error):
         return "opencv"
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -104,11 +113,15 @@ def predict_files(
     overlays=True,
     overlay_max_side=1600,
     resume=False,
+    stream_options=None,
+    stop=None,
 ):
-    """Counts every image and video that `inputs` name; writes the outputs (see the module doc).
+    """Counts every image, video and live stream that `inputs` name; writes the outputs (see
+    the module doc).
 
     An input that fails (see `failure_kind`) is named in failed.json and the others go on; the
-    rows of each input are on disk as soon as it is counted (`crowdjax.count_table`).
+    rows of each input are on disk as soon as it is counted (`crowdjax.count_table`), a live
+    stream's as each frame is. Files are counted first, then streams in the order given.
 
     Args:
       counter: the model (`prediction.Counter`); its `max_image_pixels` limits every image.
@@ -117,7 +130,12 @@ def predict_files(
       every: count every n-th frame of videos.
       overlays: write overlay PNGs of images.
       overlay_max_side: long side of overlays (px).
-      resume: keep the tables of an earlier run in `output` and skip the inputs they hold.
+      resume: keep the tables of an earlier run in `output` and skip the inputs they hold
+        (never a live stream: its new rows are appended).
+      stream_options: how live streams are read and how long they are counted
+        (`stream_prediction.StreamOptions`; default: every frame until stopped).
+      stop: an event that ends the run when set (after the stream frame in hand; the tables
+        are written). While a stream is counted, SIGINT and SIGTERM set it.
 
     Returns:
       (rows, failures): one dict per image or counted frame (an earlier run's included), and
@@ -127,14 +145,17 @@ def predict_files(
     names = output_names(files, inputs)
     table = count_table.CountTable(output, resume=resume)
     counted = table.counted
-    todo = [path for path in files if media.printable(path) not in counted]
+    todo = [p for p in files if not streams.is_stream(p) and media.printable(p) not in counted]
+    todo += [path for path in files if streams.is_stream(path)]
+    stream_options = stream_options or stream_prediction.StreamOptions(every=every)
+    stop = stop or threading.Event()
     if len(todo) < len(files):
         log(f"resuming: {len(files) - len(todo)} input(s) already counted in {output}")
     try:
         videos = {}
         total = 0
         for path in todo:
-            if media.kind_of(path) == "video":
+            if media.kind_of(path) == "video" and not streams.is_stream(path):
                 try:
                     videos[path] = media.VideoFrames(
                         path, every=every, max_pixels=counter.max_image_pixels
@@ -147,10 +168,29 @@ def predict_files(
             else:
                 total += 1
         bar = ProgressBar(total)
-        for path in todo:
-            file = media.printable(path)
+        for number, path in enumerate(todo):
+            if stop.is_set():
+                log(f"stopped: {len(todo) - number} input(s) not counted")
+                break
+            file = streams.display_name(path) if streams.is_stream(path) else media.printable(path)
             try:
-                if media.kind_of(path) == "video":
+                if streams.is_stream(path):
+                    records = []  # Added to the table frame by frame.
+                    with stream_prediction.StopSignals(stop) as signals:
+                        stream_prediction.count_stream(
+                            path,
+                            functools.partial(_count_frame, counter, file=file),
+                            table.add,
+                            output=output,
+                            name=names[path],
+                            options=stream_options,
+                            stop=stop,
+                            max_pixels=counter.max_image_pixels,
+                        )
+                    if signals.reason:
+                        log(f"{signals.reason}: stopped; the tables are written")
+                    bar.step(file)
+                elif media.kind_of(path) == "video":
                     records = _predict_video(counter, path, names[path], output, videos, every, bar)
                 else:
                     records = [
@@ -197,10 +237,9 @@ def _predict_video(counter, path, name, output, videos, every, bar) -> list[dict
     rows = []
     try:
         for index, rgb in frames:
-            result = counter.count_rgb(rgb, name=f"{file} frame {index}")
-            frame_picture = visualize.prediction_overlay(rgb, result, max_side=1280)
+            record, frame_picture = _count_frame(counter, rgb, file=file, frame=index)
             writer.write(frame_picture)
-            rows.append({"file": file, "frame": index, **result.record()})
+            rows.append(record)
             bar.step(f"{file} frame {index}")
     finally:
         writer.close()
@@ -215,3 +254,13 @@ def _predict_video(counter, path, name, output, videos, every, bar) -> list[dict
     if not drawn:
         log(f"{plot}: not drawn, matplotlib is missing (pip install 'crowdjax[plots]')")
     return rows
+
+
+def _count_frame(
+    counter, rgb: np.ndarray, *, file: str, frame: int, picture: bool = True
+) -> tuple[dict, np.ndarray | None]:
+    """One frame of a video or a live stream: its record and, with `picture`, the frame
+    annotated with its density or heads and count."""
+    result = counter.count_rgb(rgb, name=f"{file} frame {frame}")
+    annotated = visualize.prediction_overlay(rgb, result, max_side=1280) if picture else None
+    return {"file": file, "frame": frame, **result.record()}, annotated
