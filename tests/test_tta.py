@@ -1,0 +1,158 @@
+"""crowdjax.tta: variants in one jitted call, count-preserving rescaling, ensembles, summaries."""
+
+from __future__ import annotations
+
+import functools
+
+import cv2
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import autoscale_synthetic, quickstart
+from crowdjax import prediction, run, tta
+
+
+def _scene(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), np.uint8)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.fixture(scope="module")
+def tiny_uot():
+    """The quickstart's UOT regressor at width 1/16, two random initialisations."""
+    config = quickstart.get_config()
+    config.model.width = 1 / 16
+    setup = run.Setup(config, devices=jax.devices()[:1])
+    return config, setup, [_random_variables(setup, seed) for seed in (3, 4)]
+
+
+def _random_variables(setup, seed: int) -> dict:
+    """He-scaled random kernels, zero biases, on the model's shapes (no init to compile)."""
+    rng = np.random.default_rng(seed)
+
+    def fill(leaf):
+        if len(leaf.shape) < 2:
+            return np.zeros(leaf.shape, leaf.dtype)
+        fan_in = int(np.prod(leaf.shape[:-1]))
+        return rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape).astype(leaf.dtype)
+
+    return jax.tree.map(fill, setup.abstract_variables())
+
+
+def test_variants_parse():
+    assert tta.Variants.parse("flip,scales=0.8,1.0,1.25") == tta.Variants(True, (0.8, 1.0, 1.25))
+    assert tta.Variants.parse("scales=0.5,2, flip") == tta.Variants(True, (0.5, 2.0))
+    assert tta.Variants.parse("") == tta.Variants(False, (1.0,))
+    assert tta.Variants.parse("flip").per_model == 2
+    for bad, message in [
+        ("flop", "unknown variant 'flop'"),
+        ("scales=0.8,-1", "positive number, got '-1'"),
+        ("scales=1,1.0", "given twice"),
+        ("0.8", "unknown variant"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            tta.Variants.parse(bad)
+
+
+def test_map_back_keeps_every_total_and_a_constant_density_uniform():
+    rng = np.random.default_rng(0)
+    density = rng.uniform(0, 1, (3, 10, 15)).astype(np.float32)
+    back = np.asarray(tta.map_back(jnp.asarray(density), (8, 12)))
+    assert back.shape == (3, 8, 12)
+    np.testing.assert_allclose(back.sum((1, 2)), density.sum((1, 2)), rtol=1e-6)
+    # A constant density c on a 10 x 15 grid spread over 8 x 12 cells: c * 150 / 96 each.
+    constant = np.asarray(tta.map_back(jnp.full((1, 10, 15), 0.3), (8, 12)))
+    np.testing.assert_allclose(constant, 0.3 * 150 / 96, rtol=1e-6)
+    np.testing.assert_allclose(tta.resample_matrix(8, 10).sum(0), 1.0, rtol=1e-6)
+
+
+def _mean_intensity_model(variables, images, image_mask, *, stride, traces):
+    """A stand-in model whose count is 100 x the image's mean first channel, spread over the
+    cells by where the intensity is (so a scaled constant image must keep its count)."""
+    del variables, image_mask
+    traces.append(images.shape)
+    b, h, w, _ = images.shape
+    cells = images[..., 0].reshape(b, h // stride, stride, w // stride, stride).sum((2, 4))
+    return {"density": 100.0 * cells / (h * w)}
+
+
+def test_a_scaled_constant_image_keeps_its_count_in_one_jitted_call():
+    traces = []
+    variants = tta.Variants(flip=True, scales=(0.8, 1.0, 1.25))
+    fn = jax.jit(
+        functools.partial(
+            tta.variant_densities,
+            predict=functools.partial(_mean_intensity_model, stride=8, traces=traces),
+            variants=variants,
+            stride=8,
+            multiple=32,
+        )
+    )
+    image = jnp.full((1, 96, 128, 3), 0.7, jnp.float32)
+    mask = jnp.ones((1, 96, 128), jnp.bool_)
+    out = np.asarray(fn({}, image, mask))
+    assert out.shape == (6, 12, 16)
+    np.testing.assert_allclose(out.sum((1, 2)), 70.0, rtol=1e-5)
+    # One program: the model traced once per scale, each with the flipped copy on the batch.
+    assert traces == [(2, 64, 96, 3), (2, 96, 128, 3), (2, 128, 160, 3)]
+    fn({}, image * 0.5, mask)
+    assert len(traces) == 3  # A second call runs the compiled program.
+    # Flipped back, a mirrored image's density is the image's own (any image).
+    ramp = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (1, 96, 128, 3)), jnp.float32)
+    out = np.asarray(fn({}, ramp, mask))
+    np.testing.assert_allclose(out[3], out[2], rtol=1e-5, atol=1e-6)
+
+
+def test_ensemble_variants_match_plain_predictions(tiny_uot):
+    config, setup, variables = tiny_uot
+    counter = tta.TTACounter(
+        config, variables, setup=setup, variants=tta.Variants(flip=True, scales=(1.0, 1.5))
+    )
+    side = 2 * counter.multiple  # No padding: flipping the padded image flips the image.
+    rgb = _scene(side, side + counter.multiple)
+    result = counter.count_rgb(rgb)
+    counts = result.variant_counts
+    assert len(counts) == 2 * 2 * 2  # models x scales x flips
+    # Independent: each checkpoint on its own, on the image and on its mirror image.
+    plain = [prediction.Counter(config, v, setup=setup) for v in variables]
+    assert counts[0] == pytest.approx(plain[0].count_rgb(rgb).count, rel=1e-4)
+    assert counts[5] == pytest.approx(plain[1].count_rgb(rgb[:, ::-1].copy()).count, rel=1e-4)
+    assert result.count == pytest.approx(counts.mean())
+    assert result.interval == (counts.min(), counts.max())
+    assert result.spread == pytest.approx(counts.std())
+    assert result.density.shape == plain[0].count_rgb(rgb).density.shape
+    record = result.record()
+    assert record["interval"] == [counts.min(), counts.max()] and "disagree" in record
+
+
+@pytest.mark.slow  # ~30 s: 20 windows x 2 variants.
+def test_tiled_variants_match_whole_image_variants(tiny_uot):
+    config, setup, variables = tiny_uot
+    variants = tta.Variants(flip=True)
+    image = _scene(640, 896)
+    whole = tta.TTACounter(config, variables[:1], setup=setup, variants=variants, max_pixels=10**8)
+    tiled = tta.TTACounter(
+        config, variables[:1], setup=setup, variants=variants, max_pixels=2 * 576 * 576
+    )
+    a, b = whole.count_rgb(image), tiled.count_rgb(image)
+    assert a.windows == 1 and b.windows == 20
+    np.testing.assert_allclose(b.variant_counts, a.variant_counts, rtol=1e-2)
+
+
+def test_summary_flags_relative_spread():
+    s = tta.summarize([9.0, 11.0], disagreement=0.05)  # std 1, relative 0.1
+    assert (s.count, s.spread, s.interval, s.disagree) == (10.0, 1.0, (9.0, 11.0), True)
+    assert not tta.summarize([9.0, 11.0], disagreement=0.2).disagree
+    # Near-empty images: the relative spread is floored at one person (0.25 / 1, not / 0.25).
+    assert tta.summarize([0.0, 0.5], disagreement=0.3).disagree is False
+
+
+def test_a_localization_method_is_refused():
+    config = autoscale_synthetic.get_config("loc")
+    config.model.width = 1 / 16
+    setup = run.Setup(config, devices=jax.devices()[:1])
+    with pytest.raises(ValueError, match="need a density method"):
+        tta.TTACounter(config, [setup.abstract_variables()], setup=setup)
