@@ -17,7 +17,7 @@ import time
 import cv2
 import jax
 
-from crowdjax import count_table, media, visualize
+from crowdjax import count_table, media, visualize, zones
 from crowdjax.data import io
 from crowdjax.metric_writers import log
 
@@ -71,6 +71,8 @@ def failure_kind(error: BaseException) -> str | None:
     end the run (a full disk, a bug): then the inputs counted so far stay in the tables."""
     if isinstance(error, media.PixelLimitError):
         return "pixel_limit"
+    if isinstance(error, zones.ZoneError):
+        return "zones"
     if isinstance(error, MemoryError) or (
         isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
     ):
@@ -104,6 +106,7 @@ def predict_files(
     overlays=True,
     overlay_max_side=1600,
     resume=False,
+    zone_set=None,
 ):
     """Counts every image and video that `inputs` name; writes the outputs (see the module doc).
 
@@ -118,6 +121,7 @@ def predict_files(
       overlays: write overlay PNGs of images.
       overlay_max_side: long side of overlays (px).
       resume: keep the tables of an earlier run in `output` and skip the inputs they hold.
+      zone_set: count per zone too (`crowdjax.zones.ZoneSet`): columns, records and overlays.
 
     Returns:
       (rows, failures): one dict per image or counted frame (an earlier run's included), and
@@ -125,7 +129,7 @@ def predict_files(
     """
     files = media.find_inputs(inputs)
     names = output_names(files, inputs)
-    table = count_table.CountTable(output, resume=resume)
+    table = count_table.CountTable(output, resume=resume, columns=table_columns(counter, zone_set))
     counted = table.counted
     todo = [path for path in files if media.printable(path) not in counted]
     if len(todo) < len(files):
@@ -151,11 +155,13 @@ def predict_files(
             file = media.printable(path)
             try:
                 if media.kind_of(path) == "video":
-                    records = _predict_video(counter, path, names[path], output, videos, every, bar)
+                    records = _predict_video(
+                        counter, path, names[path], output, videos, every, bar, zone_set
+                    )
                 else:
                     records = [
                         _predict_image(
-                            counter, path, names[path], output, overlays, overlay_max_side
+                            counter, path, names[path], output, overlays, overlay_max_side, zone_set
                         )
                     ]
                     bar.step(file)
@@ -175,17 +181,45 @@ def predict_files(
     return table.records, table.failures
 
 
-def _predict_image(counter, path, name, output, overlays, overlay_max_side) -> dict:
+def table_columns(counter, zone_set=None) -> tuple[str, ...]:
+    """The counts.csv columns of a run: with the interval's when `counter` has test-time
+    variants (`crowdjax.tta.TTACounter`), and the zones' of `zone_set`."""
+    return count_table.table_columns(
+        interval=hasattr(counter, "variants"),
+        zones=tuple(zone_set.names) if zone_set is not None else (),
+        per_m2=zone_set is not None and zone_set.has_area,
+    )
+
+
+def count_frame(counter, rgb, *, name: str, zone_set=None):
+    """One image or video frame counted, with its per-zone counts (`result.zones`) when
+    `zone_set` is given: the one path of images, videos and streams.
+
+    Raises:
+      zones.ZoneError: a zone lies outside this image; and what `counter.count_rgb` raises.
+    """
+    result = counter.count_rgb(rgb, name=name)
+    if zone_set is not None:
+        try:
+            result.zones = zones.count_in_zones(result, zone_set)
+        except zones.ZoneError as e:
+            raise zones.ZoneError(f"{name}: {e}") from e
+    return result
+
+
+def _predict_image(counter, path, name, output, overlays, overlay_max_side, zone_set) -> dict:
     file = media.printable(path)
     rgb = media.read_image(path, max_pixels=counter.max_image_pixels)
-    result = counter.count_rgb(rgb, name=file)
+    result = count_frame(counter, rgb, name=file, zone_set=zone_set)
     if overlays:
-        picture = visualize.prediction_overlay(rgb, result, max_side=overlay_max_side)
+        picture = visualize.prediction_overlay(
+            rgb, result, max_side=overlay_max_side, zone_set=zone_set
+        )
         media.write_image(os.path.join(output, "overlays", name + ".png"), picture)
     return {"file": file, "frame": None, **result.record()}
 
 
-def _predict_video(counter, path, name, output, videos, every, bar) -> list[dict]:
+def _predict_video(counter, path, name, output, videos, every, bar, zone_set) -> list[dict]:
     file = media.printable(path)
     frames = videos.get(path) or media.VideoFrames(
         path, every=every, max_pixels=counter.max_image_pixels
@@ -197,8 +231,10 @@ def _predict_video(counter, path, name, output, videos, every, bar) -> list[dict
     rows = []
     try:
         for index, rgb in frames:
-            result = counter.count_rgb(rgb, name=f"{file} frame {index}")
-            frame_picture = visualize.prediction_overlay(rgb, result, max_side=1280)
+            result = count_frame(counter, rgb, name=f"{file} frame {index}", zone_set=zone_set)
+            frame_picture = visualize.prediction_overlay(
+                rgb, result, max_side=1280, zone_set=zone_set
+            )
             writer.write(frame_picture)
             rows.append({"file": file, "frame": index, **result.record()})
             bar.step(f"{file} frame {index}")

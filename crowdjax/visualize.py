@@ -11,7 +11,7 @@ import os
 import cv2
 import numpy as np
 
-from crowdjax import localization
+from crowdjax import localization, zones
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -90,10 +90,14 @@ def save_density_overlays(records: list[dict], outdir: str, *, peak_threshold: f
     return paths
 
 
-def prediction_overlay(image: np.ndarray, prediction, *, max_side: int = 1600) -> np.ndarray:
+def prediction_overlay(
+    image: np.ndarray, prediction, *, max_side: int = 1600, zone_set=None
+) -> np.ndarray:
     """RGB uint8 picture of one prediction (`crowdjax.prediction.Prediction`): the density as a
     heat map over the image (density methods) or the heads as red dots (localization methods),
-    the count written above it; scaled down so that its long side is at most `max_side`."""
+    the count (and its interval, with test-time variants) written above it, and the zones of
+    `zone_set` (outline, name, count); scaled down so that its long side is at most
+    `max_side`."""
     h, w = image.shape[:2]
     factor = min(1.0, max_side / max(h, w))
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
@@ -104,6 +108,11 @@ def prediction_overlay(image: np.ndarray, prediction, *, max_side: int = 1600) -
     else:
         picture = density_overlay(small, prediction.density)
         label = f"{prediction.count:.1f} people"
+    if prediction.interval is not None:
+        low, high = prediction.interval
+        label += f" ({low:.1f} to {high:.1f}{', variants disagree' if prediction.disagree else ''})"
+    if zone_set is not None:
+        picture = zones.draw_zones(picture, zone_set, prediction.zones or {}, factor=factor)
     return _caption(picture, label, scale=max(1.0, picture.shape[1] / 640))
 
 

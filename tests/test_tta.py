@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import functools
+import json
 
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from matplotlib.path import Path as MplPath
 
 from configs import autoscale_synthetic, quickstart
-from crowdjax import prediction, run, tta
+from crowdjax import file_prediction, prediction, run, tta, zones
 
 
 def _scene(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -156,3 +159,80 @@ def test_a_localization_method_is_refused():
     setup = run.Setup(config, devices=jax.devices()[:1])
     with pytest.raises(ValueError, match="need a density method"):
         tta.TTACounter(config, [setup.abstract_variables()], setup=setup)
+
+
+def test_files_get_zone_and_interval_columns_and_a_zone_outside_an_image_is_named(
+    tmp_path, tiny_uot
+):
+    """predict.py's path for images and videos, with zones and test-time variants."""
+    config, setup, variables = tiny_uot
+    counter = tta.TTACounter(config, variables[:1], setup=setup, variants=tta.Variants(flip=True))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = _scene(96, 128)
+    cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "small.png"), cv2.cvtColor(image[:40, :40], cv2.COLOR_RGB2BGR))
+    writer = cv2.VideoWriter(str(folder / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 5, (128, 96))
+    for seed in range(2):
+        writer.write(cv2.cvtColor(_scene(96, 128, seed), cv2.COLOR_RGB2BGR))
+    writer.release()
+    zone_file = tmp_path / "zones.json"
+    left = [[0, 0], [60.5, 0], [30, 96], [0, 96]]
+    far = [[70, 50], [128, 50], [128, 96], [70, 96]]  # Beyond the 40 x 40 image.
+    zone_file.write_text(
+        json.dumps(
+            {
+                "zones": [
+                    {"name": "left", "polygon": left, "area_m2": 4.0},
+                    {"name": "far", "polygon": far, "area_m2": 2.0},
+                ]
+            }
+        )
+    )
+    zone_set = zones.load_zones(str(zone_file))
+    out = tmp_path / "out"
+    rows, failures = file_prediction.predict_files(
+        counter, [str(folder)], str(out), zone_set=zone_set
+    )
+    assert [(r["file"].rsplit("/", 1)[1], r["frame"]) for r in rows] == [
+        ("a.png", None),
+        ("v.avi", 0),
+        ("v.avi", 1),
+    ]
+    assert [f["kind"] for f in failures] == ["zones"]
+    assert "small.png" in failures[0]["error"] and "zone 'far'" in failures[0]["error"]
+    # The zones of a.png, recomputed from its prediction by the brute force of test_zones.
+    again = counter.count_rgb(image)
+    want = _supersampled(again.density, left, image=(96, 128), stride=counter.stride)
+    assert rows[0]["zones"]["left"]["count"] == pytest.approx(want, rel=2e-3)
+    assert rows[0]["zones"]["left"]["per_m2"] == pytest.approx(want / 4.0, rel=2e-3)
+    with open(out / "counts.csv", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert list(table[0])[-8:] == [
+        "spread",
+        "interval_low",
+        "interval_high",
+        "disagree",
+        "zone:left",
+        "zone:left:per_m2",
+        "zone:far",
+        "zone:far:per_m2",
+    ]
+    for row, record in zip(table, rows, strict=True):
+        assert float(row["zone:far"]) == pytest.approx(record["zones"]["far"]["count"], abs=1e-3)
+        assert float(row["interval_low"]) == pytest.approx(record["interval"][0], abs=1e-3)
+        assert row["disagree"] == str(int(record["disagree"]))
+    assert json.loads((out / "counts.json").read_text()) == rows
+    assert (out / "overlays" / "a.png").exists() and (out / "videos" / "v.mp4").exists()
+
+
+def _supersampled(density, polygon, *, image, stride, samples=16):
+    """Zone count from pixel sub-samples inside the polygon (matplotlib), each adding its
+    cell's density over the cell's samples (cells here lie inside the image)."""
+    offsets = (np.arange(samples) + 0.5) / samples
+    ys = (np.arange(image[0])[:, None] + offsets).ravel()
+    xs = (np.arange(image[1])[:, None] + offsets).ravel()
+    gx, gy = np.meshgrid(xs, ys)
+    inside = MplPath(np.asarray(polygon)).contains_points(np.c_[gx.ravel(), gy.ravel()])
+    per_sample = density[(gy.ravel() // stride).astype(int), (gx.ravel() // stride).astype(int)]
+    return float((per_sample * inside).sum() / (stride * samples) ** 2)
