@@ -49,8 +49,13 @@ def _caption(image: np.ndarray, text: str, *, scale: float = 1.0) -> np.ndarray:
     bar = np.full((round(22 * scale), image.shape[1], 3), 255, np.uint8)
     origin = (round(4 * scale), round(16 * scale))
     thickness = max(1, round(scale))
+    font = 0.5 * scale
+    width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, thickness)[0][0]
+    room = image.shape[1] - 2 * origin[0]
+    if width > room > 0:  # A long caption (an interval) shrinks to fit a small picture.
+        font *= room / width
     cv2.putText(
-        bar, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), thickness, cv2.LINE_AA
+        bar, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), thickness, cv2.LINE_AA
     )
     return np.concatenate([bar, image], 0)
 
@@ -110,7 +115,7 @@ def prediction_overlay(
         label = f"{prediction.count:.1f} people"
     if prediction.interval is not None:
         low, high = prediction.interval
-        label += f" ({low:.1f} to {high:.1f}{', variants disagree' if prediction.disagree else ''})"
+        label += f" ({low:.1f} to {high:.1f}{', disagree' if prediction.disagree else ''})"
     if zone_set is not None:
         picture = zones.draw_zones(picture, zone_set, prediction.zones or {}, factor=factor)
     return _caption(picture, label, scale=max(1.0, picture.shape[1] / 640))
