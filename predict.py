@@ -26,7 +26,7 @@ edge are weighted: `crowdjax.zones`): a "zones" field in counts.jsonl, columns "
 overlays and videos; a zone outside an image fails that input (kind "zones").
 `--tta=flip,scales=...` and `--checkpoint` given more than once (an ensemble of one
 architecture) count every input under each variant in one jitted call (`crowdjax.tta`): the
-count is their mean, with "spread", "interval" (min, max of the variants) and "disagree"
+count is their mean, with "spread", "interval" (count +- `--interval_k` spreads) and "disagree"
 (relative spread over `--disagreement`) in the tables.
 `--resume` keeps the tables already in `--output` and counts only the inputs they lack (without
 it a run starts new tables). Images larger than `--max_pixels` run in overlapping windows (see
@@ -89,6 +89,9 @@ _RESUME = flags.DEFINE_bool(
 _TRUST_METHOD = flags.DEFINE_string(
     "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
 )
+_INTERVAL_K = flags.DEFINE_float(
+    "interval_k", tta.DEFAULT_INTERVAL_K, "With --tta: the interval is the count +- k spreads."
+)
 flags.mark_flags_as_required(["checkpoint", "output"])
 
 
@@ -111,7 +114,11 @@ def main(argv):
     )
     if _TTA.value or len(_CHECKPOINT.value) > 1:
         counter = tta.TTACounter.load(
-            _CHECKPOINT.value, variants=variants, disagreement=_DISAGREEMENT.value, **options
+            _CHECKPOINT.value,
+            variants=variants,
+            disagreement=_DISAGREEMENT.value,
+            interval_k=_INTERVAL_K.value,
+            **options,
         )
     else:
         counter = prediction.Counter.load(_CHECKPOINT.value[0], **options)

@@ -6,8 +6,9 @@
 
 Counts every image of the split with `crowdjax.tta.TTACounter` (whole images, as predict.py
 counts them) and reports:
-  coverage        the share of images whose true count lies in the interval (min, max of the
-                  variants), and, for comparison, in mean +- 2 std;
+  coverage        the share of images whose true count lies in the interval (count +- k
+                  spread, `--interval_k`), and, for comparison, in count +- 1, 2 and 3 spreads
+                  and in (min, max) of the variants;
   spearman        the rank correlation between the spread and the absolute error (does
                   disagreement track the error?), and between the relative spread and the
                   relative error;
@@ -39,6 +40,9 @@ _TTA = flags.DEFINE_string("tta", "flip,scales=0.8,1.0,1.25", "Test-time variant
 _DISAGREEMENT = flags.DEFINE_float(
     "disagreement", tta.DEFAULT_DISAGREEMENT, "Relative spread that flags an image."
 )
+_INTERVAL_K = flags.DEFINE_float(
+    "interval_k", tta.DEFAULT_INTERVAL_K, "The interval is the count +- k spreads."
+)
 _DATASET = flags.DEFINE_string("dataset", None, "Data set (default: the first training one).")
 _SPLIT = flags.DEFINE_string("split", "validation", "Split ('val' for 'validation').")
 _OUTPUT = flags.DEFINE_string("output", None, "Write the metrics and per-image rows (JSON).")
@@ -55,21 +59,25 @@ def _spearman(a, b) -> float:
 
 
 def interval_metrics(gt, rows: list[dict]) -> dict:
-    """Coverage, rank correlations and errors of per-image rows {"count", "spread",
-    "interval", "disagree"} against true counts `gt` [N] (module doc)."""
+    """Coverage, rank correlations and errors of per-image records (`Prediction.record`: with
+    "count", "spread", "interval", "disagree", "variants") against true counts `gt` [N]
+    (module doc)."""
     gt = np.asarray(gt, np.float64)
     count = np.array([r["count"] for r in rows], np.float64)
     spread = np.array([r["spread"] for r in rows], np.float64)
     low, high = (np.array([r["interval"][k] for r in rows], np.float64) for k in (0, 1))
     flagged = np.array([r["disagree"] for r in rows], bool)
+    lowest = np.array([min(r["variants"]) for r in rows], np.float64)
+    highest = np.array([max(r["variants"]) for r in rows], np.float64)
     error = np.abs(count - gt)
     floor = np.maximum(gt, 1.0)
     return {
         "images": len(rows),
         "mae": float(error.mean()),
-        "coverage_min_max": float(((low <= gt) & (gt <= high)).mean()),
-        "coverage_mean_2std": float((error <= 2 * spread).mean()),
+        "coverage_interval": float(((low <= gt) & (gt <= high)).mean()),
         "mean_interval_width": float((high - low).mean()),
+        **{f"coverage_{k}_spread": float((error <= k * spread).mean()) for k in (1, 2, 3)},
+        "coverage_min_max": float(((lowest <= gt) & (gt <= highest)).mean()),
         "spearman_spread_abs_error": _spearman(spread, error),
         "spearman_relative_spread_relative_error": _spearman(
             spread / np.maximum(count, 1.0), error / floor
@@ -110,6 +118,7 @@ def main(argv):
         trusted_method=_TRUST_METHOD.value,
         variants=variants,
         disagreement=_DISAGREEMENT.value,
+        interval_k=_INTERVAL_K.value,
     )
     dataset = _DATASET.value or settings.dataset_names(counter.config.data)[0]
     split = "validation" if _SPLIT.value == "val" else _SPLIT.value
@@ -120,7 +129,8 @@ def main(argv):
         log(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     if _OUTPUT.value:
         report = {"checkpoints": _CHECKPOINT.value, "tta": _TTA.value, "dataset": dataset}
-        report |= {"split": split, "disagreement": _DISAGREEMENT.value, "metrics": metrics}
+        report |= {"split": split, "disagreement": _DISAGREEMENT.value}
+        report |= {"interval_k": _INTERVAL_K.value, "metrics": metrics}
         count_table.write_atomic(_OUTPUT.value, json.dumps(report | {"images": rows}, indent=1))
         log(f"written to {media.printable(_OUTPUT.value)}")
 

@@ -124,11 +124,14 @@ def test_ensemble_variants_match_plain_predictions(tiny_uot):
     assert counts[0] == pytest.approx(plain[0].count_rgb(rgb).count, rel=1e-4)
     assert counts[5] == pytest.approx(plain[1].count_rgb(rgb[:, ::-1].copy()).count, rel=1e-4)
     assert result.count == pytest.approx(counts.mean())
-    assert result.interval == (counts.min(), counts.max())
     assert result.spread == pytest.approx(counts.std())
+    assert result.interval == pytest.approx(
+        (max(counts.mean() - 2 * counts.std(), 0), counts.mean() + 2 * counts.std())
+    )
     assert result.density.shape == plain[0].count_rgb(rgb).density.shape
     record = result.record()
-    assert record["interval"] == [counts.min(), counts.max()] and "disagree" in record
+    assert record["interval"] == list(result.interval) and "disagree" in record
+    assert record["variants"] == pytest.approx(counts, abs=1e-4)
 
 
 @pytest.mark.slow  # ~30 s: 20 windows x 2 variants.
@@ -147,7 +150,9 @@ def test_tiled_variants_match_whole_image_variants(tiny_uot):
 
 def test_summary_flags_relative_spread():
     s = tta.summarize([9.0, 11.0], disagreement=0.05)  # std 1, relative 0.1
-    assert (s.count, s.spread, s.interval, s.disagree) == (10.0, 1.0, (9.0, 11.0), True)
+    assert (s.count, s.spread, s.interval, s.disagree) == (10.0, 1.0, (8.0, 12.0), True)
+    assert tta.summarize([9.0, 11.0], interval_k=1.5).interval == (8.5, 11.5)
+    assert tta.summarize([0.0, 3.0]).interval == (0.0, 4.5)  # 1.5 - 2 x 1.5 floored at 0
     assert not tta.summarize([9.0, 11.0], disagreement=0.2).disagree
     # Near-empty images: the relative spread is floored at one person (0.25 / 1, not / 0.25).
     assert tta.summarize([0.0, 0.5], disagreement=0.3).disagree is False
