@@ -11,8 +11,10 @@ counts them) and reports:
                   and in (min, max) of the variants;
   spearman        the rank correlation between the spread and the absolute error (does
                   disagreement track the error?), and between the relative spread and the
-                  relative error;
-  mae             of the mean count, and of the flagged (`disagree`) and unflagged images.
+                  relative error (the absolute one is inflated by crowd size, which both grow
+                  with: `spearman_gt_abs_error` shows how much);
+  mae, bias       of the mean count, and the MAE of the flagged (`disagree`) and unflagged
+                  images.
 The true count is the number of annotated heads (a data set with a region of interest is counted
 inside it by the metrics, not here: its images are refused).
 """
@@ -74,11 +76,14 @@ def interval_metrics(gt, rows: list[dict]) -> dict:
     return {
         "images": len(rows),
         "mae": float(error.mean()),
+        "bias": float((count - gt).mean()),
         "coverage_interval": float(((low <= gt) & (gt <= high)).mean()),
         "mean_interval_width": float((high - low).mean()),
         **{f"coverage_{k}_spread": float((error <= k * spread).mean()) for k in (1, 2, 3)},
         "coverage_min_max": float(((lowest <= gt) & (gt <= highest)).mean()),
         "spearman_spread_abs_error": _spearman(spread, error),
+        # Both grow with the crowd: how much of the above the true count alone explains.
+        "spearman_gt_abs_error": _spearman(gt, error),
         "spearman_relative_spread_relative_error": _spearman(
             spread / np.maximum(count, 1.0), error / floor
         ),

@@ -14,7 +14,7 @@ import pytest
 from matplotlib.path import Path as MplPath
 
 from configs import autoscale_synthetic, quickstart
-from crowdjax import file_prediction, prediction, run, tta, zones
+from crowdjax import file_prediction, prediction, run, tta, tta_eval, zones
 
 
 def _scene(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -241,3 +241,23 @@ def _supersampled(density, polygon, *, image, stride, samples=16):
     inside = MplPath(np.asarray(polygon)).contains_points(np.c_[gx.ravel(), gy.ravel()])
     per_sample = density[(gy.ravel() // stride).astype(int), (gx.ravel() // stride).astype(int)]
     return float((per_sample * inside).sum() / (stride * samples) ** 2)
+
+
+def test_interval_metrics_by_hand():
+    gt = [10, 20, 30, 40]
+    rows = [
+        {"count": 12.0, "spread": 1.0, "interval": (10.0, 14.0), "disagree": False},
+        {"count": 20.0, "spread": 0.5, "interval": (19.0, 21.0), "disagree": False},
+        {"count": 27.0, "spread": 2.0, "interval": (23.0, 31.0), "disagree": True},
+        {"count": 44.0, "spread": 1.5, "interval": (41.0, 47.0), "disagree": False},
+    ]
+    for row, variants in zip(rows, [(11, 13), (20, 20), (25, 29), (42, 46)], strict=True):
+        row["variants"] = list(variants)
+    m = tta_eval.interval_metrics(gt, rows)
+    # Errors 2, 0, 3, 4: inside the interval 3 of 4 (40 < 41); within 1 spread: only 20.
+    assert m["mae"] == pytest.approx(9 / 4) and m["bias"] == pytest.approx(3 / 4)
+    assert m["coverage_interval"] == 0.75 and m["coverage_1_spread"] == 0.25
+    assert m["coverage_min_max"] == 0.25  # Only 20..20 holds its truth.
+    # Spread ranks 2, 1, 4, 3 and error ranks 2, 1, 3, 4: rho = 1 - 6 * 2 / (4 * 15) = 0.8.
+    assert m["spearman_spread_abs_error"] == pytest.approx(0.8)
+    assert m["flagged"] == 1 and m["mae_flagged"] == 3.0
