@@ -14,13 +14,14 @@ by an area-weighted resampling (`resample_matrix`: each scaled cell's people are
 cells it overlaps in proportion to the overlap, so every variant keeps its count exactly up to
 float rounding). Several checkpoints of one architecture (an ensemble) are stacked and the whole
 function is `vmap`ped over them. The result per input:
-  count     the mean of the variant counts (models x scales x flips);
+  count     the mean of the variant counts (`variant_counts`, ordered by checkpoint, then
+            scale, then the image before its mirror image);
   spread    their standard deviation (population, ddof 0);
   interval  count +- k x spread (k = `interval_k`, 2 by default), the low end floored at 0.
             Not the (min, max) of the variants: the range of two variants (a flip) is only
             +- 1 spread, and a range widens with the number of variants, while +- k x spread
             means the same for any number of them; on the quickstart's validation images
-            +- 2 spread also held the truth 1.7-2.6x as often as (min, max) (README). It is a
+            +- 2 spread also held the truth 1.5-2.6x as often as (min, max) (README). It is a
             spread of the model's answers, not a calibrated confidence interval: how often it
             holds the truth is measured, not promised (`python -m crowdjax.tta_eval`);
   disagree  spread / max(count, 1) > the threshold (`--disagreement`, 0.1 by default): a
@@ -85,16 +86,6 @@ class Variants:
     @property
     def per_model(self) -> int:
         return len(self.scales) * (2 if self.flip else 1)
-
-    def names(self, models: int = 1) -> list[str]:
-        """A label per variant, in the order of `TTACounter`'s variant counts."""
-        kinds = ["", "flip "] if self.flip else [""]
-        return [
-            f"model {m} {kind}x{scale:g}".replace("  ", " ")
-            for m in range(models)
-            for scale in self.scales
-            for kind in kinds
-        ]
 
 
 def _scale(word: str, text: str) -> float:
