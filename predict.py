@@ -6,6 +6,8 @@
   python predict.py --checkpoint=workdirs/quickstart --output=out --resume photos/  # after a kill
   python predict.py --checkpoint=workdirs/quickstart --output=out --interval=1 --duration=600 \
       rtsp://camera.local/stream   # or http://.../video.mjpg, --camera=0
+  python predict.py --checkpoint=workdirs/quickstart --output=out --zones=zones.json \
+      --tta=flip,scales=0.8,1.0,1.25 street.mp4 photos/
 
 INPUT: image files, folders (searched recursively for jpg, png, bmp, webp, tif and videos) and
 video files (every `--every`-th frame), and live sources: stream URLs (`rtsp://`, `http(s)://`
@@ -27,6 +29,14 @@ Writes to `--output`:
   failed.json               the inputs that failed in this run: file, kind, error
   log.txt                   the full log, libraries' INFO lines included (the console shows
                             them with -v 0; see `crowdjax.console`)
+`--zones=zones.json` counts per named polygon too (file format and how cells cut by a zone's
+edge are weighted: `crowdjax.zones`): a "zones" field in counts.jsonl, columns "zone:<name>"
+(and "zone:<name>:per_m2" given areas or a homography) in counts.csv, and the zones drawn on
+overlays and videos; a zone outside an image fails that input (kind "zones").
+`--tta=flip,scales=...` and `--checkpoint` given more than once (an ensemble of one
+architecture) count every input under each variant in one jitted call (`crowdjax.tta`): the
+count is their mean, with "spread", "interval" (count +- `--interval_k` spreads) and "disagree"
+(relative spread over `--disagreement`) in the tables.
 `--resume` keeps the tables already in `--output` and counts only the inputs they lack (without
 it a run starts new tables). Images larger than `--max_pixels` run in overlapping windows (see
 `crowdjax.prediction`).
@@ -54,14 +64,32 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import cli, console, file_prediction, media, prediction, stream_prediction, streams
+from crowdjax import (
+    cli,
+    console,
+    file_prediction,
+    media,
+    prediction,
+    stream_prediction,
+    streams,
+    tta,
+    zones,
+)
 from crowdjax.metric_writers import log
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (default: the run's config.json).", lock_config=True
 )
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "A workdir, its best/ or checkpoints/, a step directory, or a .pth file."
+_CHECKPOINT = flags.DEFINE_multi_string(
+    "checkpoint",
+    None,
+    "A workdir, its best/ or checkpoints/, a step directory, or a .pth file; more than once for "
+    "an ensemble of one architecture.",
+)
+_ZONES = flags.DEFINE_string("zones", None, "A zones file: count per named polygon too.")
+_TTA = flags.DEFINE_string("tta", "", "Test-time variants, e.g. 'flip,scales=0.8,1.0,1.25'.")
+_DISAGREEMENT = flags.DEFINE_float(
+    "disagreement", tta.DEFAULT_DISAGREEMENT, "Relative spread of the variants that flags a count."
 )
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder.")
 _EVERY = flags.DEFINE_integer("every", 1, "Count every n-th frame of videos and streams.")
@@ -97,6 +125,9 @@ _RESUME = flags.DEFINE_bool(
 _TRUST_METHOD = flags.DEFINE_string(
     "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
 )
+_INTERVAL_K = flags.DEFINE_float(
+    "interval_k", tta.DEFAULT_INTERVAL_K, "With --tta: the interval is the count +- k spreads."
+)
 flags.mark_flags_as_required(["checkpoint", "output"])
 
 
@@ -114,17 +145,28 @@ def main(argv):
             timeout=_STREAM_TIMEOUT.value,
             attempts=_RECONNECT_ATTEMPTS.value,
         )
+        zone_set = zones.load_zones(_ZONES.value) if _ZONES.value else None
+        variants = tta.Variants.parse(_TTA.value)
     except ValueError as e:
         raise app.UsageError(str(e)) from e
     console.setup(_OUTPUT.value)
-    counter = prediction.Counter.load(
-        _CHECKPOINT.value,
+    options = dict(
         config=_CONFIG.value,
         trusted_method=_TRUST_METHOD.value,
         max_pixels=_MAX_PIXELS.value,
         margin=_MARGIN.value,
         max_image_pixels=_MAX_IMAGE_PIXELS.value,
     )
+    if _TTA.value or len(_CHECKPOINT.value) > 1:
+        counter = tta.TTACounter.load(
+            _CHECKPOINT.value,
+            variants=variants,
+            disagreement=_DISAGREEMENT.value,
+            interval_k=_INTERVAL_K.value,
+            **options,
+        )
+    else:
+        counter = prediction.Counter.load(_CHECKPOINT.value[0], **options)
     info = counter.checkpoint_info
     source = f"{media.printable(info['path'])} ({info['kind']} step {info['step']})"
     log(f"model {counter.config.method} from {source}")
@@ -137,6 +179,7 @@ def main(argv):
         overlay_max_side=_OVERLAY_SIDE.value,
         resume=_RESUME.value,
         stream_options=stream_options,
+        zone_set=zone_set,
     )
     images = len({r["file"] for r in rows})
     where = media.printable(_OUTPUT.value)

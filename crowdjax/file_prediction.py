@@ -21,7 +21,7 @@ import cv2
 import jax
 import numpy as np
 
-from crowdjax import count_table, media, stream_prediction, streams, visualize
+from crowdjax import count_table, media, stream_prediction, streams, visualize, zones
 from crowdjax.data import io
 from crowdjax.metric_writers import log
 
@@ -78,6 +78,8 @@ def failure_kind(error: BaseException) -> str | None:
     end the run (a full disk, a bug): then the inputs counted so far stay in the tables."""
     if isinstance(error, media.PixelLimitError):
         return "pixel_limit"
+    if isinstance(error, zones.ZoneError):
+        return "zones"
     if isinstance(error, MemoryError) or (
         isinstance(error, jax.errors.JaxRuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
     ):
@@ -115,6 +117,7 @@ def predict_files(
     resume=False,
     stream_options=None,
     stop=None,
+    zone_set=None,
 ):
     """Counts every image, video and live stream that `inputs` name; writes the outputs (see
     the module doc).
@@ -136,6 +139,7 @@ def predict_files(
         (`stream_prediction.StreamOptions`; default: every frame until stopped).
       stop: an event that ends the run when set (after the stream frame in hand; the tables
         are written). While a stream is counted, SIGINT and SIGTERM set it.
+      zone_set: count per zone too (`crowdjax.zones.ZoneSet`): columns, records and overlays.
 
     Returns:
       (rows, failures): one dict per image or counted frame (an earlier run's included), and
@@ -143,7 +147,7 @@ def predict_files(
     """
     files = media.find_inputs(inputs)
     names = output_names(files, inputs)
-    table = count_table.CountTable(output, resume=resume)
+    table = count_table.CountTable(output, resume=resume, columns=table_columns(counter, zone_set))
     counted = table.counted
     todo = [p for p in files if not streams.is_stream(p) and media.printable(p) not in counted]
     todo += [path for path in files if streams.is_stream(path)]
@@ -179,7 +183,7 @@ def predict_files(
                     with stream_prediction.StopSignals(stop) as signals:
                         stream_prediction.count_stream(
                             path,
-                            functools.partial(_count_frame, counter, file=file),
+                            functools.partial(_count_frame, counter, file=file, zone_set=zone_set),
                             table.add,
                             output=output,
                             name=names[path],
@@ -191,11 +195,13 @@ def predict_files(
                         log(f"{signals.reason}: stopped; the tables are written")
                     bar.step(file)
                 elif media.kind_of(path) == "video":
-                    records = _predict_video(counter, path, names[path], output, videos, every, bar)
+                    records = _predict_video(
+                        counter, path, names[path], output, videos, every, bar, zone_set
+                    )
                 else:
                     records = [
                         _predict_image(
-                            counter, path, names[path], output, overlays, overlay_max_side
+                            counter, path, names[path], output, overlays, overlay_max_side, zone_set
                         )
                     ]
                     bar.step(file)
@@ -215,17 +221,45 @@ def predict_files(
     return table.records, table.failures
 
 
-def _predict_image(counter, path, name, output, overlays, overlay_max_side) -> dict:
+def table_columns(counter, zone_set=None) -> tuple[str, ...]:
+    """The counts.csv columns of a run: with the interval's when `counter` has test-time
+    variants (`crowdjax.tta.TTACounter`), and the zones' of `zone_set`."""
+    return count_table.table_columns(
+        interval=hasattr(counter, "variants"),
+        zones=tuple(zone_set.names) if zone_set is not None else (),
+        per_m2=zone_set is not None and zone_set.has_area,
+    )
+
+
+def count_frame(counter, rgb, *, name: str, zone_set=None):
+    """One image or video frame counted, with its per-zone counts (`result.zones`) when
+    `zone_set` is given: the one path of images, videos and streams.
+
+    Raises:
+      zones.ZoneError: a zone lies outside this image; and what `counter.count_rgb` raises.
+    """
+    result = counter.count_rgb(rgb, name=name)
+    if zone_set is not None:
+        try:
+            result.zones = zones.count_in_zones(result, zone_set)
+        except zones.ZoneError as e:
+            raise zones.ZoneError(f"{name}: {e}") from e
+    return result
+
+
+def _predict_image(counter, path, name, output, overlays, overlay_max_side, zone_set) -> dict:
     file = media.printable(path)
     rgb = media.read_image(path, max_pixels=counter.max_image_pixels)
-    result = counter.count_rgb(rgb, name=file)
+    result = count_frame(counter, rgb, name=file, zone_set=zone_set)
     if overlays:
-        picture = visualize.prediction_overlay(rgb, result, max_side=overlay_max_side)
+        picture = visualize.prediction_overlay(
+            rgb, result, max_side=overlay_max_side, zone_set=zone_set
+        )
         media.write_image(os.path.join(output, "overlays", name + ".png"), picture)
     return {"file": file, "frame": None, **result.record()}
 
 
-def _predict_video(counter, path, name, output, videos, every, bar) -> list[dict]:
+def _predict_video(counter, path, name, output, videos, every, bar, zone_set) -> list[dict]:
     file = media.printable(path)
     frames = videos.get(path) or media.VideoFrames(
         path, every=every, max_pixels=counter.max_image_pixels
@@ -237,7 +271,9 @@ def _predict_video(counter, path, name, output, videos, every, bar) -> list[dict
     rows = []
     try:
         for index, rgb in frames:
-            record, frame_picture = _count_frame(counter, rgb, file=file, frame=index)
+            record, frame_picture = _count_frame(
+                counter, rgb, file=file, frame=index, zone_set=zone_set
+            )
             writer.write(frame_picture)
             rows.append(record)
             bar.step(f"{file} frame {index}")
@@ -257,10 +293,15 @@ def _predict_video(counter, path, name, output, videos, every, bar) -> list[dict
 
 
 def _count_frame(
-    counter, rgb: np.ndarray, *, file: str, frame: int, picture: bool = True
+    counter, rgb: np.ndarray, *, file: str, frame: int, picture: bool = True, zone_set=None
 ) -> tuple[dict, np.ndarray | None]:
-    """One frame of a video or a live stream: its record and, with `picture`, the frame
-    annotated with its density or heads and count."""
-    result = counter.count_rgb(rgb, name=f"{file} frame {frame}")
-    annotated = visualize.prediction_overlay(rgb, result, max_side=1280) if picture else None
+    """One frame of a video or a live stream: its record (with per-zone counts when
+    `zone_set` is given) and, with `picture`, the frame annotated with its density or heads,
+    zones and count."""
+    result = count_frame(counter, rgb, name=f"{file} frame {frame}", zone_set=zone_set)
+    annotated = (
+        visualize.prediction_overlay(rgb, result, max_side=1280, zone_set=zone_set)
+        if picture
+        else None
+    )
     return {"file": file, "frame": frame, **result.record()}, annotated
