@@ -48,7 +48,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import console, file_prediction, media, prediction, visualize
+from crowdjax import cli, console, file_prediction, media, prediction, visualize
 from crowdjax.data import io
 from crowdjax.metric_writers import log
 
@@ -306,32 +306,40 @@ def make_server(
 # ----------------------------------------------------------------------------------------------
 # Command line.
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file (default: the run's config.json).", lock_config=True
-)
-_CHECKPOINT = flags.DEFINE_string(
-    "checkpoint", None, "A workdir, its best/ or checkpoints/, a step directory, or a .pth file."
-)
-_HOST = flags.DEFINE_string(
-    "host", "127.0.0.1", "Address to listen on (another than loopback exposes the model)."
-)
-_PORT = flags.DEFINE_integer("port", 8000, "Port to listen on.")
-_MAX_UPLOAD_BYTES = flags.DEFINE_integer(
-    "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES, "Refuse larger uploads (bytes)."
-)
-_MAX_IMAGE_PIXELS = flags.DEFINE_integer(
-    "max_image_pixels",
-    DEFAULT_MAX_IMAGE_PIXELS,
-    "Refuse larger images (read from the file's header, before decoding).",
-)
-_MAX_PIXELS = flags.DEFINE_integer(
-    "max_pixels", prediction.DEFAULT_MAX_PIXELS, "Most pixels per forward pass (memory bound)."
-)
-_OVERLAY_SIDE = flags.DEFINE_integer("overlay_max_side", 1024, "Long side of overlays (px).")
-_TRUST_METHOD = flags.DEFINE_string(
-    "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
-)
-flags.mark_flags_as_required(["checkpoint"])
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command's flags (defined when run as a command, so importing defines none)."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file (default: the run's config.json).", lock_config=True
+    )
+    flags.DEFINE_string(
+        "checkpoint",
+        None,
+        "A workdir, its best/ or checkpoints/, a step directory, or a .pth file.",
+    )
+    flags.DEFINE_string(
+        "host", "127.0.0.1", "Address to listen on (another than loopback exposes the model)."
+    )
+    flags.DEFINE_integer("port", 8000, "Port to listen on.")
+    flags.DEFINE_integer(
+        "max_upload_bytes", DEFAULT_MAX_UPLOAD_BYTES, "Refuse larger uploads (bytes)."
+    )
+    flags.DEFINE_integer(
+        "max_image_pixels",
+        DEFAULT_MAX_IMAGE_PIXELS,
+        "Refuse larger images (read from the file's header, before decoding).",
+    )
+    flags.DEFINE_integer(
+        "max_pixels", prediction.DEFAULT_MAX_PIXELS, "Most pixels per forward pass (memory bound)."
+    )
+    flags.DEFINE_integer("overlay_max_side", 1024, "Long side of overlays (px).")
+    flags.DEFINE_string(
+        "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
+    )
+    flags.mark_flags_as_required(["checkpoint"])
 
 
 def main(argv):
@@ -339,19 +347,21 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     console.setup_console()
     counter = prediction.Counter.load(
-        _CHECKPOINT.value,
-        config=_CONFIG.value,
-        trusted_method=_TRUST_METHOD.value,
-        max_pixels=_MAX_PIXELS.value,
-        max_image_pixels=_MAX_IMAGE_PIXELS.value,
+        FLAGS.checkpoint,
+        config=FLAGS.config,
+        trusted_method=FLAGS.trust_method,
+        max_pixels=FLAGS.max_pixels,
+        max_image_pixels=FLAGS.max_image_pixels,
     )
     info = counter.checkpoint_info
     source = f"{media.printable(info['path'])} ({info['kind']} step {info['step']})"
     log(f"model {counter.config.method} from {source}")
     service = CountService(
-        counter, max_upload_bytes=_MAX_UPLOAD_BYTES.value, overlay_max_side=_OVERLAY_SIDE.value
+        counter,
+        max_upload_bytes=FLAGS.max_upload_bytes,
+        overlay_max_side=FLAGS.overlay_max_side,
     )
-    server = make_server(service, host=_HOST.value, port=_PORT.value)
+    server = make_server(service, host=FLAGS.host, port=FLAGS.port)
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
     if not is_loopback(host):
@@ -366,4 +376,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main)

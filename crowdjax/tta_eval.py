@@ -25,33 +25,38 @@ import json
 
 import numpy as np
 import scipy.stats
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
-from crowdjax import count_table, media, tta
+from crowdjax import cli, count_table, media, tta
 from crowdjax.data import datasets, decode, settings, sources
 from crowdjax.metric_writers import log
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file (default: the run's config.json).", lock_config=True
-)
-_CHECKPOINT = flags.DEFINE_multi_string(
-    "checkpoint", None, "A workdir or checkpoint; more than once for an ensemble."
-)
-_TTA = flags.DEFINE_string("tta", "flip,scales=0.8,1.0,1.25", "Test-time variants.")
-_DISAGREEMENT = flags.DEFINE_float(
-    "disagreement", tta.DEFAULT_DISAGREEMENT, "Relative spread that flags an image."
-)
-_INTERVAL_K = flags.DEFINE_float(
-    "interval_k", tta.DEFAULT_INTERVAL_K, "The interval is the count +- k spreads."
-)
-_DATASET = flags.DEFINE_string("dataset", None, "Data set (default: the first training one).")
-_SPLIT = flags.DEFINE_string("split", "validation", "Split ('val' for 'validation').")
-_OUTPUT = flags.DEFINE_string("output", None, "Write the metrics and per-image rows (JSON).")
-_TRUST_METHOD = flags.DEFINE_string(
-    "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
-)
-flags.mark_flags_as_required(["checkpoint"])
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command's flags (defined when run as a command, so importing defines none)."""
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file (default: the run's config.json).", lock_config=True
+    )
+    flags.DEFINE_multi_string(
+        "checkpoint", None, "A workdir or checkpoint; more than once for an ensemble."
+    )
+    flags.DEFINE_string("tta", "flip,scales=0.8,1.0,1.25", "Test-time variants.")
+    flags.DEFINE_float(
+        "disagreement", tta.DEFAULT_DISAGREEMENT, "Relative spread that flags an image."
+    )
+    flags.DEFINE_float(
+        "interval_k", tta.DEFAULT_INTERVAL_K, "The interval is the count +- k spreads."
+    )
+    flags.DEFINE_string("dataset", None, "Data set (default: the first training one).")
+    flags.DEFINE_string("split", "validation", "Split ('val' for 'validation').")
+    flags.DEFINE_string("output", None, "Write the metrics and per-image rows (JSON).")
+    flags.DEFINE_string(
+        "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
+    )
+    flags.mark_flags_as_required(["checkpoint"])
 
 
 def _spearman(a, b) -> float:
@@ -116,29 +121,34 @@ def evaluate_split(counter: tta.TTACounter, *, dataset: str, split: str) -> tupl
 
 def main(argv):
     del argv
-    variants = tta.Variants.parse(_TTA.value)
+    variants = tta.Variants.parse(FLAGS.tta)
     counter = tta.TTACounter.load(
-        _CHECKPOINT.value,
-        config=_CONFIG.value,
-        trusted_method=_TRUST_METHOD.value,
+        FLAGS.checkpoint,
+        config=FLAGS.config,
+        trusted_method=FLAGS.trust_method,
         variants=variants,
-        disagreement=_DISAGREEMENT.value,
-        interval_k=_INTERVAL_K.value,
+        disagreement=FLAGS.disagreement,
+        interval_k=FLAGS.interval_k,
     )
-    dataset = _DATASET.value or settings.dataset_names(counter.config.data)[0]
-    split = "validation" if _SPLIT.value == "val" else _SPLIT.value
+    dataset = FLAGS.dataset or settings.dataset_names(counter.config.data)[0]
+    split = "validation" if FLAGS.split == "val" else FLAGS.split
     metrics, rows = evaluate_split(counter, dataset=dataset, split=split)
-    what = f"{len(_CHECKPOINT.value)} checkpoint(s) x {variants.per_model} variant(s)"
-    log(f"{dataset} {split}, {what} ({_TTA.value or 'none'}):")
+    what = f"{len(FLAGS.checkpoint)} checkpoint(s) x {variants.per_model} variant(s)"
+    log(f"{dataset} {split}, {what} ({FLAGS.tta or 'none'}):")
     for key, value in metrics.items():
         log(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
-    if _OUTPUT.value:
-        report = {"checkpoints": _CHECKPOINT.value, "tta": _TTA.value, "dataset": dataset}
-        report |= {"split": split, "disagreement": _DISAGREEMENT.value}
-        report |= {"interval_k": _INTERVAL_K.value, "metrics": metrics}
-        count_table.write_atomic(_OUTPUT.value, json.dumps(report | {"images": rows}, indent=1))
-        log(f"written to {media.printable(_OUTPUT.value)}")
+    if FLAGS.output:
+        report = {
+            "checkpoints": FLAGS.checkpoint,
+            "tta": FLAGS.tta,
+            "dataset": dataset,
+        }
+        report |= {"split": split, "disagreement": FLAGS.disagreement}
+        report |= {"interval_k": FLAGS.interval_k, "metrics": metrics}
+        count_table.write_atomic(FLAGS.output, json.dumps(report | {"images": rows}, indent=1))
+        log(f"written to {media.printable(FLAGS.output)}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main)
