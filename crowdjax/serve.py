@@ -2,6 +2,7 @@
 
   python -m crowdjax.serve --checkpoint=workdirs/quickstart     # open http://127.0.0.1:8000
   python -m crowdjax.serve --config=configs/uot_shb.py --checkpoint=best_model.pth --port=8080
+  python -m crowdjax.serve --checkpoint=workdirs/quickstart --zones=zones.json --tta=flip
 
 The model is loaded once, at start (`prediction.Counter.load`). The page (`serve_page/`) uploads
 the chosen images one at a time, showing "n of m", and shows per image the count and the density
@@ -18,9 +19,11 @@ Endpoints:
                                413 (too many bytes or pixels), 400 (not an image), 503 (busy,
                                out of memory) or 500.
 
-Optional fields: `zones` ({name: count}) and `interval` ({low, high, spread, disagree}) come from
-the `extras` of `CountService`, functions of (image, prediction) whose dicts are merged into the
-record; the page shows them when present.
+Optional fields: `zones` ({name: count}, with `--zones`, `crowdjax.zones`) and `interval` ({low,
+high, spread, disagree}, with `--tta`, `crowdjax.tta`), and whatever the `extras` of `CountService`
+add (functions of (image, prediction) whose dicts are merged into the record); the page shows
+zones and the interval when present. A zone outside an uploaded image is refused (422, kind
+"zones").
 
 Safety: the server binds to 127.0.0.1 unless --host says otherwise, and while bound to a loopback
 address it answers only requests whose Host names a loopback address (a page elsewhere cannot reach
@@ -48,7 +51,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import cli, console, file_prediction, media, prediction, visualize
+from crowdjax import cli, console, file_prediction, media, prediction, tta, visualize, zones
 from crowdjax.data import io
 from crowdjax.metric_writers import log
 
@@ -72,7 +75,13 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-STATUS_OF_KIND = {"too_large": 413, "pixel_limit": 413, "unreadable": 400, "out_of_memory": 503}
+STATUS_OF_KIND = {
+    "too_large": 413,
+    "pixel_limit": 413,
+    "unreadable": 400,
+    "zones": 422,
+    "out_of_memory": 503,
+}
 
 Extra = Callable[[np.ndarray, prediction.Prediction], dict]
 
@@ -92,6 +101,7 @@ class CountService:
       counter: the model (`prediction.Counter`); its `max_image_pixels` limits each image.
       max_upload_bytes: the most bytes of one upload.
       overlay_max_side: long side (px) of the overlay sent back.
+      zone_set: count per zone too (`crowdjax.zones.ZoneSet`), drawn on the overlay.
       extras: functions of (RGB image, prediction) -> dict of fields added to each record, e.g.
         {"zones": {name: count}} or {"interval": {"low", "high", "spread", "disagree"}}.
       max_open_uploads: the most uploads held in memory at once (read or waiting to be
@@ -104,12 +114,14 @@ class CountService:
         *,
         max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
         overlay_max_side: int = 1024,
+        zone_set=None,
         extras: Sequence[Extra] = (),
         max_open_uploads: int = 4,
     ):
         self.counter = counter
         self.max_upload_bytes = int(max_upload_bytes)
         self.overlay_max_side = int(overlay_max_side)
+        self.zone_set = zone_set
         self.extras = tuple(extras)
         self._lock = threading.Lock()  # One image at a time: memory stays bounded.
         self.upload_slots = threading.BoundedSemaphore(max_open_uploads)
@@ -135,9 +147,13 @@ class CountService:
         with self._lock:
             try:
                 rgb = media.decode_image(data, name=name, max_pixels=self.counter.max_image_pixels)
-                result = self.counter.count_rgb(rgb, name=name)
-                picture = visualize.prediction_overlay(rgb, result, max_side=self.overlay_max_side)
-                record = {"file": name, **result.record()}
+                result = file_prediction.count_frame(
+                    self.counter, rgb, name=name, zone_set=self.zone_set
+                )
+                picture = visualize.prediction_overlay(
+                    rgb, result, max_side=self.overlay_max_side, zone_set=self.zone_set
+                )
+                record = page_record(name, result)
                 for extra in self.extras:
                     record.update(extra(rgb, result))
             except Exception as e:
@@ -151,6 +167,19 @@ class CountService:
         png = base64.b64encode(io.encode_image(picture, ext=".png")).decode("ascii")
         record["overlay"] = "data:image/png;base64," + png
         return record
+
+
+def page_record(name: str, result: prediction.Prediction) -> dict:
+    """The JSON record the page reads: the prediction's record with its zones as {name: count}
+    and its interval fields as one {low, high, spread, disagree}."""
+    record = {"file": name, **result.record()}
+    if "interval" in record:
+        low, high = record.pop("interval")
+        spread, disagree = record.pop("spread"), record.pop("disagree")
+        record["interval"] = {"low": low, "high": high, "spread": spread, "disagree": disagree}
+    if "zones" in record:
+        record["zones"] = {zone: value["count"] for zone, value in record["zones"].items()}
+    return record
 
 
 def _too_many_bytes(name: str, size: int, limit: int) -> UploadError:
@@ -339,20 +368,42 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
     )
+    flags.DEFINE_string("zones", None, "A zones file (crowdjax.zones): count per polygon too.")
+    flags.DEFINE_string("tta", "", "Test-time variants, e.g. 'flip,scales=0.8,1.0,1.25'.")
+    flags.DEFINE_float(
+        "disagreement", tta.DEFAULT_DISAGREEMENT, "Relative spread of the variants that flags."
+    )
+    flags.DEFINE_float(
+        "interval_k", tta.DEFAULT_INTERVAL_K, "The interval is the count +- k spreads."
+    )
     flags.mark_flags_as_required(["checkpoint"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    try:
+        zone_set = zones.load_zones(FLAGS.zones) if FLAGS.zones else None
+        variants = tta.Variants.parse(FLAGS.tta)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from e
     console.setup_console()
-    counter = prediction.Counter.load(
-        FLAGS.checkpoint,
+    options = dict(
         config=FLAGS.config,
         trusted_method=FLAGS.trust_method,
         max_pixels=FLAGS.max_pixels,
         max_image_pixels=FLAGS.max_image_pixels,
     )
+    if FLAGS.tta:
+        counter = tta.TTACounter.load(
+            [FLAGS.checkpoint],
+            variants=variants,
+            disagreement=FLAGS.disagreement,
+            interval_k=FLAGS.interval_k,
+            **options,
+        )
+    else:
+        counter = prediction.Counter.load(FLAGS.checkpoint, **options)
     info = counter.checkpoint_info
     source = f"{media.printable(info['path'])} ({info['kind']} step {info['step']})"
     log(f"model {counter.config.method} from {source}")
@@ -360,6 +411,7 @@ def main(argv):
         counter,
         max_upload_bytes=FLAGS.max_upload_bytes,
         overlay_max_side=FLAGS.overlay_max_side,
+        zone_set=zone_set,
     )
     server = make_server(service, host=FLAGS.host, port=FLAGS.port)
     host, port = server.server_address[:2]

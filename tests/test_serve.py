@@ -17,7 +17,7 @@ import threading
 import numpy as np
 import pytest
 
-from crowdjax import media, prediction, serve, visualize
+from crowdjax import media, prediction, serve, tta, visualize, zones
 from crowdjax.data import decode, io, synthetic
 from tests import test_predict_robust
 from tests.engine.conftest import REPO
@@ -139,6 +139,42 @@ def test_an_upload_is_counted_as_the_model_counts_it(running, counter):
     left = float(expected.density[:, : expected.density.shape[1] // 2].sum())
     assert record["zones"] == {"left half": pytest.approx(left, rel=1e-5)}
     assert record["interval"]["low"] == pytest.approx(0.9 * expected.count, rel=1e-5)
+
+
+def test_zones_and_the_interval_reach_the_page_in_its_format(counter, tmp_path):
+    """--zones and --tta: the record carries zones as {name: count} and the interval as one
+    {low, high, spread, disagree}, equal to crowdjax.zones and crowdjax.tta's own results."""
+    config, variables = _uot_parts()
+    flipped = tta.TTACounter(config, [variables], variants=tta.Variants.parse("flip"))
+    (tmp_path / "zones.json").write_text(
+        json.dumps(
+            {"zones": [{"name": "left", "polygon": [[0, 0], [70.5, 0], [70.5, 128], [0, 128]]}]}
+        )
+    )
+    zone_set = zones.load_zones(str(tmp_path / "zones.json"))
+    running = Running(serve.CountService(flipped, zone_set=zone_set))
+    try:
+        data, rgb = synthetic_png(1)
+        status, _, record = _post(running, data)
+        assert status == 200, record
+        expected = flipped.count_rgb(rgb)
+        left = zones.count_in_zones(expected, zone_set)["left"]["count"]
+        assert record["zones"] == {"left": pytest.approx(left, rel=1e-5)}
+        assert record["interval"] == {
+            "low": pytest.approx(expected.interval[0], rel=1e-5),
+            "high": pytest.approx(expected.interval[1], rel=1e-5),
+            "spread": pytest.approx(expected.spread, rel=1e-5),
+            "disagree": bool(expected.disagree),
+        }
+        # A zone outside this image: refused, named, and the server goes on.
+        far = {"zones": [{"name": "far", "polygon": [[500, 500], [600, 500], [600, 600]]}]}
+        (tmp_path / "far.json").write_text(json.dumps(far))
+        running.service.zone_set = zones.load_zones(str(tmp_path / "far.json"))
+        status, _, error = _post(running, data, name="small.png")
+        assert status == 422 and error["kind"] == "zones", error
+        assert "small.png" in error["error"] and "far" in error["error"]
+    finally:
+        running.close()
 
 
 def test_counting_an_upload_writes_no_file(running, monkeypatch):
