@@ -22,7 +22,15 @@ import os
 import jax
 import numpy as np
 
-from crowdjax import checkpointing, eval_writer, evals, sharding, visualize, whole_images
+from crowdjax import (
+    checkpointing,
+    density_points,
+    eval_writer,
+    evals,
+    sharding,
+    visualize,
+    whole_images,
+)
 from crowdjax import metrics as metrics_lib
 from crowdjax.data import datasets, decode, settings, sources, splits
 from crowdjax.evals import EvalEntry
@@ -51,13 +59,27 @@ class StreamingMetrics:
     map, so memory is flat in the number of images.
 
     Args:
-      peak_threshold: density peaks (3x3 NMS) above it are the heads of density methods.
-      detailed: also GAME(0-3) and localization P/R/F.
+      peak_threshold: `config.eval.peak_threshold` of the density-to-points protocol.
+      detailed: also GAME(0-3), and localization P/R/F where there are heads: a localization
+        method's own, or a density method's under `localization`.
+      localization: the density-to-points protocol of density methods
+        (`crowdjax.density_points`; "" reports no localization numbers for them).
+      peak_window: `config.eval.peak_window` of the "input_peaks" protocol.
     """
 
-    def __init__(self, *, peak_threshold: float, detailed: bool):
+    def __init__(
+        self,
+        *,
+        peak_threshold: float,
+        detailed: bool,
+        localization: str = "",
+        peak_window: int = 3,
+    ):
         self.peak_threshold = float(peak_threshold)
         self.detailed = detailed
+        self.protocol = density_points.check_protocol(localization)
+        self.peak_window = int(peak_window)
+        self.localized_by: set[str] = set()  # The protocols of the localization numbers.
         self.counting = metrics_lib.CountingMetrics()
         self.game = metrics_lib.GameMetrics(levels=(0, 1, 2, 3))
         self.localization = metrics_lib.LocalizationMetrics()
@@ -87,7 +109,8 @@ class StreamingMetrics:
             s x s block's image pixels in the region (output pixels over padding only never
             count; one at the image border holds its image pixels' density), and a head is
             counted when its pixel is in the region (`metrics.game_cell_counts`).
-          pred_points: [N, 2] a localization method's heads (else density peaks are used).
+          pred_points: [N, 2] a localization method's heads (else the density's points under
+            the configured protocol, if any).
           categories: {grouping: label} of the image.
         """
         pred_cells, gt_cells = metrics_lib.game_cell_counts(
@@ -105,24 +128,47 @@ class StreamingMetrics:
         )
         if self.detailed:
             self.game.update(pred_map, gt_points, stride=stride, roi=region, name=image_id)
-            if pred_points is None:
-                pred_points = metrics_lib.density_to_points(
-                    pred_map, threshold=self.peak_threshold, stride=stride
-                )
-            # Heads outside the region are not counted, nor matched.
-            gt = np.asarray(gt_points, np.float64).reshape(-1, 2)
-            pred = np.asarray(pred_points, np.float64).reshape(-1, 2)
-            gt = gt[metrics_lib.points_in_roi(gt, region)]
-            pred = pred[metrics_lib.points_in_roi(pred, region)]
-            self.localization.update(pred, gt, name=image_id)
+            self._localize(image_id, gt_points, pred_map, stride, region, pred_points)
         self.per_image.append(record)
         return record
 
+    def _localize(self, image_id, gt_points, pred_map, stride, region, pred_points) -> None:
+        if pred_points is not None:
+            self.localized_by.add(density_points.METHOD_HEADS)
+        elif self.protocol:
+            self.localized_by.add(self.protocol)
+            pred_points = density_points.density_points(
+                pred_map,
+                protocol=self.protocol,
+                stride=stride,
+                shape=region.shape,
+                threshold=self.peak_threshold,
+                window=self.peak_window,
+            )
+        else:
+            return  # A density method without a protocol: no heads to match.
+        # Heads outside the region are not counted, nor matched.
+        gt = np.asarray(gt_points, np.float64).reshape(-1, 2)
+        pred = np.asarray(pred_points, np.float64).reshape(-1, 2)
+        gt = gt[metrics_lib.points_in_roi(gt, region)]
+        pred = pred[metrics_lib.points_in_roi(pred, region)]
+        self.localization.update(pred, gt, name=image_id)
+
     def result(self) -> dict:
+        """The metrics; localization ones only with their protocol ("localization": its
+        description, `density_points.describe`)."""
         results = self.counting.result()
         results.pop("records")
         if self.detailed:
-            for part in (self.game.result(), self.localization.result()):
+            parts = [self.game.result()]
+            if self.localized_by:
+                parts.append(self.localization.result())
+                results["localization"] = density_points.describe(
+                    "+".join(sorted(self.localized_by)),  # One method: one kind of heads.
+                    threshold=self.peak_threshold,
+                    window=self.peak_window,
+                )
+            for part in parts:
                 results.update({k: v for k, v in part.items() if k != "records"})
         return results
 
@@ -201,7 +247,12 @@ def evaluate(
     images with their maps (single-process runs only). Writes nothing (see
     `crowdjax.eval_writer`)."""
     config = setup.config
-    stream = StreamingMetrics(peak_threshold=float(config.eval.peak_threshold), detailed=detailed)
+    stream = StreamingMetrics(
+        peak_threshold=float(config.eval.peak_threshold),
+        detailed=detailed,
+        localization=config.eval.get("localization", ""),
+        peak_window=int(config.eval.get("peak_window", 3)),
+    )
     pictures = []  # At most `save_images` records with their maps, for the PNGs.
     for batch, fetched, i in whole_images.stream(setup, variables, entry.dataset, entry.split):
         image = _image(setup, entry, batch, fetched, i)
