@@ -27,6 +27,7 @@ from crowdjax import (
     density_points,
     eval_writer,
     evals,
+    nwpu_localization,
     sharding,
     visualize,
     whole_images,
@@ -83,6 +84,8 @@ class StreamingMetrics:
         self.counting = metrics_lib.CountingMetrics()
         self.game = metrics_lib.GameMetrics(levels=(0, 1, 2, 3))
         self.localization = metrics_lib.LocalizationMetrics()
+        self.nwpu = nwpu_localization.NwpuLocalizationMetrics()  # Data sets with head boxes.
+        self.images_without_boxes = 0
         self.per_image: list[dict] = []
 
     def add(
@@ -95,6 +98,7 @@ class StreamingMetrics:
         region: np.ndarray,
         pred_points: np.ndarray | None = None,
         categories: dict | None = None,
+        gt_boxes: np.ndarray | None = None,
     ) -> dict:
         """Adds one image; returns its record (image_id, gt_count, pred_count, categories).
 
@@ -112,6 +116,7 @@ class StreamingMetrics:
           pred_points: [N, 2] a localization method's heads (else the density's points under
             the configured protocol, if any).
           categories: {grouping: label} of the image.
+          gt_boxes: [P, 4] the heads' boxes (NWPU-Crowd): NWPU's sigma_s / sigma_l P/R/F too.
         """
         pred_cells, gt_cells = metrics_lib.game_cell_counts(
             pred_map, gt_points, level=0, stride=stride, roi=region
@@ -128,11 +133,13 @@ class StreamingMetrics:
         )
         if self.detailed:
             self.game.update(pred_map, gt_points, stride=stride, roi=region, name=image_id)
-            self._localize(image_id, gt_points, pred_map, stride, region, pred_points)
+            self._localize(image_id, gt_points, pred_map, stride, region, pred_points, gt_boxes)
         self.per_image.append(record)
         return record
 
-    def _localize(self, image_id, gt_points, pred_map, stride, region, pred_points) -> None:
+    def _localize(
+        self, image_id, gt_points, pred_map, stride, region, pred_points, gt_boxes
+    ) -> None:
         if pred_points is not None:
             self.localized_by.add(density_points.METHOD_HEADS)
         elif self.protocol:
@@ -150,9 +157,16 @@ class StreamingMetrics:
         # Heads outside the region are not counted, nor matched.
         gt = np.asarray(gt_points, np.float64).reshape(-1, 2)
         pred = np.asarray(pred_points, np.float64).reshape(-1, 2)
-        gt = gt[metrics_lib.points_in_roi(gt, region)]
+        inside = metrics_lib.points_in_roi(gt, region)
+        gt = gt[inside]
         pred = pred[metrics_lib.points_in_roi(pred, region)]
         self.localization.update(pred, gt, name=image_id)
+        if gt_boxes is not None:
+            boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)[inside]
+            if np.all(np.isfinite(boxes)):
+                self.nwpu.update(pred, gt, boxes)
+            else:  # Stored without boxes (an older release): no NWPU numbers for the entry.
+                self.images_without_boxes += 1
 
     def result(self) -> dict:
         """The metrics; localization ones only with their protocol ("localization": its
@@ -163,6 +177,11 @@ class StreamingMetrics:
             parts = [self.game.result()]
             if self.localized_by:
                 parts.append(self.localization.result())
+                if self.nwpu.num_images and not self.images_without_boxes:
+                    nwpu = self.nwpu.result()
+                    parts.append({k: v for k, v in nwpu.items() if "@sigma_" in k})
+                if self.images_without_boxes:
+                    results["images_without_boxes"] = self.images_without_boxes
                 results["localization"] = density_points.describe(
                     "+".join(sorted(self.localized_by)),  # One method: one kind of heads.
                     threshold=self.peak_threshold,
@@ -235,6 +254,7 @@ def _image(setup, entry: EvalEntry, batch: dict, fetched: dict, i: int) -> dict:
         "region": batch["roi"][i][:h, :w] if "roi" in batch else np.ones(shape, np.uint8),
         "pred_points": pred_points,
         "categories": {k: batch[k][i].item() for k in batch["category_keys"]},
+        "gt_boxes": batch["boxes"][i][batch["point_mask"][i]] if "boxes" in batch else None,
         "shape": shape,
     }
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from crowdjax import localization
+from crowdjax import evaluation, localization
 from crowdjax import nwpu_localization as nwpu
+from crowdjax.data import io, transforms
 
 
 def test_box_sigmas_hand_example():
@@ -63,3 +64,42 @@ def test_empty_images_and_bad_shapes():
     assert result["precision@sigma_s"] == 0.0 and result["recall@sigma_l"] == 0.0
     with pytest.raises(ValueError, match="2 heads but 1 boxes"):
         metrics.update([[0, 0]], [[0, 0], [1, 1]], [[0, 0, 1, 1]])
+
+
+def test_evaluation_reports_nwpu_thresholds_where_boxes_are_stored():
+    # Image 1 of the hand-worked example on a stride-1 map: a localization method's heads.
+    def add(stream, boxes):
+        stream.add(
+            image_id="a",
+            gt_points=np.array([[0, 0], [10, 0]], np.float32),
+            pred_map=np.zeros((16, 16), np.float32),
+            stride=1,
+            region=np.ones((16, 16), np.uint8),
+            pred_points=np.array([[4, 0], [8, 0]], np.float32),
+            gt_boxes=boxes,
+        )
+
+    stream = evaluation.StreamingMetrics(peak_threshold=0.1, detailed=True)
+    add(stream, np.array([[-3, -4, 3, 4], [8, -2, 12, 2]], np.float32))
+    result = stream.result()
+    assert result["precision@sigma_s"] == 0.5 and result["f@sigma_l"] == 1.0
+    # An image stored without boxes (NaN): no NWPU numbers for the entry, counted.
+    add(stream, np.full((2, 4), np.nan, np.float32))
+    result = stream.result()
+    assert "precision@sigma_s" not in result and result["images_without_boxes"] == 1
+
+
+def test_eval_example_scales_boxes_with_the_points():
+    record = {
+        "image_id": b"0001.jpg",
+        "image": io.encode_image(np.zeros((10, 20, 3), np.uint8), ext=".png"),
+        "points": np.array([[4.0, 2.0]], np.float32),
+        "boxes": np.array([[2.0, 1.0, 6.0, 3.0]], np.float32),
+        "density": {"shape": (10, 20)},
+    }
+    # Short side 10 -> 20: everything doubles.
+    out = transforms.eval_example(
+        record, bucket=(24, 40), max_points=4, min_short_side=20, with_boxes=True
+    )
+    np.testing.assert_allclose(out["points"][0], [8.0, 4.0])
+    np.testing.assert_allclose(out["boxes"], [[4, 2, 12, 6], [0] * 4, [0] * 4, [0] * 4])
