@@ -224,13 +224,17 @@ class EntryResult:
         return {k: v for k, v in self.metrics.items() if isinstance(v, float | int)}
 
 
-def _image(setup, entry: EvalEntry, batch: dict, fetched: dict, i: int) -> dict:
+def _image(
+    setup, entry: EvalEntry, batch: dict, fetched: dict, i: int, *, annotated: bool = True
+) -> dict:
     """Image `i` of a batch as the metrics take it: image_id, gt_points [P, 2], pred_map at
     its stride (the image's cells; a localization method's heads at stride 1), region [H, W],
-    pred_points (localization methods, else None), categories; and shape (H, W)."""
+    pred_points (localization methods, else None), categories, gt_boxes (or None); and shape
+    (H, W). `annotated`: refuse an image whose annotations are not public."""
     config, method, stride = setup.config, setup.method, setup.output_stride
     image_id = decode.text(batch["image_id"][i])
-    if "has_annotation" in batch and not bool(batch["has_annotation"][i]):
+    unannotated = "has_annotation" in batch and not bool(batch["has_annotation"][i])
+    if annotated and unannotated:
         raise ValueError(
             f"{entry.dataset} {entry.split!r} image {image_id}: its annotations are not public "
             "(has_annotation = False), so no error can be computed; evaluate another split "
@@ -295,6 +299,47 @@ def evaluate(
     gt = np.array([r["gt_count"] for r in stream.per_image], np.float64)
     results["baseline_mae"] = float(np.mean(np.abs(gt - baseline))) if gt.size else float("nan")
     return EntryResult(entry=entry, metrics=results, per_image=stream.per_image, pictures=pictures)
+
+
+def predict_split(setup, variables, dataset: str, split: str) -> list[dict]:
+    """Each image's prediction, annotations not needed (e.g. NWPU-Crowd's test split): image_id,
+    pred_count (counted as the metrics count it), points ([N, 2] heads: a localization method's
+    own, or the density's under `config.eval.localization`; None without a protocol),
+    stored_size (H, W) and original_size (the release image's (H, W), where stored)."""
+    config = setup.config
+    protocol = density_points.check_protocol(config.eval.get("localization", ""))
+    entry = EvalEntry(split, dataset, split)
+    out = []
+    for batch, fetched, i in whole_images.stream(setup, variables, dataset, split):
+        image = _image(setup, entry, batch, fetched, i, annotated=False)
+        shape, points = image["shape"], image["pred_points"]
+        pred_cells, _ = metrics_lib.game_cell_counts(
+            image["pred_map"],
+            np.zeros((0, 2)),
+            level=0,
+            stride=image["stride"],
+            roi=image["region"],
+        )
+        if points is None and protocol:
+            points = density_points.density_points(
+                image["pred_map"],
+                protocol=protocol,
+                stride=image["stride"],
+                shape=shape,
+                threshold=float(config.eval.peak_threshold),
+                window=int(config.eval.get("peak_window", 3)),
+            )
+        original = batch["original_size"][i] if "original_size" in batch else None
+        out.append(
+            {
+                "image_id": image["image_id"],
+                "pred_count": float(pred_cells.sum()),
+                "points": points,
+                "stored_size": shape,
+                "original_size": None if original is None else tuple(int(v) for v in original),
+            }
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

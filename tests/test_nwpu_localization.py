@@ -96,6 +96,7 @@ def test_eval_example_scales_boxes_with_the_points():
         "points": np.array([[4.0, 2.0]], np.float32),
         "boxes": np.array([[2.0, 1.0, 6.0, 3.0]], np.float32),
         "density": {"shape": (10, 20)},
+        "original_size": np.array([30, 60], np.int32),
     }
     # Short side 10 -> 20: everything doubles.
     out = transforms.eval_example(
@@ -103,3 +104,4 @@ def test_eval_example_scales_boxes_with_the_points():
     )
     np.testing.assert_allclose(out["points"][0], [8.0, 4.0])
     np.testing.assert_allclose(out["boxes"], [[4, 2, 12, 6], [0] * 4, [0] * 4, [0] * 4])
+    np.testing.assert_array_equal(out["original_size"], [30, 60])

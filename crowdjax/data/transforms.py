@@ -514,8 +514,8 @@ def eval_example(
     Returns a dict: image float32 [H, W, 3] (H, W = bucket), image_mask bool [H, W], points float32
     [P, 2], point_mask bool [P], count float32 (annotated points), valid bool (True), image_id
     str; roi uint8 [H, W] (0 on padding) when `with_roi`; boxes float32 [P, 4] (each point's
-    head box, scaled as the points, zeros past them) when `with_boxes`; one scalar per category
-    key.
+    head box, scaled as the points, zeros past them) and original_size int32 [2] (the release
+    image's (H, W)) when `with_boxes`; one scalar per category key.
     """
     name = text(record["image_id"])
     rgb = decode_rgb(record["image"], apply_exif=False, name=name)
@@ -541,6 +541,7 @@ def eval_example(
             boxes = boxes * np.float32((w / stored[1], h / stored[0]) * 2)
         out["boxes"] = np.zeros((max_points, 4), np.float32)
         out["boxes"][: len(boxes)] = boxes
+        out["original_size"] = np.asarray(record["original_size"], np.int32).reshape(2)
     if with_roi:
         roi = decode_tensor(record["roi"], np.uint8)
         if (h, w) != stored:
