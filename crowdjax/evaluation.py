@@ -32,6 +32,7 @@ from crowdjax import (
     visualize,
     whole_images,
 )
+from crowdjax import localization as localization_lib
 from crowdjax import metrics as metrics_lib
 from crowdjax.data import datasets, decode, settings, sources, splits
 from crowdjax.evals import EvalEntry
@@ -160,7 +161,9 @@ class StreamingMetrics:
         inside = metrics_lib.points_in_roi(gt, region)
         gt = gt[inside]
         pred = pred[metrics_lib.points_in_roi(pred, region)]
-        self.localization.update(pred, gt, name=image_id)
+        # AutoScale Table 5's "sigma = KNN distance" per head, beside the fixed thresholds.
+        knn = {"knn": localization_lib.knn_sigma(gt)}
+        self.localization.update(pred, gt, name=image_id, gt_sigmas=knn)
         if gt_boxes is not None:
             boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)[inside]
             if np.all(np.isfinite(boxes)):

@@ -191,3 +191,20 @@ def test_console_line_labels_localization_numbers():
     metrics = {"mae": 1.0, "ap": 0.5, "localization": protocol}
     line = eval_writer.console_line(metrics, {"mae": 1.0, "ap": 0.5})
     assert line == "mae 1 | localization stride_peaks (threshold 0.1): ap 0.5"
+
+
+def test_evaluation_reports_the_knn_threshold():
+    # Heads (0, 0), (10, 0), (0, 10): k = 3 with two neighbours each -> sigma (0, 0) = 10,
+    # sigma (10, 0) = sigma (0, 10) = (10 + 14.14) / 2 = 12.07. Predictions (0, 11): 1 from
+    # (0, 10), matched; (30, 0): 20 from (10, 0) > 12.07, not. P = 1/2, R = 1/3.
+    stream = evaluation.StreamingMetrics(peak_threshold=0.1, detailed=True)
+    stream.add(
+        image_id="a",
+        gt_points=np.array([[0, 0], [10, 0], [0, 10]], np.float32),
+        pred_map=np.zeros((40, 40), np.float32),
+        stride=1,
+        region=np.ones((40, 40), np.uint8),
+        pred_points=np.array([[0, 11], [30, 0]], np.float32),
+    )
+    result = stream.result()
+    assert result["precision@knn"] == 0.5 and result["recall@knn"] == pytest.approx(1 / 3)
