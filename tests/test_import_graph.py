@@ -23,6 +23,7 @@ ROOT = pathlib.Path(
 
 # The engine: what runs a method. A method, and the library under it, imports none of it.
 ENGINE = {
+    "crowdjax.benchmark_files",
     "crowdjax.cli",
     "crowdjax.checkpointing",
     "crowdjax.cross_validation",
@@ -41,7 +42,13 @@ ENGINE = {
 LIBRARY_PACKAGES = ("crowdjax.methods", "crowdjax.models", "crowdjax.losses", "crowdjax.data")
 
 # Module -> what it must not reach, directly or through other modules (one way down).
-_ENTRY_POINTS = {"crowdjax.cross_validation", "crowdjax.prediction", "crowdjax.serve"}
+_ENTRY_POINTS = {
+    "crowdjax.benchmark_files",
+    "crowdjax.cross_validation",
+    "crowdjax.prediction",
+    "crowdjax.serve",
+    "crowdjax.tta_eval",
+}
 NEVER_REACHES = {
     "crowdjax.trainer": _ENTRY_POINTS,
     "crowdjax.evaluation": {"crowdjax.trainer", "crowdjax.preparation", *_ENTRY_POINTS},
