@@ -27,7 +27,6 @@ module -> {`crowdjax.evaluation`, `crowdjax.preparation`} -> `crowdjax.run` -> `
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 
@@ -270,14 +269,15 @@ def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str
     """Every entry of `config.evals` on the selected checkpoint (the best one, else the last),
     each written to `eval_<prefix>.json`; a finished workdir's stored report is reused."""
     best = ckpts.best_record()
-    if best is not None:
-        variables, _ = checkpointing.restore_variables(
-            os.path.join(workdir, "best"), setup.abstract_variables()
-        )
+    restored = ckpts.restore_best_variables(setup.abstract_variables()) if best else None
+    fallback = None
+    if restored is not None:
+        variables, _ = restored
         checkpoint = {"kind": "best", "step": best["step"], best["metric"]: best["value"]}
-    else:  # Nothing was ever evaluated (or every value was NaN): the last state.
+    else:  # Nothing was ever evaluated (or every value was NaN, or best/ is damaged): the last.
         variables = state.variables
         checkpoint = {"kind": "latest", "step": int(state.step)}
+        fallback = _fallback_note(ckpts, checkpoint["step"])
     # What the report depends on besides the checkpoint: every entry and the eval settings.
     evaluated = {
         "entries": [[e.prefix, e.dataset, e.split] for e in run_evals.entries],
@@ -309,9 +309,19 @@ def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str
             info=info,
         )
         results[entry.prefix] = {"dataset": entry.dataset, "split": entry.split, **result.summary}
-    write_final(workdir, {"checkpoint": checkpoint, "evaluated": evaluated, "results": results})
+    final = {"checkpoint": checkpoint, "evaluated": evaluated, "results": results}
+    write_final(workdir, {**final, **({"fallback": fallback} if fallback else {})})
     report(results, checkpoint)
     return results
+
+
+def _fallback_note(ckpts, step: int) -> str | None:
+    """Why the final evaluation takes the latest state, when the best checkpoint was damaged."""
+    if ckpts.damaged_best is None:
+        return None
+    note = f"{ckpts.damaged_best}; the latest committed checkpoint, step {step}, was evaluated"
+    log(f"warning: {note}")
+    return note
 
 
 def report(results: dict, checkpoint: dict) -> None:
