@@ -26,6 +26,7 @@ module -> {`crowdjax.evaluation`, `crowdjax.preparation`} -> `crowdjax.run` -> `
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Sequence
@@ -187,16 +188,18 @@ def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -
     writer = MetricWriter(workdir)
     writer.drop(lambda r: r["step"] > start_step)  # A resumed run logs those steps again.
     evaluate_and_keep_best = EvaluateAndKeepBest(setup, run_evals, ckpts, writer)
-    if start_step >= setup.total_steps:
-        log(f"{workdir}: already trained {start_step} steps (train.num_steps={setup.total_steps})")
-    else:
-        with preemption.Preemption() as preempt:  # SIGTERM stops at a step boundary.
+    # SIGTERM or the notice stops the run at a step boundary, or a final evaluation batch.
+    with preemption.Preemption() as preempt:
+        if start_step >= setup.total_steps:
+            total = setup.total_steps
+            log(f"{workdir}: already trained {start_step} steps (train.num_steps={total})")
+        else:
             state = _train(
                 setup, state, ckpts, writer, evaluate_and_keep_best, start_step, prepared, preempt
             )
-    results = {}
-    if config.eval_at_end:
-        results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir)
+        results = {}
+        if config.eval_at_end:
+            results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir, preempt)
     writer.close()
     return results
 
@@ -265,9 +268,13 @@ def _stop_preempted(ckpts, step: int, state, reason: str) -> None:
     raise preemption.Preempted(step, reason)
 
 
-def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str) -> dict:
+def final_evaluation(
+    setup, run_evals: Evals, state, ckpts, writer, workdir: str, preempt=None
+) -> dict:
     """Every entry of `config.evals` on the selected checkpoint (the best one, else the last),
-    each written to `eval_<prefix>.json`; a finished workdir's stored report is reused."""
+    each written to `eval_<prefix>.json`, then the report to `final.json`; a finished workdir's
+    stored report is reused. With `preempt` (a `preemption.Preemption`), a preemption stops it
+    before its next batch (`_stop_in_final_evaluation`), with no report written."""
     best = ckpts.best_record()
     restored = ckpts.restore_best_variables(setup.abstract_variables()) if best else None
     fallback = None
@@ -297,8 +304,11 @@ def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str
     writer.drop(lambda r: r.get("final", False))  # Of a final evaluation that was cut short.
     info = {"checkpoint": checkpoint, "selected_by": run_evals.selection.info}
     results = {}
+    before_batch = _stop_in_final_evaluation(preempt, ckpts, int(state.step)) if preempt else None
     for entry in run_evals.entries:
-        result = evaluation.evaluate(setup, variables, entry, detailed=True)
+        result = evaluation.evaluate(
+            setup, variables, entry, detailed=True, before_batch=before_batch
+        )
         eval_writer.write(
             result,
             setup.config,
@@ -313,6 +323,24 @@ def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str
     write_final(workdir, {**final, **({"fallback": fallback} if fallback else {})})
     report(results, checkpoint)
     return results
+
+
+def _stop_in_final_evaluation(preempt, ckpts, step: int):
+    """The check before each batch of the final evaluation: raises `preemption.Preempted` when
+    the run is asked to stop. The batches continue the training steps' sync points (step + 1,
+    ...), so with several processes every one stops before the same batch."""
+    sync_points = itertools.count(step + 1)
+
+    def before_batch() -> None:
+        if preempt.requested(next(sync_points)):
+            log(
+                f"preempted: {preempt.reason} during the final evaluation; "
+                f"{ckpts.last_committed()} No final report was written: re-run the same command "
+                "to finish the final evaluation"
+            )
+            raise preemption.Preempted(step, preempt.reason)
+
+    return before_batch
 
 
 def _fallback_note(ckpts, step: int) -> str | None:
