@@ -17,7 +17,9 @@ it). Whatever exception stops a run, the checkpoint saves it started commit befo
 a non-finite loss term or state (`_check_finite`, `checkpointing.Checkpoints.save`) stops it with
 a FloatingPointError that names the last committed checkpoint. SIGTERM, or JAX's preemption notice
 with several processes (`crowdjax.preemption`), saves the step it arrives in, waits for the save
-to commit and raises `preemption.Preempted` (exit status `preemption.EXIT_STATUS`).
+to commit and raises `preemption.Preempted` (exit status `preemption.EXIT_STATUS`); during the
+final evaluation it stops before the next batch, with no `final.json`. A damaged best checkpoint
+is set aside and the final evaluation takes the latest state (`final.json`'s "fallback" says so).
 
 Imports run one way: the entry points (train.py, eval.py, `crowdjax.cross_validation`) -> this
 module -> {`crowdjax.evaluation`, `crowdjax.preparation`} -> `crowdjax.run` -> `crowdjax.registry`
@@ -53,6 +55,7 @@ from crowdjax.workdir import (
     FINAL_FILE,
     check_resume_config,
     read_final,
+    remove_final,
     write_final,
     write_run_info,
 )
@@ -302,6 +305,7 @@ def final_evaluation(
         report(results, checkpoint)
         return results
     writer.drop(lambda r: r.get("final", False))  # Of a final evaluation that was cut short.
+    remove_final(workdir)  # Of another checkpoint or settings: a stopped evaluation leaves none.
     info = {"checkpoint": checkpoint, "selected_by": run_evals.selection.info}
     results = {}
     before_batch = _stop_in_final_evaluation(preempt, ckpts, int(state.step)) if preempt else None

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from crowdjax import checkpointing, preemption, run, trainer, workdir
+from crowdjax import checkpointing, evaluation, preemption, run, trainer, workdir
 from tests.engine import toy_configs
 from tests.engine.conftest import run_script
 
@@ -58,13 +58,18 @@ def _final_lines(workdir) -> list[str]:
 def test_sigterm_during_the_final_evaluation_stops_the_run_and_the_rerun_finishes_it(
     tiny_data_dir, tmp_path, monkeypatch, capsys
 ):
-    """SIGTERM once the final evaluation has written its first entry: the run stops
-    before the next entry's next batch with preemption.EXIT_STATUS, saying why, and writes no
-    final.json; the same command then evaluates every entry and writes it."""
+    """A finished 2-step run resumed to 4 steps gets SIGTERM once its final evaluation has
+    written its first entry: it stops before the next batch with preemption.EXIT_STATUS, saying
+    why, and leaves no final.json (the 2-step report no longer describes the run). eval.py on
+    that workdir writes no report either; the same command then evaluates every entry, as
+    eval.py did, and writes it."""
     config = toy_configs.get_config("constant")
     config.data.data_dir = tiny_data_dir
     config.train.num_steps, config.train.eval_every = 2, 0
     workdir = str(tmp_path)
+    trainer.train_and_evaluate(config, workdir)
+    assert json.load(open(tmp_path / "final.json"))["checkpoint"]["step"] == 2
+    config.train.num_steps = 4
     write = trainer.eval_writer.write
 
     def write_then_sigterm(result, config, **kwargs):
@@ -75,9 +80,10 @@ def test_sigterm_during_the_final_evaluation_stops_the_run_and_the_rerun_finishe
     monkeypatch.setattr(trainer.eval_writer, "write", write_then_sigterm)
     unhandled = []  # Where a SIGTERM the run does not take lands (not pytest's death).
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: unhandled.append(signum))
+    capsys.readouterr()
     try:
         with pytest.raises(preemption.Preempted) as stop:
-            trainer.train_and_evaluate(config, workdir)
+            trainer.train_and_evaluate(config, workdir, allow_config_change=["train.num_steps"])
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert stop.value.code == preemption.EXIT_STATUS and not unhandled
@@ -87,14 +93,18 @@ def test_sigterm_during_the_final_evaluation_stops_the_run_and_the_rerun_finishe
     )
     assert "re-run the same command to finish the final evaluation" in out
     assert not os.path.exists(tmp_path / "final.json")
-    assert len(_final_lines(workdir)) == 1  # The first entry's.
+    assert len(_final_lines(workdir)) == 1  # The first entry's (the 2-step run's were dropped).
 
     monkeypatch.undo()
+    evaluated = evaluation.evaluate_checkpoint(config, workdir)  # eval.py: the best checkpoint
+    assert not os.path.exists(tmp_path / "final.json")
     results = trainer.train_and_evaluate(config, workdir)
-    assert "already trained 2 steps" in capsys.readouterr().out
+    assert "already trained 4 steps" in capsys.readouterr().out
     final = json.load(open(tmp_path / "final.json"))
     assert sorted(final["results"]) == sorted(results) == ["test", "val"]
     assert sorted(_final_lines(workdir)) == ["test", "val"]  # Each once.
+    for prefix in ("test", "val"):
+        assert final["results"][prefix]["mae"] == evaluated[prefix]["mae"]
 
 
 @pytest.mark.slow  # Two more train.py processes (about 70 s of CPU).
