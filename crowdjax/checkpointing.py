@@ -253,7 +253,7 @@ class Checkpoints:
         steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
         damaged = [(step, e) for step in steps if (e := _unreadable_metric(directory, step))]
         if not damaged:  # Not a step's damage: nothing is moved.
-            raise error
+            raise error or RuntimeError(f"{directory}: its checkpoints fail to open on process 0")
         for step, e in damaged:
             self._set_aside_best(directory, step, e)
         return self._best_manager(directory)
