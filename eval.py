@@ -10,7 +10,9 @@ the checkpoint's variables are restored (never its optimizer state), so a run tr
 optimizer overrides evaluates from its workdir alone. By default the best checkpoint is
 evaluated, the one train.py's final evaluation reports. Writes `<workdir>/eval_<prefix>.json`
 (and `images_<prefix>/*.png` with --save_images), and appends its log to `<workdir>/log.txt`
-(`-v 0` shows the libraries' INFO lines on the console too; see `crowdjax.console`).
+(`-v 0` shows the libraries' INFO lines on the console too; see `crowdjax.console`). A damaged
+checkpoint is an error naming it and the one to use instead (a damaged best: --checkpoint=latest);
+eval.py moves nothing and never writes final.json (train.py's complete final evaluation does).
 
 A `config.json` whose method is not registered ("module:ATTR", which would import that module) is
 refused: a workdir may come from anyone. To run such a method, name it yourself:

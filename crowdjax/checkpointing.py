@@ -17,7 +17,12 @@ What a run survives: a state with a non-finite parameter or model-state value is
 interrupted save left (`<step>.orbax-checkpoint-tmp-*`) are removed when a run opens its
 checkpoints; a latest checkpoint that cannot be restored is moved to
 `<workdir>/damaged_checkpoints/<step>` with a warning, and the run resumes from the one before
-(when no step restores, nothing is moved and the error is raised).
+(when no step restores, nothing is moved and the error is raised). A best checkpoint that
+cannot be read (its stored metric, orbax reads it on opening) or restored (by the final
+evaluation) is moved to `<workdir>/damaged_checkpoints/best_<step>` with a warning
+(`Checkpoints.damaged_best` says so), and the final evaluation falls back to the latest
+committed state. Readers (eval.py, predict.py: `restore_variables`) move nothing: a damaged
+checkpoint is a `DamagedCheckpointError` naming it and the checkpoint to use instead.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 from crowdjax import sharding
 from crowdjax.metric_writers import log
@@ -79,6 +85,32 @@ def _read_only(directory: str, item_handlers: dict | None = None) -> ocp.Checkpo
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint's arrays do not fit the model or optimizer of the config."""
+
+
+class DamagedCheckpointError(ValueError):
+    """A checkpoint (or a manager's directory) that cannot be read, though it fits the config."""
+
+
+def _damaged(where: str, error: Exception) -> DamagedCheckpointError:
+    """The error for a damaged checkpoint `where` (a step or a manager's directory): what
+    failed, and which checkpoint of the same run to use instead."""
+    directory = (
+        where if os.path.basename(where) in ("best", "checkpoints") else os.path.dirname(where)
+    )
+    workdir = os.path.dirname(directory)
+    if os.path.basename(directory) == "best":
+        instead = (
+            "Use the run's latest checkpoint instead: eval.py --checkpoint=latest or "
+            f"--checkpoint={workdir}/checkpoints, predict.py --checkpoint={workdir}/checkpoints."
+        )
+    else:
+        instead = (
+            f"Use another checkpoint of the run: an earlier step of {directory}, or "
+            f"{workdir}/best (eval.py --checkpoint=best)."
+        )
+    return DamagedCheckpointError(
+        f"{where}: damaged, it does not restore ({_first_words(error)}). {instead}"
+    )
 
 
 def _path_name(path) -> str:
@@ -181,6 +213,8 @@ class Checkpoints:
         self.metric, self.mode = metric, mode
         self._best_file = os.path.join(workdir, "best_metrics.json")
         self._damaged_dir = os.path.join(workdir, DAMAGED_DIR)
+        # A sentence naming the best checkpoint this run set aside as damaged (None: none).
+        self.damaged_best: str | None = None
         for name in ("checkpoints", "best"):
             remove_stale_temporaries(os.path.join(workdir, name))
         self.latest = ocp.CheckpointManager(
@@ -189,18 +223,71 @@ class Checkpoints:
                 max_to_keep=keep, create=True, enable_async_checkpointing=async_save
             ),
         )
-        self.best = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, "best")),
+        self.best = self._open_best(os.path.abspath(os.path.join(workdir, "best")))
+
+    def _best_manager(self, directory: str) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1,
                 best_fn=lambda metrics: metrics["value"],
-                best_mode=mode,
+                best_mode=self.mode,
                 keep_checkpoints_without_metrics=False,
                 create=True,
                 # Synchronous: the record of the best step exists only once it is committed.
                 enable_async_checkpointing=False,
             ),
         )
+
+    def _open_best(self, directory: str) -> ocp.CheckpointManager:
+        """The best checkpoint's manager. Orbax reads every step's stored metric on opening: the
+        steps whose metric cannot be read are set aside first."""
+        try:
+            manager, error = self._best_manager(directory), None
+        except Exception as e:  # noqa: BLE001  (damage takes many forms: JSON, the OS)
+            manager, error = None, e
+        if sharding.process_0_decides(error is None):
+            if error is not None:  # Only this process fails: not damage to set aside.
+                raise error
+            return manager
+        steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+        damaged = [(step, e) for step in steps if (e := _unreadable_metric(directory, step))]
+        if not damaged:  # Not a step's damage: nothing is moved.
+            raise error or RuntimeError(f"{directory}: its checkpoints fail to open on process 0")
+        for step, e in damaged:
+            self._set_aside_best(directory, step, e)
+        return self._best_manager(directory)
+
+    def _set_aside_best(self, directory: str, step: int, error: Exception | str) -> None:
+        """Moves a best checkpoint that cannot be read or restored to
+        `damaged_checkpoints/best_<step>`, with a warning, and drops its record."""
+        source = os.path.join(directory, str(step))
+        why = error if isinstance(error, str) else _first_words(error)
+        log(f"warning: the best checkpoint {source} does not restore")
+        log(f"  {why}")
+        target = self._set_aside(directory, step, prefix="best_")
+        if jax.process_index() == 0 and os.path.exists(self._best_file):
+            os.remove(self._best_file)  # It names the checkpoint set aside.
+        self.damaged_best = f"the best checkpoint {source} is damaged ({why}); moved to {target}"
+
+    def restore_best_variables(self, abstract_variables: dict) -> tuple[dict, dict] | None:
+        """(variables, info) of the committed best checkpoint (see `restore_variables`), or None
+        when there is none or it does not restore: then it is set aside (`damaged_best`)."""
+        step = self.best.best_step()
+        if step is None:
+            return None
+        try:
+            restored, error = restore_variables(str(self.best.directory), abstract_variables), None
+        except DamagedCheckpointError as e:
+            restored, error = None, e
+        if sharding.process_0_decides(error is None):
+            if error is not None:  # Only this process fails: not damage to set aside.
+                raise error
+            return restored
+        why = (error.__cause__ or error) if error is not None else "it fails on process 0"
+        self._set_aside_best(str(self.best.directory), int(step), why)
+        self.best.reload()
+        return None
 
     def save(self, step: int, state: TrainState) -> None:
         """Saves a latest checkpoint (no-op when this step is already saved).
@@ -272,7 +359,8 @@ class Checkpoints:
                 failed.append((step, e))
                 continue
             for damaged, _ in failed:
-                self._set_aside(damaged)
+                self._set_aside(str(self.latest.directory), damaged)
+                self.latest.reload()
             return state
         if failed:
             step, error = failed[0]
@@ -305,19 +393,21 @@ class Checkpoints:
     def _step_dir(self, step: int) -> str:
         return os.path.join(str(self.latest.directory), str(step))
 
-    def _set_aside(self, step: int) -> None:
-        """Moves a step that does not restore out of the manager's directory (kept to inspect)."""
-        source = self._step_dir(step)
-        target, copy = os.path.join(self._damaged_dir, str(step)), 1
+    def _set_aside(self, directory: str, step: int, *, prefix: str = "") -> str:
+        """Moves a step that does not restore out of its manager's `directory` to
+        `damaged_checkpoints/<prefix><step>` (kept to inspect); returns where. The caller
+        reloads its manager."""
+        source, name = os.path.join(directory, str(step)), f"{prefix}{step}"
+        target, copy = os.path.join(self._damaged_dir, name), 1
         while os.path.exists(target):  # Damaged again at the same step: keep each.
-            target, copy = os.path.join(self._damaged_dir, f"{step}.{copy}"), copy + 1
+            target, copy = os.path.join(self._damaged_dir, f"{name}.{copy}"), copy + 1
         log(f"warning: skipping the damaged checkpoint {source}, moved to {target}")
         if jax.process_index() == 0:
             os.makedirs(self._damaged_dir, exist_ok=True)
             shutil.move(source, target)
         # No process reloads the step list before it is moved.
-        sharding.barrier(f"damaged checkpoint {step} set aside")
-        self.latest.reload()
+        sharding.barrier(f"damaged checkpoint {name} set aside")
+        return target
 
     def wait(self) -> None:
         self.latest.wait_until_finished()
@@ -326,6 +416,20 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+def _unreadable_metric(directory: str, step: int) -> Exception | None:
+    """The error reading the metric stored with checkpoint `step` as orbax's manager reads it
+    (its "metrics" item; a missing one is no error), or None."""
+    try:
+        ocp.JsonCheckpointHandler(filename="metrics").restore(
+            epath.Path(directory) / str(step) / "metrics"
+        )
+    except FileNotFoundError:
+        return None
+    except Exception as e:  # noqa: BLE001
+        return e
+    return None
 
 
 def _first_words(error: Exception, limit: int = 300) -> str:
@@ -407,7 +511,10 @@ def find_checkpoint(path: str, *, prefer: str = "best") -> tuple[str, int, str]:
     for directory, name in candidates:
         if not os.path.isdir(directory):
             continue
-        manager = _read_only(directory)
+        try:  # Orbax reads every step's stored metrics here.
+            manager = _read_only(directory)
+        except Exception as e:  # noqa: BLE001  (damage takes many forms: orbax, JSON, the OS)
+            raise _damaged(directory, e) from e
         best = name == "best"
         step = manager.best_step() if best else manager.latest_step()
         if step is None:
@@ -448,14 +555,35 @@ def restore_variables(path: str, abstract_variables: dict, *, prefer: str = "bes
             step,
             args=ocp.args.Composite(variables=ocp.args.StandardRestore(abstract_variables)),
         )
-    except ValueError as e:
-        raise ValueError(
-            f"{directory}/{step}: its variables do not fit this config's model (was it trained "
-            f"with another method or model settings? eval.py reads the workdir's config.json "
-            f"when --config is not given). Orbax says: {e}"
-        ) from e
+    except Exception as e:  # noqa: BLE001  (damage takes many forms: orbax, tensorstore, the OS)
+        if not _fits(directory, step, abstract_variables):
+            raise _mismatch(directory, step, e) from e
+        raise _damaged(os.path.join(directory, str(step)), e) from e
     info = {"path": os.path.join(directory, str(step)), "step": step, "kind": kind}
     metrics = manager.metrics(step) if kind == "best" else None
     if metrics:
         info["value"] = metrics["value"]
     return restored["variables"], info
+
+
+def _fits(directory: str, step: int, abstract_variables: dict) -> bool:
+    """False when the stored variables' paths or shapes differ from `abstract_variables`; True
+    when they match or cannot be read (then the checkpoint is damaged, not another model's)."""
+    try:
+        handlers = {"variables": ocp.StandardCheckpointHandler()}
+        stored = _read_only(directory, handlers).item_metadata(step)["variables"]
+    except Exception:  # noqa: BLE001  (unreadable metadata is damage too)
+        return True
+    if stored is None:
+        return True
+    return not _shape_differences(
+        "variables", _leaf_shapes(stored), _leaf_shapes(abstract_variables)
+    )
+
+
+def _mismatch(directory: str, step: int, e: Exception) -> ValueError:
+    return ValueError(
+        f"{directory}/{step}: its variables do not fit this config's model (was it trained "
+        f"with another method or model settings? eval.py reads the workdir's config.json "
+        f"when --config is not given). Orbax says: {e}"
+    )

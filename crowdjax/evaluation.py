@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -267,12 +268,19 @@ def _image(
 
 
 def evaluate(
-    setup, variables, entry: EvalEntry, *, detailed: bool = False, save_images: int = 0
+    setup,
+    variables,
+    entry: EvalEntry,
+    *,
+    detailed: bool = False,
+    save_images: int = 0,
+    before_batch: Callable[[], None] | None = None,
 ) -> EntryResult:
     """Metrics of `variables` on one entry: counting metrics, GAME and localization too when
     `detailed`, the mean-count baseline, every image's counts, and the first `save_images`
     images with their maps (single-process runs only). Writes nothing (see
-    `crowdjax.eval_writer`)."""
+    `crowdjax.eval_writer`). `before_batch` is called before each batch is predicted (see
+    `crowdjax.whole_images.stream`)."""
     config = setup.config
     stream = StreamingMetrics(
         peak_threshold=float(config.eval.peak_threshold),
@@ -281,7 +289,10 @@ def evaluate(
         peak_window=int(config.eval.get("peak_window", 3)),
     )
     pictures = []  # At most `save_images` records with their maps, for the PNGs.
-    for batch, fetched, i in whole_images.stream(setup, variables, entry.dataset, entry.split):
+    images = whole_images.stream(
+        setup, variables, entry.dataset, entry.split, before_batch=before_batch
+    )
+    for batch, fetched, i in images:
         image = _image(setup, entry, batch, fetched, i)
         h, w = image.pop("shape")
         record = stream.add(**image)

@@ -10,7 +10,8 @@ own state (about 0.2 microseconds on two localhost processes): no collective per
 
 The trainer then saves that step, waits for the save to commit and raises `Preempted`, a
 SystemExit whose status is `EXIT_STATUS`: re-running the same command resumes from that step as
-an uninterrupted run would go on.
+an uninterrupted run would go on. The final evaluation asks before each batch (its sync points
+continue the step numbering) and stops the same way, without its report; the re-run finishes it.
 """
 
 from __future__ import annotations

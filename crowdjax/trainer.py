@@ -17,7 +17,9 @@ it). Whatever exception stops a run, the checkpoint saves it started commit befo
 a non-finite loss term or state (`_check_finite`, `checkpointing.Checkpoints.save`) stops it with
 a FloatingPointError that names the last committed checkpoint. SIGTERM, or JAX's preemption notice
 with several processes (`crowdjax.preemption`), saves the step it arrives in, waits for the save
-to commit and raises `preemption.Preempted` (exit status `preemption.EXIT_STATUS`).
+to commit and raises `preemption.Preempted` (exit status `preemption.EXIT_STATUS`); during the
+final evaluation it stops before the next batch, with no `final.json`. A damaged best checkpoint
+is set aside and the final evaluation takes the latest state (`final.json`'s "fallback" says so).
 
 Imports run one way: the entry points (train.py, eval.py, `crowdjax.cross_validation`) -> this
 module -> {`crowdjax.evaluation`, `crowdjax.preparation`} -> `crowdjax.run` -> `crowdjax.registry`
@@ -26,8 +28,8 @@ module -> {`crowdjax.evaluation`, `crowdjax.preparation`} -> `crowdjax.run` -> `
 
 from __future__ import annotations
 
+import itertools
 import json
-import os
 import time
 from collections.abc import Sequence
 
@@ -53,6 +55,7 @@ from crowdjax.workdir import (
     FINAL_FILE,
     check_resume_config,
     read_final,
+    remove_final,
     write_final,
     write_run_info,
 )
@@ -194,16 +197,18 @@ def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -
     writer = MetricWriter(workdir)
     writer.drop(lambda r: r["step"] > start_step)  # A resumed run logs those steps again.
     evaluate_and_keep_best = EvaluateAndKeepBest(setup, run_evals, ckpts, writer)
-    if start_step >= setup.total_steps:
-        log(f"{workdir}: already trained {start_step} steps (train.num_steps={setup.total_steps})")
-    else:
-        with preemption.Preemption() as preempt:  # SIGTERM stops at a step boundary.
+    # SIGTERM or the notice stops the run at a step boundary, or a final evaluation batch.
+    with preemption.Preemption() as preempt:
+        if start_step >= setup.total_steps:
+            total = setup.total_steps
+            log(f"{workdir}: already trained {start_step} steps (train.num_steps={total})")
+        else:
             state = _train(
                 setup, state, ckpts, writer, evaluate_and_keep_best, start_step, prepared, preempt
             )
-    results = {}
-    if config.eval_at_end:
-        results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir)
+        results = {}
+        if config.eval_at_end:
+            results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir, preempt)
     writer.close()
     return results
 
@@ -272,18 +277,23 @@ def _stop_preempted(ckpts, step: int, state, reason: str) -> None:
     raise preemption.Preempted(step, reason)
 
 
-def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str) -> dict:
+def final_evaluation(
+    setup, run_evals: Evals, state, ckpts, writer, workdir: str, preempt=None
+) -> dict:
     """Every entry of `config.evals` on the selected checkpoint (the best one, else the last),
-    each written to `eval_<prefix>.json`; a finished workdir's stored report is reused."""
+    each written to `eval_<prefix>.json`, then the report to `final.json`; a finished workdir's
+    stored report is reused. With `preempt` (a `preemption.Preemption`), a preemption stops it
+    before its next batch (`_stop_in_final_evaluation`), with no report written."""
     best = ckpts.best_record()
-    if best is not None:
-        variables, _ = checkpointing.restore_variables(
-            os.path.join(workdir, "best"), setup.abstract_variables()
-        )
+    restored = ckpts.restore_best_variables(setup.abstract_variables()) if best else None
+    fallback = None
+    if restored is not None:
+        variables, _ = restored
         checkpoint = {"kind": "best", "step": best["step"], best["metric"]: best["value"]}
-    else:  # Nothing was ever evaluated (or every value was NaN): the last state.
+    else:  # Nothing was ever evaluated (or every value was NaN, or best/ is damaged): the last.
         variables = state.variables
         checkpoint = {"kind": "latest", "step": int(state.step)}
+        fallback = _fallback_note(ckpts, checkpoint["step"])
     # What the report depends on besides the checkpoint: every entry and the eval settings.
     evaluated = {
         "entries": [[e.prefix, e.dataset, e.split] for e in run_evals.entries],
@@ -301,10 +311,14 @@ def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str
         report(results, checkpoint)
         return results
     writer.drop(lambda r: r.get("final", False))  # Of a final evaluation that was cut short.
+    remove_final(workdir)  # Of another checkpoint or settings: a stopped evaluation leaves none.
     info = {"checkpoint": checkpoint, "selected_by": run_evals.selection.info}
     results = {}
+    before_batch = _stop_in_final_evaluation(preempt, ckpts, int(state.step)) if preempt else None
     for entry in run_evals.entries:
-        result = evaluation.evaluate(setup, variables, entry, detailed=True)
+        result = evaluation.evaluate(
+            setup, variables, entry, detailed=True, before_batch=before_batch
+        )
         eval_writer.write(
             result,
             setup.config,
@@ -315,9 +329,37 @@ def final_evaluation(setup, run_evals: Evals, state, ckpts, writer, workdir: str
             info=info,
         )
         results[entry.prefix] = {"dataset": entry.dataset, "split": entry.split, **result.summary}
-    write_final(workdir, {"checkpoint": checkpoint, "evaluated": evaluated, "results": results})
+    final = {"checkpoint": checkpoint, "evaluated": evaluated, "results": results}
+    write_final(workdir, {**final, **({"fallback": fallback} if fallback else {})})
     report(results, checkpoint)
     return results
+
+
+def _stop_in_final_evaluation(preempt, ckpts, step: int):
+    """The check before each batch of the final evaluation: raises `preemption.Preempted` when
+    the run is asked to stop. The batches continue the training steps' sync points (step + 1,
+    ...), so with several processes every one stops before the same batch."""
+    sync_points = itertools.count(step + 1)
+
+    def before_batch() -> None:
+        if preempt.requested(next(sync_points)):
+            log(
+                f"preempted: {preempt.reason} during the final evaluation; "
+                f"{ckpts.last_committed()} No final report was written: re-run the same command "
+                "to finish the final evaluation"
+            )
+            raise preemption.Preempted(step, preempt.reason)
+
+    return before_batch
+
+
+def _fallback_note(ckpts, step: int) -> str | None:
+    """Why the final evaluation takes the latest state, when the best checkpoint was damaged."""
+    if ckpts.damaged_best is None:
+        return None
+    note = f"{ckpts.damaged_best}; the latest committed checkpoint, step {step}, was evaluated"
+    log(f"warning: {note}")
+    return note
 
 
 def report(results: dict, checkpoint: dict) -> None:

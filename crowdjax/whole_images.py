@@ -39,15 +39,48 @@ def _gather_host_batch(host_batch: dict) -> dict:
     if jax.process_count() == 1:
         return host_batch
     keys = [k for k in host_batch if k not in ("image",) and isinstance(host_batch[k], np.ndarray)]
-    gathered = multihost_utils.process_allgather({k: host_batch[k] for k in keys}, tiled=True)
-    return {**host_batch, **gathered}
+    return {**host_batch, **{k: _allgather(host_batch[k]) for k in keys}}
+
+
+def _allgather(values: np.ndarray) -> np.ndarray:
+    """[B, ...] `values` of every process, concatenated in process order. Text (image ids,
+    category labels: str or bytes, which JAX arrays cannot hold) travels as UTF-8 bytes."""
+    if values.dtype.kind not in "USO":
+        return multihost_utils.process_allgather(values, tiled=True)
+    items = values.ravel().tolist()
+    encoded = [v if isinstance(v, bytes) else str(v).encode() for v in items]
+    lengths = np.array([len(e) for e in encoded], np.int32)
+    width = int(np.max(multihost_utils.process_allgather(np.max(lengths, initial=1))))
+    padded = np.zeros((len(encoded), width), np.uint8)
+    for row, e in zip(padded, encoded, strict=True):
+        row[: len(e)] = np.frombuffer(e, np.uint8)
+    rows = multihost_utils.process_allgather(padded, tiled=True)
+    all_lengths = multihost_utils.process_allgather(lengths, tiled=True)
+    texts = [bytes(row[:n]) for row, n in zip(rows, all_lengths, strict=True)]
+    as_bytes = values.dtype.kind == "S" or (items and isinstance(items[0], bytes))
+    texts = texts if as_bytes else [t.decode() for t in texts]
+    # The widest of every process's (a fixed-width dtype of this process could cut others').
+    gathered = np.empty(len(texts), object) if values.dtype.kind == "O" else None
+    if gathered is None:
+        gathered = np.array(texts)
+    else:
+        gathered[:] = texts
+    return gathered.reshape(-1, *values.shape[1:])
 
 
 def stream(
-    setup: Predictor, variables: Any, dataset: str, split: str
+    setup: Predictor,
+    variables: Any,
+    dataset: str,
+    split: str,
+    *,
+    before_batch: Callable[[], None] | None = None,
 ) -> Iterator[tuple[dict, dict, int]]:
     """Yields (host batch of every process, fetched predictions, index) per real image: the
-    batch's fields and the predictions [B, ...] (numpy) hold the image at `index`."""
+    batch's fields and the predictions [B, ...] (numpy) hold the image at `index`.
+
+    `before_batch` is called before each global batch is predicted, on every process alike
+    (the final evaluation stops there when the run is preempted)."""
     for host_batch in eval_stream.eval_iterator(
         setup.config.data,
         split,
@@ -56,6 +89,8 @@ def stream(
         process_count=jax.process_count(),
         name=dataset,
     ):
+        if before_batch is not None:
+            before_batch()
         inputs = sharding.host_to_global(
             {"image": host_batch["image"], "image_mask": host_batch["image_mask"]}, setup.mesh
         )

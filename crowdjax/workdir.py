@@ -4,7 +4,8 @@
   <workdir>/config_changes.jsonl the changes a resumed run was allowed to make to it, one line per
                                  resume: {"from_step", "time", "changes": [{"field", "old", "new"}]}
   <workdir>/git_revision.txt     the revision of the code that ran
-  <workdir>/final.json           the final evaluation's report (`read_final`, `write_final`)
+  <workdir>/final.json           the final evaluation's report (`read_final`, `write_final`), only
+                                 while it describes the run's selected checkpoint, complete
 
 The config of a run is the run's: a resumed run is compared with the stored config.json before
 anything is written (`check_resume_config`), and a difference is refused with the list of the
@@ -250,6 +251,14 @@ def read_final(workdir: str) -> dict | None:
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def remove_final(workdir: str) -> None:
+    """Removes the final report (process 0) when a new final evaluation starts: until it is
+    complete, no report describes the run."""
+    path = os.path.join(workdir, FINAL_FILE)
+    if jax.process_index() == 0 and os.path.exists(path):
+        os.remove(path)
 
 
 def write_final(workdir: str, report: dict) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from orbax.checkpoint._src.path import atomicity
 
-from crowdjax import checkpointing, run, trainer
+from crowdjax import checkpointing, evaluation, prediction, run, trainer
 from crowdjax.metric_writers import MetricWriter
 from tests.engine import toy_configs
 
@@ -238,3 +238,87 @@ def test_an_evaluation_error_right_after_an_asynchronous_save_loses_nothing(
     with pytest.raises(RuntimeError, match="evaluation data went away"):
         trainer.train_and_evaluate(config, str(tmp_path))
     assert _committed(tmp_path) == [2] and not _temporaries(tmp_path)
+
+
+# ---------------------------------------------------------------------------------- best/
+
+
+def _damage_best(workdir, how: str) -> str:
+    """Damages the committed best checkpoint of `workdir` (its array data, or the metrics orbax
+    stores with it); returns its step directory."""
+    (step,) = [n for n in os.listdir(os.path.join(workdir, "best")) if n.isdigit()]
+    step_dir = os.path.join(workdir, "best", step)
+    if how == "metrics":
+        with open(os.path.join(step_dir, "metrics", "metrics"), "w") as f:
+            f.write('{"value": 0.')  # cut short
+    else:
+        data = os.path.join(step_dir, "variables", "d")
+        for name in os.listdir(data):
+            if how == "truncated":
+                os.truncate(os.path.join(data, name), 10)
+            else:
+                os.remove(os.path.join(data, name))
+    return step_dir
+
+
+def _trained_with_best(data_dir: str, workdir: str):
+    """A finished 4-step run of CONSTANT whose final evaluation has not run: its best/ holds
+    step 2 or 4, its checkpoints/ steps 2 and 4."""
+    config = _config(data_dir, 4)
+    config.train.eval_every = 2
+    trainer.train_and_evaluate(config, workdir)
+    assert os.listdir(os.path.join(workdir, "best")) and _committed(workdir) == [2, 4]
+    config.eval_at_end = True  # The same run, now evaluated at its end (a free field).
+    return config
+
+
+@pytest.mark.parametrize("damage", ["truncated", "metrics"])
+def test_a_damaged_best_checkpoint_falls_back_to_the_latest_at_the_final_evaluation(
+    tiny_data_dir, tmp_path, capsys, damage
+):
+    workdir = str(tmp_path)
+    config = _trained_with_best(tiny_data_dir, workdir)
+    damaged = _damage_best(workdir, damage)
+    capsys.readouterr()
+
+    results = trainer.train_and_evaluate(config, workdir)
+    out = capsys.readouterr().out
+    step = os.path.basename(damaged)
+    moved = os.path.join(workdir, "damaged_checkpoints", f"best_{step}")
+    assert f"warning: the best checkpoint {damaged} does not restore" in out
+    assert f"skipping the damaged checkpoint {damaged}, moved to {moved}" in out
+    assert os.path.isdir(moved) and not os.path.exists(damaged)  # kept to inspect
+    final = json.load(open(tmp_path / "final.json"))
+    assert final["checkpoint"] == {"kind": "latest", "step": 4}
+    assert f"{damaged} is damaged" in final["fallback"]
+    assert "final evaluation of the latest checkpoint" in out
+    # The latest committed checkpoint's own evaluation (eval.py --checkpoint=latest).
+    reference = evaluation.evaluate_checkpoint(config, workdir + "_eval", checkpoint=workdir)
+    for prefix in ("val", "test"):
+        assert results[prefix]["mae"] == reference[prefix]["mae"]
+    # Re-run: the report stands, nothing is evaluated again.
+    trainer.train_and_evaluate(config, workdir)
+    assert "final evaluation of this checkpoint already done" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("damage", ["deleted", "metrics"])
+def test_eval_and_predict_on_a_damaged_best_name_it_and_the_checkpoint_to_use(
+    tiny_data_dir, tmp_path, damage
+):
+    workdir = str(tmp_path)
+    config = _trained_with_best(tiny_data_dir, workdir)
+    damaged = _damage_best(workdir, damage)
+    where = damaged if damage != "metrics" else os.path.join(workdir, "best")
+    setup = run.Setup(config)
+    for path in (workdir, os.path.join(workdir, "best")):  # What eval.py and predict.py take.
+        with pytest.raises(checkpointing.DamagedCheckpointError) as raised:
+            checkpointing.restore_variables(path, setup.abstract_variables())
+        message = str(raised.value)
+        assert message.startswith(f"{where}: damaged, it does not restore (")
+        assert f"--checkpoint=latest or --checkpoint={workdir}/checkpoints" in message
+    with pytest.raises(checkpointing.DamagedCheckpointError):
+        prediction.Counter.load(workdir, config=config)
+    # What the message offers works, and the workdir is left as it was (readers move nothing).
+    results = evaluation.evaluate_checkpoint(config, workdir, checkpoint="latest")
+    assert results["test"]["num_images"] == 4
+    assert os.path.isdir(damaged) and not os.path.exists(tmp_path / "damaged_checkpoints")

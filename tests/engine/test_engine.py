@@ -304,3 +304,50 @@ def test_preemption_notice_to_one_process_stops_both_at_the_same_step(tiny_data_
     step = int(found.group(1))
     assert 1 <= step < steps
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == [str(step)]
+
+
+@pytest.mark.slow  # Two train.py processes, then a single-process re-run (about 60 s on 2 cores).
+def test_preemption_notice_during_the_final_evaluation_stops_both_and_the_rerun_finishes_it(
+    tiny_data_dir, tmp_path
+):
+    """SIGTERM to process 1 once the last step is the best (after the training loop): JAX's
+    preemption service takes it, and both processes stop before the same batch of the final
+    evaluation with preemption.EXIT_STATUS and no final.json (they evaluated on to the end
+    before). The re-run (one process: `distributed` may change) finishes the evaluation."""
+    workdir = str(tmp_path / "multi")
+    args = [
+        a if a != "--config.eval_at_end=False" else "--config.eval_at_end=True"
+        for a in _train_args(tiny_data_dir, workdir, 2)
+    ]
+    # The first entry evaluated at the end: 8 batches of 2, time for the notice to spread.
+    args.append("--config.evals.test.split=train")
+    procs = _start_two_processes(args, port_offset=2)
+    # The best is saved (synchronously) after the training loop, before the final evaluation.
+    last = os.path.join(workdir, "best", "2")
+    deadline = time.time() + 400
+    while not os.path.isdir(last):
+        if not all(p.poll() is None for p in procs):
+            out, err = procs[0].communicate(timeout=300)
+            raise AssertionError("the run ended before it could be preempted:\n" + err[-3000:])
+        assert time.time() < deadline
+        time.sleep(0.01)
+    procs[1].send_signal(signal.SIGTERM)
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == preemption.EXIT_STATUS, out[-2000:] + err[-3000:]
+    assert "preempted: a preemption notice during the final evaluation" in outs[0][0]
+    assert not os.path.exists(os.path.join(workdir, "final.json"))
+
+    proc = run_script(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(workdir, "final.json")) as f:
+        final = json.load(f)
+    assert sorted(final["results"]) == ["test", "val"]
+    # The two processes' evaluation of the last step (each gathers the other's image records)
+    # equals the one process's final evaluation of that step, the best.
+    assert final["checkpoint"]["kind"] == "best" and final["checkpoint"]["step"] == 2
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        (two,) = [r for r in map(json.loads, f) if r["split"] == "val" and not r.get("final")]
+    one = final["results"]["val"]
+    assert two["num_images"] == one["num_images"] == 4
+    np.testing.assert_allclose(two["mae"], one["mae"], rtol=1e-5)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from crowdjax import checkpointing, run, trainer, workdir
+from crowdjax import checkpointing, evaluation, preemption, run, trainer, workdir
+from tests.engine import toy_configs
 from tests.engine.conftest import run_script
 
 TRAIN = ["train.py", "--config=configs/quickstart.py:tiny"]
@@ -46,6 +48,63 @@ def test_a_finished_workdir_reruns_and_reports_the_same(tiny_data_dir, tmp_path)
     with open(tmp_path / "metrics.jsonl") as f:
         finals = [(r["split"], r["step"]) for r in map(json.loads, f) if r.get("final")]
     assert sorted(finals) == sorted(set(finals)) and len(finals) == 2  # test and val, once each
+
+
+def _final_lines(workdir) -> list[str]:
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r["split"] for r in map(json.loads, f) if r.get("final")]
+
+
+def test_sigterm_during_the_final_evaluation_stops_the_run_and_the_rerun_finishes_it(
+    tiny_data_dir, tmp_path, monkeypatch, capsys
+):
+    """A finished 2-step run resumed to 4 steps gets SIGTERM once its final evaluation has
+    written its first entry: it stops before the next batch with preemption.EXIT_STATUS, saying
+    why, and leaves no final.json (the 2-step report no longer describes the run). eval.py on
+    that workdir writes no report either; the same command then evaluates every entry, as
+    eval.py did, and writes it."""
+    config = toy_configs.get_config("constant")
+    config.data.data_dir = tiny_data_dir
+    config.train.num_steps, config.train.eval_every = 2, 0
+    workdir = str(tmp_path)
+    trainer.train_and_evaluate(config, workdir)
+    assert json.load(open(tmp_path / "final.json"))["checkpoint"]["step"] == 2
+    config.train.num_steps = 4
+    write = trainer.eval_writer.write
+
+    def write_then_sigterm(result, config, **kwargs):
+        write(result, config, **kwargs)
+        if kwargs.get("final"):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(trainer.eval_writer, "write", write_then_sigterm)
+    unhandled = []  # Where a SIGTERM the run does not take lands (not pytest's death).
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: unhandled.append(signum))
+    capsys.readouterr()
+    try:
+        with pytest.raises(preemption.Preempted) as stop:
+            trainer.train_and_evaluate(config, workdir, allow_config_change=["train.num_steps"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stop.value.code == preemption.EXIT_STATUS and not unhandled
+    out = capsys.readouterr().out
+    assert (
+        "preempted: SIGTERM during the final evaluation; The last committed checkpoint is " in out
+    )
+    assert "re-run the same command to finish the final evaluation" in out
+    assert not os.path.exists(tmp_path / "final.json")
+    assert len(_final_lines(workdir)) == 1  # The first entry's (the 2-step run's were dropped).
+
+    monkeypatch.undo()
+    evaluated = evaluation.evaluate_checkpoint(config, workdir)  # eval.py: the best checkpoint
+    assert not os.path.exists(tmp_path / "final.json")
+    results = trainer.train_and_evaluate(config, workdir)
+    assert "already trained 4 steps" in capsys.readouterr().out
+    final = json.load(open(tmp_path / "final.json"))
+    assert sorted(final["results"]) == sorted(results) == ["test", "val"]
+    assert sorted(_final_lines(workdir)) == ["test", "val"]  # Each once.
+    for prefix in ("test", "val"):
+        assert final["results"][prefix]["mae"] == evaluated[prefix]["mae"]
 
 
 @pytest.mark.slow  # Two more train.py processes (about 70 s of CPU).
