@@ -9,7 +9,10 @@ Writes to `--output`:
                       install (examples/run_exported.py), on the platforms of `--platforms`
   manifest.json       how to feed it and read it: method, input convention, output stride,
                       padding multiple, the count's units, versions, the run's config
-  (`--formats=...,tf`, `pip install crowdjax[export]`: see `crowdjax.export_tf`)
+  saved_model/, model.tflite, model.onnx
+                      with `--formats=stablehlo,savedmodel,tflite,onnx` and the export extra
+                      (`pip install "crowdjax[export]"`; see `crowdjax.export_tf`); TFLite and
+                      ONNX take one image size, `--image_size=HEIGHT,WIDTH`
 
 The exported function takes float32 [B, H, W, 3] RGB images in [0, 255] (NHWC; any B, H and W,
 one size per batch) and returns {"density": [B, ceil(H / s), ceil(W / s)], "count": [B]}: it
@@ -39,14 +42,15 @@ import jax.numpy as jnp
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import console, media, prediction, run
+from crowdjax import console, export_tf, media, prediction, run
 from crowdjax.data import transforms
 from crowdjax.metric_writers import log
 
 STABLEHLO_FILE = "model.jax_exported"
 MANIFEST_FILE = "manifest.json"
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
-FORMATS = ("stablehlo", "tf")  # "tf": SavedModel, TFLite and ONNX (`crowdjax.export_tf`).
+FORMATS = ("stablehlo", "savedmodel", "tflite", "onnx")
+TF_FORMATS = ("savedmodel", "tflite", "onnx")  # Through TensorFlow: `crowdjax.export_tf`.
 
 
 def prediction_function(counter: prediction.Counter) -> Callable[[jax.Array], dict]:
@@ -90,14 +94,36 @@ def prediction_function(counter: prediction.Counter) -> Callable[[jax.Array], di
 
 
 def export_stablehlo(
-    counter: prediction.Counter, *, platforms: Sequence[str] = DEFAULT_PLATFORMS
+    counter: prediction.Counter,
+    *,
+    platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    image_size: tuple[int, int] | None = None,
 ) -> jax.export.Exported:
-    """`jax.export` of `prediction_function` with symbolic batch, height and width."""
-    shape = jax.export.symbolic_shape("batch, height, width, 3")
-    images = jax.ShapeDtypeStruct(shape, jnp.float32)
-    return jax.export.export(jax.jit(prediction_function(counter)), platforms=tuple(platforms))(
-        images
-    )
+    """`jax.export` of `prediction_function` with a symbolic batch and a symbolic height and
+    width, or the fixed `image_size` (H, W).
+
+    Raises:
+      ValueError: the method's prediction needs concrete sizes (AutoScale's and L2SM's
+        re-prediction of a region whose size follows the image's): export it for one
+        `image_size`.
+    """
+    sizes = "height, width" if image_size is None else ", ".join(map(str, image_size))
+    images = jax.ShapeDtypeStruct(jax.export.symbolic_shape(f"batch, {sizes}, 3"), jnp.float32)
+    function = jax.jit(prediction_function(counter))
+    try:
+        return jax.export.export(function, platforms=tuple(platforms))(images)
+    except (
+        jax.errors.InconclusiveDimensionOperation,
+        jax.errors.ConcretizationTypeError,
+        NotImplementedError,
+    ) as error:
+        if image_size is not None:
+            raise
+        raise ValueError(
+            f"method {counter.config.method!r} cannot be exported for any image size (its "
+            f"prediction needs concrete sizes: {str(error).splitlines()[0]}); export it for one "
+            "size with --image_size=HEIGHT,WIDTH"
+        ) from error
 
 
 def crowdjax_version() -> str:
@@ -107,16 +133,24 @@ def crowdjax_version() -> str:
         return "unknown (not installed)"
 
 
-def manifest(counter: prediction.Counter, *, files: dict, platforms: Sequence[str]) -> dict:
+def manifest(
+    counter: prediction.Counter,
+    *,
+    files: dict,
+    platforms: Sequence[str],
+    image_size: tuple[int, int] | None = None,
+) -> dict:
     """The manifest.json record: what a user of the files needs to feed them (module doc)."""
     info = getattr(counter, "checkpoint_info", {}) or {}
+    sizes = ["height", "width"] if image_size is None else list(image_size)
     return {
         "method": str(counter.config.method),
         "files": files,
         "platforms": list(platforms),
         "input": {
             "name": "images",
-            "shape": ["batch", "height", "width", 3],
+            "shape": ["batch", *sizes, 3],
+            "shape_tflite_onnx": [1, *sizes, 3],
             "layout": "NHWC",
             "dtype": "float32",
             "channels": "RGB",
@@ -153,24 +187,35 @@ def write(
     *,
     formats: Sequence[str] = ("stablehlo",),
     platforms: Sequence[str] = DEFAULT_PLATFORMS,
+    image_size: tuple[int, int] | None = None,
 ) -> dict:
-    """Writes the exported files and manifest.json to `output`; returns the manifest."""
+    """Writes the exported files and manifest.json to `output`; returns the manifest.
+
+    Args:
+      counter: the loaded model (`prediction.Counter.load`).
+      output: the folder (created).
+      formats: of `FORMATS`; the TensorFlow ones need the export extra.
+      platforms: those the StableHLO artifact is lowered for.
+      image_size: (H, W) for a fixed-size export (required by TFLite and ONNX); None: any.
+    """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise ValueError(f"unknown export formats {unknown}; choose from {list(FORMATS)}")
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise ValueError(f"image_size must be (HEIGHT, WIDTH) >= 1, got {tuple(image_size)}")
+    if any(f in TF_FORMATS for f in formats):
+        export_tf.require()  # A missing extra fails before anything is written.
     os.makedirs(output, exist_ok=True)
     files = {}
-    exported = export_stablehlo(counter, platforms=platforms)
     if "stablehlo" in formats:
+        exported = export_stablehlo(counter, platforms=platforms, image_size=image_size)
         with open(os.path.join(output, STABLEHLO_FILE), "wb") as f:
             f.write(exported.serialize())
         files["stablehlo"] = STABLEHLO_FILE
-    if "tf" in formats:
-        # Imported here: TensorFlow is an optional extra, slow to import (crowdjax[export]).
-        from crowdjax import export_tf
-
-        files.update(export_tf.write(counter, output))
-    record = manifest(counter, files=files, platforms=platforms)
+    if any(f in TF_FORMATS for f in formats):
+        function = prediction_function(counter)
+        files.update(export_tf.write(function, output, formats=formats, image_size=image_size))
+    record = manifest(counter, files=files, platforms=platforms, image_size=image_size)
     with open(os.path.join(output, MANIFEST_FILE), "w") as f:
         json.dump(record, f, indent=2)
     return record
@@ -192,7 +237,14 @@ def define_flags() -> None:
     )
     flags.DEFINE_string("output", None, "Output folder.")
     flags.DEFINE_list(
-        "formats", ["stablehlo"], f"Comma-separated, of {list(FORMATS)} ('tf': crowdjax[export])."
+        "formats",
+        ["stablehlo"],
+        f"Comma-separated, of {list(FORMATS)} (all but stablehlo: crowdjax[export]).",
+    )
+    flags.DEFINE_list(
+        "image_size",
+        None,
+        "HEIGHT,WIDTH: export for this image size only (required by tflite and onnx).",
     )
     flags.DEFINE_list(
         "platforms", list(DEFAULT_PLATFORMS), "Platforms the StableHLO artifact runs on."
@@ -211,7 +263,19 @@ def main(argv):
     counter = prediction.Counter.load(
         values.checkpoint, config=values.config, trusted_method=values.trust_method
     )
-    record = write(counter, values.output, formats=values.formats, platforms=values.platforms)
+    image_size = None
+    if values.image_size:
+        try:
+            image_size = tuple(int(n) for n in values.image_size)
+        except ValueError:
+            raise app.UsageError(f"--image_size={values.image_size}: want HEIGHT,WIDTH") from None
+    record = write(
+        counter,
+        values.output,
+        formats=values.formats,
+        platforms=values.platforms,
+        image_size=image_size,
+    )
     written = ", ".join(record["files"].values())
     log(f"exported {record['method']} to {media.printable(values.output)}: {written}")
 

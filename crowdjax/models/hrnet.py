@@ -79,6 +79,7 @@ import numpy as np
 from flax import linen as nn
 
 from crowdjax.models.batch_norm import MaskedBatchNorm
+from crowdjax.models.layers import is_constant_size
 
 # Official HRNet init: kaiming_normal_(mode="fan_out", nonlinearity="relu").
 hrnet_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -106,12 +107,12 @@ def _check_resize(x, shape, name):
 
 def _positive(n) -> bool:
     # A symbolic size (`jax.export` with a polymorphic height or width) is at least 1.
-    return not jax.core.is_constant_dim(n) or int(n) >= 1
+    return not is_constant_size(n) or int(n) >= 1
 
 
 def _sizes(shape) -> tuple:
     """(H_out, W_out) as ints, or as they are where symbolic."""
-    return tuple(int(s) if jax.core.is_constant_dim(s) else s for s in shape)
+    return tuple(int(s) if is_constant_size(s) else s for s in shape)
 
 
 def _as_int32(n) -> jax.Array:
@@ -137,7 +138,7 @@ def resize_nearest(x: jax.Array, shape: Sequence[int]) -> jax.Array:
         n_in = x.shape[axis]
         if n_in == n_out:
             continue
-        if jax.core.is_constant_dim(n_in) and jax.core.is_constant_dim(n_out):
+        if is_constant_size(n_in) and is_constant_size(n_out):
             src = np.minimum((np.arange(n_out) * n_in) // n_out, n_in - 1)
         else:  # The same integers from the traced sizes.
             dst = jnp.arange(n_out, dtype=jnp.int32)
@@ -188,7 +189,7 @@ def resize_bilinear(x: jax.Array, shape: Sequence[int]) -> jax.Array:
         n_in = x.shape[axis]
         if n_in == n_out:
             continue
-        if jax.core.is_constant_dim(n_in) and jax.core.is_constant_dim(n_out):
+        if is_constant_size(n_in) and is_constant_size(n_out):
             i0, i1, t = _half_pixel_weights(n_in, n_out)
         else:
             i0, i1, t = _half_pixel_weights_traced(n_in, n_out)

@@ -102,6 +102,12 @@ def max_pool2d(
     )
 
 
+def is_constant_size(n) -> bool:
+    """Whether a size is a number, not a symbolic dimension (`jax.export` with a polymorphic
+    height or width, where the resizes compute their indices from the traced sizes)."""
+    return isinstance(n, int | np.integer)
+
+
 def _align_corners_weights(n_in: int, n_out: int):
     """Source indices and weights of torch's align_corners=True bilinear along one axis.
 
@@ -129,7 +135,7 @@ def resize_bilinear_align_corners(x: jax.Array, shape: Sequence[int]) -> jax.Arr
       [B, H_out, W_out, C].
     """
     _check_nhwc(x, "resize_bilinear_align_corners")
-    if not all(map(jax.core.is_constant_dim, (*shape, *x.shape[1:3]))):
+    if not all(map(is_constant_size, (*shape, *x.shape[1:3]))):
         return _resize_bilinear_align_corners_symbolic(x, shape)
     if len(shape) != 2 or min(int(s) for s in shape) < 1:
         raise ValueError(f"shape must be (H_out, W_out) of positive ints, got {tuple(shape)}")
