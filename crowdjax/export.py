@@ -39,6 +39,7 @@ from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -66,9 +67,10 @@ def prediction_function(counter: prediction.Counter) -> Callable[[jax.Array], di
             "methods (UOT, AutoScale and L2SM regression, DKPNet, ASNet)"
         )
     multiple, stride = counter.multiple, counter.stride
-    scale = jnp.asarray(transforms._SCALE)  # As `transforms.normalize`: x * scale + offset.
-    offset = jnp.asarray(transforms._OFFSET)
-    predict = run._predict
+    # As `transforms.normalize`: x * scale + offset, the same float32 constants.
+    mean, std = np.asarray(transforms.IMAGENET_MEAN), np.asarray(transforms.IMAGENET_STD)
+    scale = jnp.asarray((1.0 / (255.0 * std)).astype(np.float32))
+    offset = jnp.asarray((-mean / std).astype(np.float32))
 
     def predict_images(images: jax.Array) -> dict:
         batch, height, width, _ = images.shape
@@ -78,7 +80,7 @@ def prediction_function(counter: prediction.Counter) -> Callable[[jax.Array], di
         x = jnp.pad(x, ((0, 0), (0, padded_h - height), (0, padded_w - width), (0, 0)))
         mask = (jnp.arange(padded_h)[:, None] < height) & (jnp.arange(padded_w)[None, :] < width)
         mask = jnp.broadcast_to(mask, (batch, padded_h, padded_w))
-        out = predict(
+        out = run._predict(  # The jitted function `Counter` runs, with the same arguments.
             counter.variables,
             x,
             mask,
