@@ -43,7 +43,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import console, export_tf, media, prediction, run
+from crowdjax import cli, console, export_tf, media, prediction, run
 from crowdjax.data import transforms
 from crowdjax.metric_writers import log
 
@@ -284,4 +284,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)
