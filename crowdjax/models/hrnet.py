@@ -79,6 +79,7 @@ import numpy as np
 from flax import linen as nn
 
 from crowdjax.models.batch_norm import MaskedBatchNorm
+from crowdjax.models.layers import is_constant_size
 
 # Official HRNet init: kaiming_normal_(mode="fan_out", nonlinearity="relu").
 hrnet_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -100,8 +101,23 @@ def hrnet_out_channels(
 def _check_resize(x, shape, name):
     if x.ndim != 4:
         raise ValueError(f"{name} expects x: [B, H, W, C], got shape {tuple(x.shape)}")
-    if len(shape) != 2 or min(int(s) for s in shape) < 1:
+    if len(shape) != 2 or not all(_positive(s) for s in shape):
         raise ValueError(f"shape must be (H_out, W_out) of positive ints, got {tuple(shape)}")
+
+
+def _positive(n) -> bool:
+    # A symbolic size (`jax.export` with a polymorphic height or width) is at least 1.
+    return not is_constant_size(n) or int(n) >= 1
+
+
+def _sizes(shape) -> tuple:
+    """(H_out, W_out) as ints, or as they are where symbolic."""
+    return tuple(int(s) if is_constant_size(s) else s for s in shape)
+
+
+def _as_int32(n) -> jax.Array:
+    """A size, constant or symbolic, as an int32 scalar for index arithmetic."""
+    return jnp.asarray(n, jnp.int32)
 
 
 def resize_nearest(x: jax.Array, shape: Sequence[int]) -> jax.Array:
@@ -118,11 +134,15 @@ def resize_nearest(x: jax.Array, shape: Sequence[int]) -> jax.Array:
       [B, H_out, W_out, C], x's dtype.
     """
     _check_resize(x, shape, "resize_nearest")
-    for axis, n_out in ((1, int(shape[0])), (2, int(shape[1]))):
+    for axis, n_out in zip((1, 2), _sizes(shape), strict=True):
         n_in = x.shape[axis]
         if n_in == n_out:
             continue
-        src = np.minimum((np.arange(n_out) * n_in) // n_out, n_in - 1)
+        if is_constant_size(n_in) and is_constant_size(n_out):
+            src = np.minimum((np.arange(n_out) * n_in) // n_out, n_in - 1)
+        else:  # The same integers from the traced sizes.
+            dst = jnp.arange(n_out, dtype=jnp.int32)
+            src = jnp.minimum((dst * _as_int32(n_in)) // _as_int32(n_out), _as_int32(n_in) - 1)
         x = jnp.take(x, src, axis=axis)
     return x
 
@@ -139,6 +159,18 @@ def _half_pixel_weights(n_in: int, n_out: int):
     return i0, i1, (src - i0).astype(np.float32)
 
 
+def _half_pixel_weights_traced(n_in, n_out):
+    """`_half_pixel_weights` for symbolic sizes: i0 from exact integers, 2 * n_out * src =
+    max((2d + 1) * n_in - n_out, 0), and t to float32 rounding."""
+    dst = jnp.arange(n_out, dtype=jnp.int32)
+    n_in, n_out = _as_int32(n_in), _as_int32(n_out)
+    num = jnp.maximum((2 * dst + 1) * n_in - n_out, 0)
+    i0 = jnp.minimum(num // (2 * n_out), n_in - 1)
+    i1 = jnp.minimum(i0 + 1, n_in - 1)
+    t = (num - i0 * 2 * n_out).astype(jnp.float32) / (2 * n_out).astype(jnp.float32)
+    return i0, i1, t
+
+
 def resize_bilinear(x: jax.Array, shape: Sequence[int]) -> jax.Array:
     """Bilinear resize = ``F.interpolate(x, size=shape, mode="bilinear", align_corners=False)``.
 
@@ -153,11 +185,14 @@ def resize_bilinear(x: jax.Array, shape: Sequence[int]) -> jax.Array:
       [B, H_out, W_out, C], x's dtype.
     """
     _check_resize(x, shape, "resize_bilinear")
-    for axis, n_out in ((1, int(shape[0])), (2, int(shape[1]))):
+    for axis, n_out in zip((1, 2), _sizes(shape), strict=True):
         n_in = x.shape[axis]
         if n_in == n_out:
             continue
-        i0, i1, t = _half_pixel_weights(n_in, n_out)
+        if is_constant_size(n_in) and is_constant_size(n_out):
+            i0, i1, t = _half_pixel_weights(n_in, n_out)
+        else:
+            i0, i1, t = _half_pixel_weights_traced(n_in, n_out)
         t = jnp.asarray(t, dtype=x.dtype).reshape((1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
         a = jnp.take(x, i0, axis=axis)
         b = jnp.take(x, i1, axis=axis)

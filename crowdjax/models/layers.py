@@ -102,6 +102,12 @@ def max_pool2d(
     )
 
 
+def is_constant_size(n) -> bool:
+    """Whether a size is a number, not a symbolic dimension (`jax.export` with a polymorphic
+    height or width, where the resizes compute their indices from the traced sizes)."""
+    return isinstance(n, int | np.integer)
+
+
 def _align_corners_weights(n_in: int, n_out: int):
     """Source indices and weights of torch's align_corners=True bilinear along one axis.
 
@@ -129,11 +135,32 @@ def resize_bilinear_align_corners(x: jax.Array, shape: Sequence[int]) -> jax.Arr
       [B, H_out, W_out, C].
     """
     _check_nhwc(x, "resize_bilinear_align_corners")
+    if not all(map(is_constant_size, (*shape, *x.shape[1:3]))):
+        return _resize_bilinear_align_corners_symbolic(x, shape)
     if len(shape) != 2 or min(int(s) for s in shape) < 1:
         raise ValueError(f"shape must be (H_out, W_out) of positive ints, got {tuple(shape)}")
     for axis, n_out in ((1, int(shape[0])), (2, int(shape[1]))):
         i0, i1, t = _align_corners_weights(x.shape[axis], n_out)
         t = jnp.asarray(t, dtype=x.dtype).reshape((1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
+        a = jnp.take(x, i0, axis=axis)
+        b = jnp.take(x, i1, axis=axis)
+        x = a + (b - a) * t
+    return x
+
+
+def _resize_bilinear_align_corners_symbolic(x: jax.Array, shape: Sequence) -> jax.Array:
+    """`resize_bilinear_align_corners` for sizes that are symbolic (`jax.export` with a
+    polymorphic height or width): the same indices from exact integer arithmetic on the traced
+    sizes, i0 = floor(dst * (n_in - 1) / (n_out - 1)), and t to float32 rounding."""
+    for axis, n_out in ((1, shape[0]), (2, shape[1])):
+        n_in = x.shape[axis]
+        dst = jnp.arange(n_out, dtype=jnp.int32)
+        num = dst * jnp.asarray(n_in - 1, jnp.int32)
+        den = jnp.maximum(jnp.asarray(n_out - 1, jnp.int32), 1)
+        i0 = jnp.minimum(num // den, n_in - 1)
+        i1 = jnp.minimum(i0 + 1, n_in - 1)
+        t = ((num - i0 * den).astype(jnp.float32) / den.astype(jnp.float32)).astype(x.dtype)
+        t = t.reshape((1, -1, 1, 1) if axis == 1 else (1, 1, -1, 1))
         a = jnp.take(x, i0, axis=axis)
         b = jnp.take(x, i1, axis=axis)
         x = a + (b - a) * t

@@ -57,7 +57,7 @@ class UOTRegressor(nn.Module):
             raise ValueError(f"UOTRegressor expects [B, H, W, 3] images, got {tuple(images.shape)}")
         if self.activation not in ("abs", "relu"):
             raise ValueError(f"activation must be 'abs' or 'relu', got {self.activation!r}")
-        if min(images.shape[1:3]) < 16:
+        if images.shape[1] < 16 or images.shape[2] < 16:  # Not min(): symbolic under export.
             raise ValueError(f"images must be at least 16 x 16 pixels, got {tuple(images.shape)}")
         x = VGG(
             arch="vgg19",
