@@ -151,9 +151,8 @@ def has_scale(run: RowRun) -> bool:
 
 def is_finished(run: RowRun, config) -> bool:
     """The row's workdir holds a final report of this very config."""
-    return (
-        workdir.read_final(run.workdir) is not None
-        and not workdir.config_changes(config, run.workdir)
+    return workdir.read_final(run.workdir) is not None and not workdir.config_changes(
+        config, run.workdir
     )
 
 

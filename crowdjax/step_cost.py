@@ -134,9 +134,11 @@ class CostCache:
         if key not in cache:
             log(f"compiling {progress or 'the run'}'s steps for their cost (cached after)...")
             cache[key] = measure(config)
+            merged = self._load() | {key: cache[key]}  # Another row's entry may be new.
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            with open(self.path, "w") as f:
-                json.dump(self._load() | {key: cache[key]}, f, indent=1)
+            with open(self.path + ".tmp", "w") as f:
+                json.dump(merged, f, indent=1)
+            os.replace(self.path + ".tmp", self.path)
         return cache[key]
 
 

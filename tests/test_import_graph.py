@@ -30,8 +30,12 @@ ENGINE = {
     "crowdjax.evaluation",
     "crowdjax.prediction",
     "crowdjax.preemption",
+    "crowdjax.paper_report",
+    "crowdjax.paper_runs",
     "crowdjax.preparation",
+    "crowdjax.reproduce",
     "crowdjax.run",
+    "crowdjax.step_cost",
     "crowdjax.trainer",
     "crowdjax.workdir",
     "crowdjax.workdir_lock",
@@ -39,7 +43,7 @@ ENGINE = {
 LIBRARY_PACKAGES = ("crowdjax.methods", "crowdjax.models", "crowdjax.losses", "crowdjax.data")
 
 # Module -> what it must not reach, directly or through other modules (one way down).
-_ENTRY_POINTS = {"crowdjax.cross_validation", "crowdjax.prediction"}
+_ENTRY_POINTS = {"crowdjax.cross_validation", "crowdjax.prediction", "crowdjax.reproduce"}
 NEVER_REACHES = {
     "crowdjax.trainer": _ENTRY_POINTS,
     "crowdjax.evaluation": {"crowdjax.trainer", "crowdjax.preparation", *_ENTRY_POINTS},
