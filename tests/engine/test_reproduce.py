@@ -55,9 +55,7 @@ def test_a_row_name_is_one_run():
     other = paper_tables.Row(
         name=table.rows[0].name, label="x", config="configs/uot_sha.py", reported=()
     )
-    broken = paper_tables.Paper(
-        "uot", "t", (table, paper_tables.Table("9", "t", rows=(other,)))
-    )
+    broken = paper_tables.Paper("uot", "t", (table, paper_tables.Table("9", "t", rows=(other,))))
     with pytest.raises(ValueError, match="one name, one run"):
         paper_tables.check_paper(broken)
 
@@ -211,7 +209,10 @@ def test_print_gives_dependencies_first_and_the_weights(tmp_path):
 def test_cost_is_cached_per_config(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("CROWDJAX_DATA_DIR", tiny_data_dir)
     run = paper_runs.row_run(
-        "uot", paper_runs.load_paper("uot").table("4").rows[1], root="r", scale="tiny",
+        "uot",
+        paper_runs.load_paper("uot").table("4").rows[1],
+        root="r",
+        scale="tiny",
         weights_dir="w",
     )
     config = paper_runs.row_config(run)
