@@ -1,5 +1,5 @@
 """A paper's table side by side with crowdjax's runs: paper | crowdjax | difference, each number
-with its protocol, as Markdown (`table.md`) and JSON (`table.json`).
+with its protocol, as Markdown and JSON: `table.{md,json}` (`FILE_STEM`).
 
 A crowdjax number is read from the row's workdir: `eval_<prefix>.json` (every metric of the
 final evaluation, per category included, as a dotted path such as
@@ -20,7 +20,12 @@ import os
 from crowdjax import paper_tables, workdir
 from crowdjax.paper_runs import RowRun
 
-NOT_RUN = "not run"
+FILE_STEM = "table"  # <directory>/table.{md,json}
+
+
+def path(directory: str, extension: str) -> str:
+    """The table's file of `extension` ("md" or "json") in `directory`."""
+    return os.path.join(directory, f"{FILE_STEM}.{extension}")
 
 
 def _lookup(document: dict, path: str):
@@ -168,10 +173,11 @@ def markdown(paper: paper_tables.Paper, table: paper_tables.Table, scale: str, i
 
 
 def write(directory: str, paper, table, scale: str, items, runs) -> str:
-    """Writes table.md and table.json in `directory`; returns the Markdown."""
+    """Writes the table's Markdown and JSON files (`path`) in `directory`; returns the
+    Markdown."""
     os.makedirs(directory, exist_ok=True)
     text = markdown(paper, table, scale, items, runs)
-    with open(os.path.join(directory, "table.md"), "w") as f:
+    with open(path(directory, "md"), "w") as f:
         f.write(text)
     document = {
         "paper": paper.key,
@@ -187,6 +193,6 @@ def write(directory: str, paper, table, scale: str, items, runs) -> str:
         ],
         "left_out": [{"label": r.label, "reason": r.reason} for r in table.left_out],
     }
-    with open(os.path.join(directory, "table.json"), "w") as f:
+    with open(path(directory, "json"), "w") as f:
         json.dump(document, f, indent=1)
     return text

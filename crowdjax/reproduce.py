@@ -138,7 +138,9 @@ def reproduce(
         )
     configs = _configs(runs)
     if mode == "list":
-        return list_rows(runs, configs, root=root, with_cost=with_cost)
+        text = list_rows(runs, configs, root=root, with_cost=with_cost)
+        left_out = [f"left out: {r.label}: {r.reason}" for r in table.left_out]
+        return "\n".join([f"{paper.title}, Table {table.number}: {table.title}", text, *left_out])
     if mode == "run":
         todo = [
             (r, c)

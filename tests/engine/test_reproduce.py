@@ -1,7 +1,7 @@
 """`python -m crowdjax.reproduce`: the papers' tables as runs, side by side with the paper.
 
 The end-to-end test runs UOT's Table 2 (one row: JHU-Crowd++) at tiny scale: the row trains,
-evaluates, and table.md / table.json hold every number of the paper's table; a second
+evaluates, and table.{md,json} hold every number of the paper's table; a second
 invocation trains nothing; the row's printed train.py command parses to the workdir's config.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from crowdjax import paper_runs, paper_tables, reproduce, step_cost, trainer, workdir
+from crowdjax import paper_report, paper_runs, paper_tables, reproduce, step_cost, trainer, workdir
 from tests.engine.conftest import REPO, run_script
 
 PAPERS = ("uot", "dkpnet", "autoscale", "l2sm", "asnet")
@@ -146,7 +146,7 @@ def tiny_table(tiny_data_dir, tmp_path_factory):
         t0 = time.perf_counter()
         reproduce.reproduce("uot", "2", root=root, scale="tiny")
         seconds = time.perf_counter() - t0
-    with open(os.path.join(root, "tiny", "uot", "table_2", "table.json")) as f:
+    with open(paper_report.path(os.path.join(root, "tiny", "uot", "table_2"), "json")) as f:
         return root, json.load(f), seconds
 
 
@@ -165,7 +165,7 @@ def test_tiny_table_end_to_end(tiny_table):
         assert n["difference"] == pytest.approx(n["crowdjax"] - n["paper"])
         assert n["protocol"]["checkpoint"] == final["checkpoint"]
         assert n["protocol"]["data"] == "synthetic_crowd/tiny test"
-    text = open(os.path.join(root, "tiny", "uot", "table_2", "table.md")).read()
+    text = open(paper_report.path(os.path.join(root, "tiny", "uot", "table_2"), "md")).read()
     for n in table["numbers"]:
         assert f"| {n['column']} | {n['paper']:g} |" in text
 
@@ -178,7 +178,7 @@ def test_second_invocation_trains_nothing(tiny_table, tiny_data_dir, monkeypatch
     reproduce.reproduce("uot", "2", root=root, scale="tiny")
     assert time.perf_counter() - t0 < 10
     reported = reproduce.reproduce("uot", "2", root=root, scale="tiny", mode="report")
-    with open(os.path.join(root, "tiny", "uot", "table_2", "table.json")) as f:
+    with open(paper_report.path(os.path.join(root, "tiny", "uot", "table_2"), "json")) as f:
         assert json.load(f)["numbers"] == first["numbers"]
     assert "| Overall MAE |" in reported
 
