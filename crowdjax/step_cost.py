@@ -10,7 +10,9 @@ evaluation buckets. Compiling a paper-size step on a CPU takes a minute: results
 config in a JSON file (`CostCache`).
 
 The estimate: steps x FLOPs per step / (peak x `UTILISATION`) on `DEVICE`, training only (the
-evaluations add their images x the FLOPs per image).
+evaluations add their images x the FLOPs per image). XLA counts the body of a loop once: a loss
+that iterates inside the step (UOT's L-BFGS solve, Sinkhorn) costs more than its FLOPs say, and
+a batch-1 step rarely reaches 40% of a device, so the hours are a lower bound.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import shlex
 import time
 
@@ -62,6 +63,7 @@ def test_a_row_name_is_one_run():
 
 # Every ablation switch of the configs (configs/*.py and docs/methods/*.md): field -> the values
 # the papers' ablations set it to. Each value must be the config of some row.
+_SCORES = ("w1", "w2", "w3", "w4")
 ABLATIONS = {
     "uot": {"loss.cost": {"l1", "l2", "wfr"}, "loss.penalty": {"kl", "qr"}},
     "dkpnet": {
@@ -70,14 +72,31 @@ ABLATIONS = {
         "dkpnet.clusters": {2, 3, 4, 5},
         "dkpnet.sub_centers": {1, 2, 3, 4},
     },
-    "autoscale": {"loss.classification": {"dce", "ce", "focal"}},
-    "l2sm": {"model.use_l2sm": {True, False}, "l2sm.scaling": {"average"}},
+    "autoscale": {"loss.classification": {"dce", "ce", "focal"}, "model.use_l2s": {True, False}},
+    "l2sm": {
+        "model.use_l2sm": {True, False},
+        "l2sm.scaling": {"learned", "average"},
+        "l2sm.groups": {3, 4, 5},
+        "l2sm.centers": {1, 2, 3, 4, 5},
+        "l2sm.regions": {2, 4, 6, 8},
+    },
     "asnet": {
         "asnet.global_discriminator": {True, False},
         "asnet.local_discriminator": {True, False},
         "asnet.residual": {True, False},
+        "asnet.scores": {(), *(_SCORES[:n] for n in range(1, 5)), ("w1", "w3"), ("w2", "w4")},
     },
 }
+
+
+def test_the_ablation_switches_are_the_configs_and_notes():
+    # Each switch above is a field the method's configs or its notes name.
+    for key, switches in ABLATIONS.items():
+        text = (pathlib.Path(REPO) / "docs" / "methods" / f"{key}.md").read_text()
+        text += (pathlib.Path(REPO) / "configs" / f"{key}_common.py").read_text()
+        for field in switches:
+            leaf = field.split(".")[-1]
+            assert field in text or f".{leaf} = " in text, (key, field)
 
 
 def _get(config, field):
@@ -91,6 +110,7 @@ def test_every_ablation_switch_is_reached_by_a_row(paper_configs):
     for key, _, _, config in paper_configs:
         for field in ABLATIONS.get(key, {}):
             value = _get(config, field)
+            value = tuple(value) if isinstance(value, list) else value
             reached.setdefault((key, field), set()).add(value)
     for key, switches in ABLATIONS.items():
         for field, values in switches.items():
