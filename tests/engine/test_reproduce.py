@@ -50,6 +50,20 @@ def test_every_number_names_an_entry_of_its_row(paper_configs):
         assert row.reported, (key, table, row.name)
 
 
+def test_every_run_has_its_tiny_variant():
+    # --scale=tiny runs every row: each config file takes the row's variant plus "tiny" and the
+    # row's overrides.
+    for key in PAPERS:
+        paper = paper_runs.load_paper(key)
+        for row in paper.runs().values():
+            run = paper_runs.row_run(key, row, root="r", scale="tiny", weights_dir="w")
+            config = paper_runs.row_config(run)
+            assert "synthetic_crowd/tiny" in str(config.data.name), (key, row.name)
+            for field, value in row.overrides:
+                got = _get(config, field)
+                assert (tuple(got) if isinstance(got, list) else got) == value, (row.name, field)
+
+
 def test_a_row_name_is_one_run():
     paper = paper_runs.load_paper("uot")
     table = paper.tables[0]
