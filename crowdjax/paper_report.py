@@ -128,9 +128,7 @@ def row_numbers(run: RowRun, status: str) -> list[dict]:
 
 
 def _fmt(value) -> str:
-    if value is None:
-        return "—"
-    return f"{value:+.3g}" if isinstance(value, float) and value < 0 else f"{value:.4g}"
+    return "—" if value is None else f"{value:.4g}"
 
 
 def _protocol_text(p: dict | None) -> str:
