@@ -169,7 +169,8 @@ def main(argv):
     modes = [m for m in ("list", "print", "report") if f[m].value]
     if len(modes) > 1:
         raise SystemExit(f"choose one of --list, --print, --report (got {modes})")
-    console.setup(os.path.join(f.root, f.scale, f.paper))
+    if not modes:  # A run logs to <root>/<scale>/<paper>/log.txt (each row to its workdir's).
+        console.setup(os.path.join(f.root, f.scale, f.paper))
     try:
         text = reproduce(
             f.paper,
