@@ -149,6 +149,9 @@ def markdown(paper: paper_tables.Paper, table: paper_tables.Table, scale: str, i
         f"{table.title}. Scale: {scale}."
         + (f" Paper's protocol: {table.protocol}." if table.protocol else ""),
         "",
+        f"What the paper leaves open and the choice each config takes: docs/methods/{paper.key}"
+        ".md; the protocol column is each run's own.",
+        "",
         "| row | column | paper | crowdjax | difference | status | protocol |",
         "|---|---|---|---|---|---|---|",
     ]
