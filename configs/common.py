@@ -73,7 +73,11 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.eval = ml_collections.ConfigDict()  # Settings shared by every evaluation.
     config.eval.global_batch_size = 1  # Rounded up to a multiple of the device count.
-    config.eval.peak_threshold = 0.1  # Density peaks (3x3 NMS) above this count as heads.
+    # Localization numbers of density methods come from a named protocol
+    # (crowdjax.density_points): "" (none), "stride_peaks" or "input_peaks".
+    config.eval.localization = ""
+    config.eval.peak_threshold = 0.1  # People per output pixel a density peak must exceed.
+    config.eval.peak_window = 3  # "input_peaks": the local-maximum window, input pixels (odd).
     return config
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from crowdjax.data import datasets as data_sources
-from crowdjax.data import splits
+from crowdjax.data import settings, splits
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,3 +133,84 @@ def get(key: str) -> DatasetFacts:
     if key not in DATASETS:
         raise ValueError(f"unknown data set {key!r}; known: {sorted(DATASETS)}")
     return DATASETS[key]
+
+
+# ------------------------------------------------------------------------------ image size rules
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperSizeRule:
+    """The image size rule a paper states for a data set, and how crowdjax's configs apply it.
+
+    Attributes:
+      stated: the paper's rule in its words (or "none stated").
+      where: where the paper says it.
+      crowdjax: the rule the method's configs run (`size_rule`), and any departure.
+    """
+
+    stated: str
+    where: str
+    crowdjax: str
+
+
+_BOUNDED = "builder default: short side >= 512, long side <= 2048 (aspect kept)"
+_AUTOSCALE = PaperSizeRule(
+    stated="resize all the images by setting the longer side size to 2048, ratio kept",
+    where="AutoScale Sec. 4.2",
+    crowdjax=_BOUNDED + "; departure: images whose long side is under 2048 are not upscaled "
+    "to it unless their short side is under 512",
+)
+_UOT = PaperSizeRule(
+    stated="none stated",
+    where="UOT Sec. 4.2",
+    crowdjax=_BOUNDED + " (the Bayesian-loss preprocessing UOT builds on)",
+)
+# (method, data set key) -> the paper's rule; the tables show it next to `size_rule`.
+PAPER_SIZE_RULES = {
+    ("autoscale", "qnrf"): _AUTOSCALE,
+    ("autoscale", "nwpu"): _AUTOSCALE,
+    ("autoscale", "jhu"): _AUTOSCALE,
+    ("uot", "qnrf"): _UOT,
+    ("uot", "nwpu"): _UOT,
+    ("uot", "jhu"): _UOT,
+    ("l2sm", "qnrf"): PaperSizeRule(
+        stated="images of resolution larger than 1080p down-sampled to 1920 x 1080",
+        where="L2SM Sec. 4.2",
+        crowdjax="builder config ucf_qnrf/l2sm: fit into 1920 x 1080 (either orientation), "
+        "aspect kept, no minimum",
+    ),
+    ("dkpnet", "qnrf"): PaperSizeRule(
+        stated="shortest side under 416 resized to 416, aspect kept",
+        where="DKPNet Sec. 4, implementation details",
+        crowdjax=_BOUNDED + ", then data.min_short_side = 416 when loading",
+    ),
+    ("dkpnet", "nwpu"): PaperSizeRule(
+        stated="shortest side under 416 resized to 416, aspect kept",
+        where="DKPNet Sec. 4, implementation details",
+        crowdjax=_BOUNDED + ", then data.min_short_side = 416 when loading",
+    ),
+}
+
+
+def size_rule(data_config) -> str:
+    """The image size rule a run's data follow: each training data set's stored rule (the
+    catalog's `resize`, else its builder config's description) and the loader's
+    `data.min_short_side`.
+
+    Args:
+      data_config: a run's `config.data`.
+    """
+    by_name = {facts.name: facts for facts in DATASETS.values()}
+    rules = []
+    for name in settings.dataset_names(data_config):
+        if name in by_name:
+            stored = by_name[name].resize
+        else:
+            builder = data_sources.get_builder(name, data_dir="/nonexistent")  # Reads no data.
+            stored = builder.builder_config.description
+        rules.append(f"{name}: {stored}")
+    text = "; ".join(rules)
+    min_side = int(data_config.get("min_short_side", 0) or 0)
+    if min_side:
+        text += f"; then short side scaled up to {min_side} when loading (data.min_short_side)"
+    return text

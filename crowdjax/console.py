@@ -69,18 +69,7 @@ def setup(directory: str, *, process_id: int = 0) -> str:
 
     Call it once flags are parsed (in an absl `main`). A second call moves the log file.
     """
-    shown = console_level()
-    absl_logging.use_absl_handler()  # `absl.app.run` did it already; installs it otherwise.
-    console_handler = absl_logging.get_absl_handler()
-    console_handler.setLevel(shown)
-    if shown == DEFAULT_CONSOLE_LEVEL:
-        console_handler.addFilter(_not_expected)  # Added once: a second add is a no-op.
-    else:
-        console_handler.removeFilter(_not_expected)
-    # The root level decides which records exist at all: INFO at least, for the file.
-    logging.root.setLevel(min(shown, logging.INFO))
-    logging.captureWarnings(True)
-
+    setup_console()
     path = log_path(directory, process_id)
     os.makedirs(directory, exist_ok=True)
     for old in [h for h in LINES.handlers if h.name == _FILE_HANDLER_NAME]:
@@ -95,3 +84,19 @@ def setup(directory: str, *, process_id: int = 0) -> str:
     # Marks where this command starts in a log appended across resumes.
     LINES.info("command: %s (pid %d)", " ".join(sys.argv), os.getpid())
     return path
+
+
+def setup_console() -> None:
+    """Sets the console's threshold (`console_level`) alone: for a command that keeps no log
+    file (the web page's server writes nothing)."""
+    shown = console_level()
+    absl_logging.use_absl_handler()  # `absl.app.run` did it already; installs it otherwise.
+    console_handler = absl_logging.get_absl_handler()
+    console_handler.setLevel(shown)
+    if shown == DEFAULT_CONSOLE_LEVEL:
+        console_handler.addFilter(_not_expected)  # Added once: a second add is a no-op.
+    else:
+        console_handler.removeFilter(_not_expected)
+    # The root level decides which records exist at all: INFO at least, for the file.
+    logging.root.setLevel(min(shown, logging.INFO))
+    logging.captureWarnings(True)

@@ -8,8 +8,12 @@ files at the start) go to a temporary file first and replace the old one in one 
 full disk or a kill leaves the previous file as it was, never a truncated one.
 
 Files in the output folder:
-  counts.jsonl  one JSON record per image or video frame: the journal that `resume` reads.
-  counts.csv    file, frame, count, height, width of the same records.
+  counts.jsonl  one JSON record per image, video frame or stream frame: the journal that
+                `resume` reads.
+  counts.csv    file, frame, count, height, width, time of the same records (time: when a live
+                stream's frame was read, ISO 8601 UTC; empty for files; `table_columns`: then,
+                with test-time variants, spread, interval_low, interval_high, disagree, and per
+                zone "zone:<name>" and "zone:<name>:per_m2").
   counts.json   all records as one JSON list (written when the run ends).
   failed.json   [{"file", "kind", "error"}] of the inputs that failed in this run.
 """
@@ -23,7 +27,8 @@ import os
 
 from crowdjax.metric_writers import log
 
-CSV_COLUMNS = ("file", "frame", "count", "height", "width")
+CSV_COLUMNS = ("file", "frame", "count", "height", "width", "time")
+INTERVAL_COLUMNS = ("spread", "interval_low", "interval_high", "disagree")
 
 
 def write_atomic(path: str, text: str) -> None:
@@ -42,15 +47,44 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
-def csv_lines(records: list[dict], *, header: bool = False) -> str:
-    """`records` as counts.csv rows (with its header row if `header`)."""
+def table_columns(
+    *, interval: bool = False, zones: tuple[str, ...] = (), per_m2: bool = False
+) -> tuple[str, ...]:
+    """The counts.csv columns: the base ones, the interval's (with test-time variants or an
+    ensemble, `crowdjax.tta`), then per zone its count and, with areas, people per m^2."""
+    columns = CSV_COLUMNS + (INTERVAL_COLUMNS if interval else ())
+    for name in zones:
+        columns += (f"zone:{name}",) + ((f"zone:{name}:per_m2",) if per_m2 else ())
+    return columns
+
+
+def _cell(record: dict, column: str) -> str:
+    """One CSV cell of a record; empty where the record lacks it (e.g. an earlier run's)."""
+    if column.startswith("zone:"):
+        name, key = column[len("zone:") :], "count"
+        if name.endswith(":per_m2"):
+            name, key = name[: -len(":per_m2")], "per_m2"
+        value = (record.get("zones") or {}).get(name, {}).get(key)
+        return "" if value is None else f"{value:.4f}" if key == "per_m2" else f"{value:.3f}"
+    if column in ("interval_low", "interval_high"):
+        interval = record.get("interval")
+        return "" if interval is None else f"{interval[column == 'interval_high']:.3f}"
+    value = record.get(column)
+    if value is None:
+        return ""
+    if column in ("count", "spread"):
+        return f"{value:.3f}"
+    return str(int(value)) if isinstance(value, bool) else str(value)
+
+
+def csv_lines(records: list[dict], *, header: bool = False, columns=CSV_COLUMNS) -> str:
+    """`records` as counts.csv rows of `columns` (with its header row if `header`)."""
     out = io.StringIO()
     writer = csv.writer(out)
     if header:
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(columns)
     for r in records:
-        frame = "" if r["frame"] is None else r["frame"]
-        writer.writerow([r["file"], frame, f"{r['count']:.3f}", r["height"], r["width"]])
+        writer.writerow([_cell(r, column) for column in columns])
     return out.getvalue()
 
 
@@ -83,15 +117,16 @@ class CountTable:
     Args:
       output: the output folder (created).
       resume: keep the records of an earlier run (its inputs are then skipped); else start empty.
+      columns: the counts.csv columns (`table_columns`).
 
     Attributes:
       records: every record of the table, the earlier run's first.
       failures: {"file", "kind", "error"} of the inputs that failed in this run.
     """
 
-    def __init__(self, output: str, *, resume: bool = False):
+    def __init__(self, output: str, *, resume: bool = False, columns=CSV_COLUMNS):
         os.makedirs(output, exist_ok=True)
-        self.output = output
+        self.output, self.columns = output, tuple(columns)
         journal = self._path("counts.jsonl")
         if resume and not os.path.exists(journal) and os.path.exists(self._path("counts.csv")):
             log(f"{output}: no counts.jsonl to resume from (an older predict.py?); counting all")
@@ -100,7 +135,9 @@ class CountTable:
         # Both live files restart from the records kept, consistent even where a kill fell
         # between their appends.
         write_atomic(journal, "".join(_json_line(r) for r in self.records))
-        write_atomic(self._path("counts.csv"), csv_lines(self.records, header=True))
+        write_atomic(
+            self._path("counts.csv"), csv_lines(self.records, header=True, columns=self.columns)
+        )
         write_atomic(self._path("failed.json"), "[]\n")
         self._journal = open(journal, "a", encoding="utf-8")
         self._csv = open(self._path("counts.csv"), "a", encoding="utf-8", newline="")
@@ -117,7 +154,7 @@ class CountTable:
         """Appends the records of one input to both live files and syncs them to disk."""
         for f, text in (
             (self._journal, "".join(_json_line(r) for r in records)),
-            (self._csv, csv_lines(records)),
+            (self._csv, csv_lines(records, columns=self.columns)),
         ):
             f.write(text)
             f.flush()

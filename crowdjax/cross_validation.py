@@ -5,7 +5,13 @@ A config with `config.cross_validation.folds` (split names of its data set, e.g.
 its checkpoint selected on the validation part held out of them, and tested on the fold. Each
 fold runs in `<workdir>/<fold>` through the ordinary trainer, so a killed command resumes where it
 stopped and a finished fold only reports. The per-fold results and their mean are written to
-`<workdir>/cross_validation.json`.
+`<workdir>/cross_validation.json`, with the protocol (`protocol`).
+
+UCF_CC_50 (L2SM Sec. 4.1: "following classical benchmarks on this dataset, we use 5-fold
+cross-validation"; Idrees et al. 2013): five folds of ten images (`tfds_builders/ucf_cc_50.py`),
+each tested once by a model trained on the other four; the reported MAE and MSE are the means of
+the five folds' MAE and RMSE (`mean`). `pooled` gives MAE and RMSE over the images of all folds
+together (the same MAE for equal folds; the RMSE differs), for papers that pool.
 
   python -m crowdjax.cross_validation --config=configs/l2sm_ucf_cc_50.py --workdir=workdirs/ucf
 """
@@ -47,14 +53,36 @@ def fold_config(config, fold: str):
 
 
 def summarize(per_fold: dict, prefix: str = "test") -> dict:
-    """{"folds": {fold: metrics}, "mean": {key: mean over folds}} of the `prefix` entry."""
+    """{"folds": {fold: metrics}, "mean": {key: mean over folds}, "pooled": {"mae", "rmse"} over
+    the images of every fold (weighted by each fold's `num_images`)} of the `prefix` entry."""
     rows = {fold: results[prefix] for fold, results in per_fold.items()}
     mean = {
         key: float(np.mean([r[key] for r in rows.values()]))
         for key in MEAN_KEYS
         if all(key in r for r in rows.values())
     }
-    return {"entry": prefix, "folds": rows, "mean": mean}
+    summary = {"entry": prefix, "folds": rows, "mean": mean}
+    if all({"num_images", "mae", "rmse"} <= r.keys() for r in rows.values()):
+        n = np.array([r["num_images"] for r in rows.values()], np.float64)
+        mae = np.array([r["mae"] for r in rows.values()], np.float64)
+        rmse = np.array([r["rmse"] for r in rows.values()], np.float64)
+        summary["pooled"] = {
+            "mae": float(np.sum(n * mae) / n.sum()),
+            "rmse": float(np.sqrt(np.sum(n * rmse**2) / n.sum())),
+        }
+    return summary
+
+
+def protocol(config) -> dict:
+    """How the folds are run and averaged, as `cross_validation.json` records it."""
+    return {
+        "dataset": config.data.name,
+        "folds": list(config.cross_validation.folds),
+        "train": "the other folds joined, less data.holdout_fraction held out for selection",
+        "test": "the fold",
+        "selection": f"{config.selection.eval}/{config.selection.metric}",
+        "reported": "mean over folds of each fold's MAE and RMSE (the papers' MAE / MSE)",
+    }
 
 
 def run(config, workdir: str) -> dict:
@@ -73,7 +101,7 @@ def _run_folds(config, workdir: str) -> dict:
     for fold in folds:
         log(f"cross-validation: fold {fold} ({folds.index(fold) + 1} of {len(folds)})")
         per_fold[fold] = trainer.run_main(fold_config(config, fold), os.path.join(workdir, fold))
-    summary = summarize(per_fold)
+    summary = {**summarize(per_fold), "protocol": protocol(config)}
     if jax.process_index() == 0:  # One writer of the shared summary.
         os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, RESULT_FILE), "w") as f:

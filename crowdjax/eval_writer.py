@@ -13,9 +13,27 @@ import os
 
 import jax
 
-from crowdjax import visualize
+from crowdjax import density_points, visualize
 from crowdjax.data import splits
 from crowdjax.metric_writers import MetricWriter, log
+
+_LOCALIZATION_KEYS = ("ap", "ar", "af", "mean_f", "num_pred", "num_gt")
+_LOCALIZATION_PREFIXES = ("precision@", "recall@", "f@")
+
+
+def _is_localization(key: str) -> bool:
+    return key in _LOCALIZATION_KEYS or key.startswith(_LOCALIZATION_PREFIXES)
+
+
+def console_line(metrics: dict, summary: dict) -> str:
+    """The scalar metrics, localization ones after the protocol that produced them, e.g.
+    "mae 3.1 rmse 4 | localization input_peaks (window 3, threshold 0.1): ap 0.5 ..."."""
+    line = " ".join(f"{k} {v:.4g}" for k, v in summary.items() if not _is_localization(k))
+    located = {k: v for k, v in summary.items() if _is_localization(k)}
+    if located and "localization" in metrics:
+        label = density_points.label(metrics["localization"])
+        line += f" | localization {label}: " + " ".join(f"{k} {v:.4g}" for k, v in located.items())
+    return line
 
 
 def write(
@@ -45,7 +63,7 @@ def write(
         f"eval {entry.prefix} ({entry.dataset} {entry.split})"
         + (f" step {step}" if step is not None else "")
         + ": "
-        + " ".join(f"{k} {v:.4g}" for k, v in summary.items())
+        + console_line(result.metrics, summary)
     )
     if writer is not None and step is not None:
         writer.write(

@@ -22,7 +22,17 @@ import os
 import jax
 import numpy as np
 
-from crowdjax import checkpointing, eval_writer, evals, sharding, visualize, whole_images
+from crowdjax import (
+    checkpointing,
+    density_points,
+    eval_writer,
+    evals,
+    nwpu_localization,
+    sharding,
+    visualize,
+    whole_images,
+)
+from crowdjax import localization as localization_lib
 from crowdjax import metrics as metrics_lib
 from crowdjax.data import datasets, decode, settings, sources, splits
 from crowdjax.evals import EvalEntry
@@ -51,16 +61,32 @@ class StreamingMetrics:
     map, so memory is flat in the number of images.
 
     Args:
-      peak_threshold: density peaks (3x3 NMS) above it are the heads of density methods.
-      detailed: also GAME(0-3) and localization P/R/F.
+      peak_threshold: `config.eval.peak_threshold` of the density-to-points protocol.
+      detailed: also GAME(0-3), and localization P/R/F where there are heads: a localization
+        method's own, or a density method's under `localization`.
+      localization: the density-to-points protocol of density methods
+        (`crowdjax.density_points`; "" reports no localization numbers for them).
+      peak_window: `config.eval.peak_window` of the "input_peaks" protocol.
     """
 
-    def __init__(self, *, peak_threshold: float, detailed: bool):
+    def __init__(
+        self,
+        *,
+        peak_threshold: float,
+        detailed: bool,
+        localization: str = "",
+        peak_window: int = 3,
+    ):
         self.peak_threshold = float(peak_threshold)
         self.detailed = detailed
+        self.protocol = density_points.check_protocol(localization)
+        self.peak_window = int(peak_window)
+        self.localized_by: set[str] = set()  # The protocols of the localization numbers.
         self.counting = metrics_lib.CountingMetrics()
         self.game = metrics_lib.GameMetrics(levels=(0, 1, 2, 3))
         self.localization = metrics_lib.LocalizationMetrics()
+        self.nwpu = nwpu_localization.NwpuLocalizationMetrics()  # Data sets with head boxes.
+        self.images_without_boxes = 0
         self.per_image: list[dict] = []
 
     def add(
@@ -73,6 +99,7 @@ class StreamingMetrics:
         region: np.ndarray,
         pred_points: np.ndarray | None = None,
         categories: dict | None = None,
+        gt_boxes: np.ndarray | None = None,
     ) -> dict:
         """Adds one image; returns its record (image_id, gt_count, pred_count, categories).
 
@@ -87,8 +114,10 @@ class StreamingMetrics:
             s x s block's image pixels in the region (output pixels over padding only never
             count; one at the image border holds its image pixels' density), and a head is
             counted when its pixel is in the region (`metrics.game_cell_counts`).
-          pred_points: [N, 2] a localization method's heads (else density peaks are used).
+          pred_points: [N, 2] a localization method's heads (else the density's points under
+            the configured protocol, if any).
           categories: {grouping: label} of the image.
+          gt_boxes: [P, 4] the heads' boxes (NWPU-Crowd): NWPU's sigma_s / sigma_l P/R/F too.
         """
         pred_cells, gt_cells = metrics_lib.game_cell_counts(
             pred_map, gt_points, level=0, stride=stride, roi=region
@@ -105,24 +134,63 @@ class StreamingMetrics:
         )
         if self.detailed:
             self.game.update(pred_map, gt_points, stride=stride, roi=region, name=image_id)
-            if pred_points is None:
-                pred_points = metrics_lib.density_to_points(
-                    pred_map, threshold=self.peak_threshold, stride=stride
-                )
-            # Heads outside the region are not counted, nor matched.
-            gt = np.asarray(gt_points, np.float64).reshape(-1, 2)
-            pred = np.asarray(pred_points, np.float64).reshape(-1, 2)
-            gt = gt[metrics_lib.points_in_roi(gt, region)]
-            pred = pred[metrics_lib.points_in_roi(pred, region)]
-            self.localization.update(pred, gt, name=image_id)
+            self._localize(image_id, gt_points, pred_map, stride, region, pred_points, gt_boxes)
         self.per_image.append(record)
         return record
 
+    def _localize(
+        self, image_id, gt_points, pred_map, stride, region, pred_points, gt_boxes
+    ) -> None:
+        if pred_points is not None:
+            self.localized_by.add(density_points.METHOD_HEADS)
+        elif self.protocol:
+            self.localized_by.add(self.protocol)
+            pred_points = density_points.density_points(
+                pred_map,
+                protocol=self.protocol,
+                stride=stride,
+                shape=region.shape,
+                threshold=self.peak_threshold,
+                window=self.peak_window,
+            )
+        else:
+            return  # A density method without a protocol: no heads to match.
+        # Heads outside the region are not counted, nor matched.
+        gt = np.asarray(gt_points, np.float64).reshape(-1, 2)
+        pred = np.asarray(pred_points, np.float64).reshape(-1, 2)
+        inside = metrics_lib.points_in_roi(gt, region)
+        gt = gt[inside]
+        pred = pred[metrics_lib.points_in_roi(pred, region)]
+        # AutoScale Table 5's "sigma = KNN distance" per head, beside the fixed thresholds.
+        knn = {"knn": localization_lib.knn_sigma(gt)}
+        self.localization.update(pred, gt, name=image_id, gt_sigmas=knn)
+        if gt_boxes is not None:
+            boxes = np.asarray(gt_boxes, np.float64).reshape(-1, 4)[inside]
+            if np.all(np.isfinite(boxes)):
+                self.nwpu.update(pred, gt, boxes)
+            else:  # Stored without boxes (an older release): no NWPU numbers for the entry.
+                self.images_without_boxes += 1
+
     def result(self) -> dict:
+        """The metrics; localization ones only with their protocol ("localization": its
+        description, `density_points.describe`)."""
         results = self.counting.result()
         results.pop("records")
         if self.detailed:
-            for part in (self.game.result(), self.localization.result()):
+            parts = [self.game.result()]
+            if self.localized_by:
+                parts.append(self.localization.result())
+                if self.nwpu.num_images and not self.images_without_boxes:
+                    nwpu = self.nwpu.result()
+                    parts.append({k: v for k, v in nwpu.items() if "@sigma_" in k})
+                if self.images_without_boxes:
+                    results["images_without_boxes"] = self.images_without_boxes
+                results["localization"] = density_points.describe(
+                    "+".join(sorted(self.localized_by)),  # One method: one kind of heads.
+                    threshold=self.peak_threshold,
+                    window=self.peak_window,
+                )
+            for part in parts:
                 results.update({k: v for k, v in part.items() if k != "records"})
         return results
 
@@ -159,13 +227,17 @@ class EntryResult:
         return {k: v for k, v in self.metrics.items() if isinstance(v, float | int)}
 
 
-def _image(setup, entry: EvalEntry, batch: dict, fetched: dict, i: int) -> dict:
+def _image(
+    setup, entry: EvalEntry, batch: dict, fetched: dict, i: int, *, annotated: bool = True
+) -> dict:
     """Image `i` of a batch as the metrics take it: image_id, gt_points [P, 2], pred_map at
     its stride (the image's cells; a localization method's heads at stride 1), region [H, W],
-    pred_points (localization methods, else None), categories; and shape (H, W)."""
+    pred_points (localization methods, else None), categories, gt_boxes (or None); and shape
+    (H, W). `annotated`: refuse an image whose annotations are not public."""
     config, method, stride = setup.config, setup.method, setup.output_stride
     image_id = decode.text(batch["image_id"][i])
-    if "has_annotation" in batch and not bool(batch["has_annotation"][i]):
+    unannotated = "has_annotation" in batch and not bool(batch["has_annotation"][i])
+    if annotated and unannotated:
         raise ValueError(
             f"{entry.dataset} {entry.split!r} image {image_id}: its annotations are not public "
             "(has_annotation = False), so no error can be computed; evaluate another split "
@@ -189,6 +261,7 @@ def _image(setup, entry: EvalEntry, batch: dict, fetched: dict, i: int) -> dict:
         "region": batch["roi"][i][:h, :w] if "roi" in batch else np.ones(shape, np.uint8),
         "pred_points": pred_points,
         "categories": {k: batch[k][i].item() for k in batch["category_keys"]},
+        "gt_boxes": batch["boxes"][i][batch["point_mask"][i]] if "boxes" in batch else None,
         "shape": shape,
     }
 
@@ -201,7 +274,12 @@ def evaluate(
     images with their maps (single-process runs only). Writes nothing (see
     `crowdjax.eval_writer`)."""
     config = setup.config
-    stream = StreamingMetrics(peak_threshold=float(config.eval.peak_threshold), detailed=detailed)
+    stream = StreamingMetrics(
+        peak_threshold=float(config.eval.peak_threshold),
+        detailed=detailed,
+        localization=config.eval.get("localization", ""),
+        peak_window=int(config.eval.get("peak_window", 3)),
+    )
     pictures = []  # At most `save_images` records with their maps, for the PNGs.
     for batch, fetched, i in whole_images.stream(setup, variables, entry.dataset, entry.split):
         image = _image(setup, entry, batch, fetched, i)
@@ -224,6 +302,47 @@ def evaluate(
     gt = np.array([r["gt_count"] for r in stream.per_image], np.float64)
     results["baseline_mae"] = float(np.mean(np.abs(gt - baseline))) if gt.size else float("nan")
     return EntryResult(entry=entry, metrics=results, per_image=stream.per_image, pictures=pictures)
+
+
+def predict_split(setup, variables, dataset: str, split: str) -> list[dict]:
+    """Each image's prediction, annotations not needed (e.g. NWPU-Crowd's test split): image_id,
+    pred_count (counted as the metrics count it), points ([N, 2] heads: a localization method's
+    own, or the density's under `config.eval.localization`; None without a protocol),
+    stored_size (H, W) and original_size (the release image's (H, W), where stored)."""
+    config = setup.config
+    protocol = density_points.check_protocol(config.eval.get("localization", ""))
+    entry = EvalEntry(split, dataset, split)
+    out = []
+    for batch, fetched, i in whole_images.stream(setup, variables, dataset, split):
+        image = _image(setup, entry, batch, fetched, i, annotated=False)
+        shape, points = image["shape"], image["pred_points"]
+        pred_cells, _ = metrics_lib.game_cell_counts(
+            image["pred_map"],
+            np.zeros((0, 2)),
+            level=0,
+            stride=image["stride"],
+            roi=image["region"],
+        )
+        if points is None and protocol:
+            points = density_points.density_points(
+                image["pred_map"],
+                protocol=protocol,
+                stride=image["stride"],
+                shape=shape,
+                threshold=float(config.eval.peak_threshold),
+                window=int(config.eval.get("peak_window", 3)),
+            )
+        original = batch["original_size"][i] if "original_size" in batch else None
+        out.append(
+            {
+                "image_id": image["image_id"],
+                "pred_count": float(pred_cells.sum()),
+                "points": points,
+                "stored_size": shape,
+                "original_size": None if original is None else tuple(int(v) for v in original),
+            }
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -106,6 +106,19 @@ def read_image(path: str, *, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.n
             data = f.read()
     except OSError as e:
         raise io.DataError(f"{name}: cannot read ({e.strerror or e})") from e
+    return decode_image(data, name=name, max_pixels=max_pixels)
+
+
+def decode_image(
+    data: bytes, *, name: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+) -> np.ndarray:
+    """Encoded image bytes (a file's or an upload's) -> RGB uint8 [H, W, 3], EXIF applied.
+
+    Raises:
+      PixelLimitError: the image is larger than `max_pixels` (from its header before decoding
+        when `image_headers.image_size` reads the format).
+      DataError: empty, corrupt or not an image, naming `name`.
+    """
     size = image_headers.image_size(data)
     if size is not None:
         check_pixels(size, max_pixels, name=name, what="image (from its header)")

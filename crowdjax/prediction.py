@@ -68,6 +68,10 @@ class Prediction:
       shape: (H, W) of the input image.
       scale: how much the image was scaled up before predicting (`data.min_short_side`), else 1.
       windows: forward passes used (1: whole image).
+      spread, interval, disagree, variant_counts: with test-time variants or an ensemble
+        (`crowdjax.tta`): the variant counts' standard deviation, their (min, max), whether
+        they disagree by more than the threshold, and the counts themselves; else None.
+      zones: {zone name: {"count", "per_m2"?}} when counted per zone (`crowdjax.zones`).
     """
 
     count: float
@@ -77,11 +81,24 @@ class Prediction:
     shape: tuple[int, int]
     scale: float = 1.0
     windows: int = 1
+    spread: float | None = None
+    interval: tuple[float, float] | None = None
+    disagree: bool | None = None
+    variant_counts: np.ndarray | None = None
+    zones: dict | None = None
 
     def record(self) -> dict:
-        """The JSON-ready summary: count, shape, windows and the points (if any)."""
+        """The JSON-ready summary: count, shape, windows, the points (if any), and the
+        interval fields and zones when present."""
         out = {"count": float(self.count), "height": self.shape[0], "width": self.shape[1]}
         out["windows"] = self.windows
+        if self.interval is not None:
+            out["spread"] = float(self.spread)
+            out["interval"] = [float(self.interval[0]), float(self.interval[1])]
+            out["disagree"] = bool(self.disagree)
+            out["variants"] = [round(float(c), 4) for c in self.variant_counts]
+        if self.zones is not None:
+            out["zones"] = self.zones
         if self.points is not None:
             out["points"] = np.round(self.points, 2).tolist()
         return out

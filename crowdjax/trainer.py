@@ -107,6 +107,12 @@ class EvaluateAndKeepBest:
         self.setup, self.ckpts, self.writer = setup, ckpts, writer
         self.selection = run_evals.selection
         self.entries = run_evals.during_training
+        localizes = setup.method.points_fn is not None or setup.config.eval.get("localization")
+        if self.selection.metric == "af" and not localizes:
+            raise ValueError(
+                "config.selection.metric='af' needs localization numbers, which a density method "
+                "has only under a protocol: set config.eval.localization (crowdjax.density_points)"
+            )
 
     def __call__(self, step: int, state) -> None:
         selection, values = self.selection, []

@@ -11,7 +11,7 @@ import os
 import cv2
 import numpy as np
 
-from crowdjax import localization
+from crowdjax import localization, zones
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -49,8 +49,13 @@ def _caption(image: np.ndarray, text: str, *, scale: float = 1.0) -> np.ndarray:
     bar = np.full((round(22 * scale), image.shape[1], 3), 255, np.uint8)
     origin = (round(4 * scale), round(16 * scale))
     thickness = max(1, round(scale))
+    font = 0.5 * scale
+    width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, thickness)[0][0]
+    room = image.shape[1] - 2 * origin[0]
+    if width > room > 0:  # A long caption (an interval) shrinks to fit a small picture.
+        font *= room / width
     cv2.putText(
-        bar, text, origin, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0), thickness, cv2.LINE_AA
+        bar, text, origin, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), thickness, cv2.LINE_AA
     )
     return np.concatenate([bar, image], 0)
 
@@ -90,10 +95,14 @@ def save_density_overlays(records: list[dict], outdir: str, *, peak_threshold: f
     return paths
 
 
-def prediction_overlay(image: np.ndarray, prediction, *, max_side: int = 1600) -> np.ndarray:
+def prediction_overlay(
+    image: np.ndarray, prediction, *, max_side: int = 1600, zone_set=None
+) -> np.ndarray:
     """RGB uint8 picture of one prediction (`crowdjax.prediction.Prediction`): the density as a
     heat map over the image (density methods) or the heads as red dots (localization methods),
-    the count written above it; scaled down so that its long side is at most `max_side`."""
+    the count (and its interval, with test-time variants) written above it, and the zones of
+    `zone_set` (outline, name, count); scaled down so that its long side is at most
+    `max_side`."""
     h, w = image.shape[:2]
     factor = min(1.0, max_side / max(h, w))
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
@@ -104,6 +113,11 @@ def prediction_overlay(image: np.ndarray, prediction, *, max_side: int = 1600) -
     else:
         picture = density_overlay(small, prediction.density)
         label = f"{prediction.count:.1f} people"
+    if prediction.interval is not None:
+        low, high = prediction.interval
+        label += f" ({low:.1f} to {high:.1f}{', disagree' if prediction.disagree else ''})"
+    if zone_set is not None:
+        picture = zones.draw_zones(picture, zone_set, prediction.zones or {}, factor=factor)
     return _caption(picture, label, scale=max(1.0, picture.shape[1] / 640))
 
 

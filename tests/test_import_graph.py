@@ -12,6 +12,8 @@ from __future__ import annotations
 import ast
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -21,6 +23,7 @@ ROOT = pathlib.Path(
 
 # The engine: what runs a method. A method, and the library under it, imports none of it.
 ENGINE = {
+    "crowdjax.benchmark_files",
     "crowdjax.cli",
     "crowdjax.checkpointing",
     "crowdjax.cross_validation",
@@ -43,7 +46,14 @@ ENGINE = {
 LIBRARY_PACKAGES = ("crowdjax.methods", "crowdjax.models", "crowdjax.losses", "crowdjax.data")
 
 # Module -> what it must not reach, directly or through other modules (one way down).
-_ENTRY_POINTS = {"crowdjax.cross_validation", "crowdjax.prediction", "crowdjax.reproduce"}
+_ENTRY_POINTS = {
+    "crowdjax.benchmark_files",
+    "crowdjax.cross_validation",
+    "crowdjax.prediction",
+    "crowdjax.reproduce",
+    "crowdjax.serve",
+    "crowdjax.tta_eval",
+}
 NEVER_REACHES = {
     "crowdjax.trainer": _ENTRY_POINTS,
     "crowdjax.evaluation": {"crowdjax.trainer", "crowdjax.preparation", *_ENTRY_POINTS},
@@ -171,3 +181,21 @@ def test_crowdjax_imports_inside_functions_are_allowed_with_a_reason():
     ]
     assert not hidden, "crowdjax imports inside functions:\n" + "\n".join(hidden)
     assert all(reason.strip() for reason in FUNCTION_LEVEL_ALLOWED.values())
+
+
+def test_importing_the_library_defines_no_command_line_flags():
+    """Commands inside the package (`python -m crowdjax.serve`, ...) define their absl flags
+    when run, so a notebook or a test can import any two of them (two modules defining
+    --config at import collide)."""
+    script = (
+        "import importlib, pkgutil, crowdjax\n"
+        "from absl import flags\n"
+        "for m in pkgutil.walk_packages(crowdjax.__path__, 'crowdjax.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(sorted(k for k in flags.FLAGS.flags_by_module_dict() if 'crowdjax' in k))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[]", out.stdout

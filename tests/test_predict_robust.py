@@ -1,15 +1,22 @@
 """predict.py on what users really have: damaged and hostile files, odd names, too little memory,
-a killed run, a full disk, a downloaded workdir."""
+a killed run, a full disk, a downloaded workdir, live streams that drop or never open."""
 
 from __future__ import annotations
 
 import builtins
 import csv
+import datetime
 import errno
 import json
 import os
 import shutil
+import signal
+import socket
 import struct
+import subprocess
+import sys
+import threading
+import time
 import types
 import zlib
 
@@ -19,10 +26,20 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from crowdjax import checkpointing, file_prediction, image_headers, media, prediction, run
+from crowdjax import (
+    checkpointing,
+    file_prediction,
+    image_headers,
+    media,
+    mjpeg_server,
+    prediction,
+    run,
+    stream_prediction,
+    streams,
+)
 from crowdjax import workdir as workdir_lib
 from crowdjax.data import decode
-from tests.engine.conftest import run_script
+from tests.engine.conftest import REPO, run_script
 from tests.test_prediction import _random_scene, _uot_parts, _write_video
 
 
@@ -290,3 +307,133 @@ def test_predict_cli_counts_odd_names_and_names_each_bad_input(tmp_path, workdir
     assert (
         cv2.VideoCapture(str(out / "videos" / "str_xe9et.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 2
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# Live streams: an MJPEG stream served on the loopback address by the test (crowdjax.mjpeg_server).
+
+
+def _ffmpeg_decoded(folder, frames: int) -> list[np.ndarray]:
+    """The server's first `frames` frames as it sends them (JPEG, quality 90), decoded by FFmpeg
+    from a file: the decoder a stream's frames go through, so pixels equal those of the stream."""
+    path = os.path.join(folder, "reference.mjpeg")
+    with open(path, "wb") as f:
+        for k in range(frames):
+            f.write(_encode(mjpeg_server.numbered_frame(k), ".jpg", (cv2.IMWRITE_JPEG_QUALITY, 90)))
+    capture = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+    decoded = []
+    while (read := capture.read())[0]:
+        decoded.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    capture.release()
+    assert len(decoded) == frames
+    return decoded
+
+
+def _dead_url() -> str:
+    with socket.socket() as closed:  # A port nobody listens on.
+        closed.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{closed.getsockname()[1]}/cam.mjpg"
+
+
+def _wait_for_rows(journal, rows: int, deadline_s: float = 120.0) -> None:
+    start = time.monotonic()
+    while time.monotonic() - start < deadline_s:
+        if journal.exists() and journal.read_text().count("\n") >= rows:
+            return
+        time.sleep(0.05)
+
+
+def test_a_stream_is_counted_frame_by_frame_and_a_dead_url_is_named(tmp_path, counter):
+    (tmp_path / "crowd.png").write_bytes(_encode(_random_scene(96, 160), ".png"))
+    dead, out = _dead_url(), tmp_path / "out"
+    options = stream_prediction.StreamOptions(max_frames=3, video=True, timeout=1, first_wait=0.05)
+    with mjpeg_server.MjpegServer(fps=20) as server:
+        rows, failures = file_prediction.predict_files(
+            counter,
+            [server.url, dead, str(tmp_path / "crowd.png")],
+            str(out),
+            stream_options=options,
+        )
+    # Files first, then the streams in the order given.
+    assert [r["file"] for r in rows] == [str(tmp_path / "crowd.png")] + [server.url] * 3
+    assert failures == [{"file": dead, "kind": "unreadable", "error": failures[0]["error"]}]
+    assert failures[0]["error"].startswith(f"{dead}: cannot open the stream")
+    frames = [r["frame"] for r in rows[1:]]
+    assert frames == sorted(set(frames))
+    # Each row counts the frame of its index (one connection: the index-th frame sent).
+    reference = _ffmpeg_decoded(tmp_path, frames[-1] + 1)
+    for row in rows[1:]:
+        expected = counter.count_rgb(reference[row["frame"]]).count
+        assert row["count"] == pytest.approx(expected, rel=1e-6), row["frame"]
+    times = [datetime.datetime.fromisoformat(r["time"]) for r in rows[1:]]
+    now = datetime.datetime.now(datetime.UTC)
+    assert times == sorted(times) and all(abs(now - t).total_seconds() < 120 for t in times)
+    with open(out / "counts.csv", encoding="utf-8") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["frame"], r["time"]) for r in table] == [("", "")] + [
+        (str(r["frame"]), r["time"]) for r in rows[1:]
+    ]
+    assert json.loads((out / "counts.json").read_text()) == rows
+    name = file_prediction.output_names([server.url], [server.url])[server.url]
+    video = cv2.VideoCapture(str(out / "streams" / f"{name}.mp4"))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 3
+    assert (out / "streams" / f"{name}_counts.png").stat().st_size > 0
+
+
+def test_sigterm_ends_a_camera_with_every_table_written(tmp_path, counter, monkeypatch, capsys):
+    # No camera here: camera 0 opens the loopback stream instead.
+    assert threading.current_thread() is threading.main_thread()  # Signals reach this thread.
+    opened, real_capture = [], cv2.VideoCapture
+    out = tmp_path / "out"
+    with mjpeg_server.MjpegServer(fps=20) as server:
+
+        def camera_capture(source, *args):
+            if isinstance(source, int):
+                opened.append(source)
+                return real_capture(server.url, cv2.CAP_FFMPEG)
+            return real_capture(source, *args)
+
+        def terminate_after_two_rows():
+            _wait_for_rows(out / "counts.jsonl", 2)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(streams.cv2, "VideoCapture", camera_capture)
+        previous = signal.getsignal(signal.SIGTERM)
+        threading.Thread(target=terminate_after_two_rows, daemon=True).start()
+        rows, failures = file_prediction.predict_files(
+            counter, [streams.camera(0), server.url], str(out)
+        )  # No limit: it runs until the signal.
+    assert opened == [0] and failures == []
+    assert len(rows) >= 2 and {r["file"] for r in rows} == {"camera:0"}
+    assert json.loads((out / "counts.json").read_text()) == rows
+    assert len((out / "counts.csv").read_text().splitlines()) == len(rows) + 1
+    assert signal.getsignal(signal.SIGTERM) is previous
+    out = capsys.readouterr().out
+    assert "SIGTERM: stopped" in out and "stopped: 1 input(s) not counted" in out
+
+
+def test_ctrl_c_ends_predict_on_a_stream_with_every_table_written(tmp_path, workdir):
+    dead, out = _dead_url(), tmp_path / "out"
+    with mjpeg_server.MjpegServer(fps=10) as server:
+        process = subprocess.Popen(
+            [sys.executable, "predict.py", f"--checkpoint={workdir}", f"--output={out}"]
+            + ["--stream_video", "--stream_timeout=1", "--reconnect_attempts=1", dead, server.url],
+            cwd=REPO,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _wait_for_rows(out / "counts.jsonl", 2)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr[-3000:]  # The dead URL failed; the rest ended well.
+    assert [(f["file"], f["kind"]) for f in json.loads((out / "failed.json").read_text())] == [
+        (dead, "unreadable")
+    ]
+    journal = [json.loads(line) for line in (out / "counts.jsonl").read_text().splitlines()]
+    assert len(journal) >= 2 and json.loads((out / "counts.json").read_text()) == journal
+    assert "SIGINT: stopped; the tables are written" in stdout and "stopped; counted" in stdout
+    name = file_prediction.output_names([server.url], [server.url])[server.url]
+    video = cv2.VideoCapture(str(out / "streams" / f"{name}.mp4"))
+    assert video.get(cv2.CAP_PROP_FRAME_COUNT) == len(journal)  # Finished: readable to its end.

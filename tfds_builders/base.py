@@ -11,6 +11,10 @@ Every builder yields examples with the same features, made by `CrowdBuilder.make
                   stored as ZLIB float16 (`DensityMap`, `to_float16_map`)
   distance_label  uint8 [H, W], AutoScale distance-label map (classes of the config's edges)
   roi             uint8 [H, W] (only data sets with a region of interest), 1 inside
+  boxes           float32 [N, 4] (only data sets with head boxes, `HAS_HEAD_BOXES`): each
+                  point's head box (x1, y1, x2, y2) in stored-image pixels (scaled as the points;
+                  NaN where the release gives none)
+  original_size   int32 [2] (with boxes): the release image's (H, W), before any resize
 
 plus data-set specific labels. A builder config carries the ground-truth recipe (kernel, distance
 edges), the resize rule and the rule for points outside the image. Files are written as
@@ -124,13 +128,16 @@ def resize_scale(height: int, width: int, cfg: CrowdConfig) -> float:
     return scale
 
 
+def _inside(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    x, y = points[:, 0], points[:, 1]
+    return (x >= 0) & (x < width) & (y >= 0) & (y < height)
+
+
 def apply_out_of_image_rule(
     points: np.ndarray, height: int, width: int, rule: str, *, name: str
 ) -> tuple[np.ndarray, int]:
     """Applies the out-of-image rule; returns the kept points and how many were outside."""
-    inside = (
-        (points[:, 0] >= 0) & (points[:, 0] < width) & (points[:, 1] >= 0) & (points[:, 1] < height)
-    )
+    inside = _inside(points, height, width)
     outside = int((~inside).sum())
     if outside == 0:
         return points, 0
@@ -196,6 +203,7 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         "1.1.0": "Density maps stored as ZLIB float16 (read as float32): ~1.7x smaller on disk.",
     }
     HAS_ROI = False
+    HAS_HEAD_BOXES = False  # Stores `boxes` and `original_size` (NWPU-Crowd's localization).
     IMAGE_FORMAT = "jpeg"
     # Turn each image upright by its EXIF orientation, as prediction reads a user's pictures
     # (`crowdjax.media.read_image`), so that points annotated on the upright picture (as viewers
@@ -222,6 +230,9 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             features["roi"] = tfds.features.Tensor(
                 shape=(None, None), dtype=np.uint8, encoding=tfds.features.Encoding.ZLIB
             )
+        if self.HAS_HEAD_BOXES:
+            features["boxes"] = tfds.features.Tensor(shape=(None, 4), dtype=np.float32)
+            features["original_size"] = tfds.features.Tensor(shape=(2,), dtype=np.int32)
         features.update(self.extra_features())
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict(features),
@@ -314,6 +325,7 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         roi: np.ndarray | None = None,
         extra: Mapping[str, Any] | None = None,
         name: str | None = None,
+        boxes: np.ndarray | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Builds one example: resize rule, out-of-image rule, ground-truth maps.
 
@@ -325,6 +337,8 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
           roi: optional [H, W] mask of the original image (non-zero inside).
           extra: data-set specific features.
           name: path used in error messages (defaults to image_id).
+          boxes: float [N, 4] head boxes (x1, y1, x2, y2) of the original image, one per point
+            (builders with `HAS_HEAD_BOXES`); resized and dropped with their points.
 
         Returns:
           (key, example) for `_generate_examples`.
@@ -342,6 +356,11 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             rgb, passthrough = image, False
         points = io.as_points(points, name=name)
         height, width = rgb.shape[:2]
+        original_size = np.array([height, width], np.int32)
+        if self.HAS_HEAD_BOXES:
+            boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+            if len(boxes) != len(points):
+                raise io.DataError(f"{name}: {len(points)} points but {len(boxes)} head boxes")
         if roi is not None and roi.shape[:2] != (height, width):
             raise io.DataError(f"{name}: ROI mask shape {roi.shape} != image shape {rgb.shape[:2]}")
 
@@ -351,12 +370,16 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
             rgb = cv2.resize(rgb, (new_w, new_h), interpolation=interp)
             points = points * np.array([new_w / width, new_h / height], np.float32)
+            if self.HAS_HEAD_BOXES:
+                boxes = boxes * np.array([new_w / width, new_h / height] * 2, np.float32)
             if roi is not None:
                 roi = cv2.resize(
                     roi.astype(np.uint8), (new_w, new_h), interpolation=cv2.INTER_NEAREST
                 )
             height, width, passthrough = new_h, new_w, False
 
+        if self.HAS_HEAD_BOXES and cfg.out_of_image == "drop":
+            boxes = boxes[_inside(points, height, width)]  # Dropped with their points.
         points, outside = apply_out_of_image_rule(
             points, height, width, cfg.out_of_image, name=name
         )
@@ -385,6 +408,9 @@ class CrowdBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             example["roi"] = (
                 np.ones(shape, np.uint8) if roi is None else (np.asarray(roi) != 0).astype(np.uint8)
             )
+        if self.HAS_HEAD_BOXES:
+            example["boxes"] = boxes
+            example["original_size"] = original_size
         example.update(extra or {})
         return image_id, example
 

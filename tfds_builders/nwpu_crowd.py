@@ -14,7 +14,11 @@ and `has_annotation` (bool). The test annotations are not released: a test image
 json is stored with zero points, count 0, an all-zero density and `has_annotation = False`
 (choice: a flag instead of count -1, so every stored count stays a number of points; evaluation
 code must skip or refuse `has_annotation = False`). A train/val image without its json is an
-error. Points are used as they are (0-based (x, y)); `boxes` are not stored.
+error. Points are used as they are (0-based (x, y)). The head boxes (`boxes`, one per point, for
+NWPU's localization thresholds sigma_s / sigma_l, `crowdjax.nwpu_localization`) are stored with
+the points, scaled as they are, with the release image's size (`original_size`, for the
+test-server files at the original resolution); a json without `boxes` (releases before
+2020-05-22) stores NaN boxes and is counted in the metadata (`images_without_boxes`).
 
 Config `default`: resize like UCF-QNRF (short side >= 512, long side <= 2048, points scaled);
 fixed Gaussian sigma 6 px (AutoScale's NWPU choice, docs/datasets.md); points outside: clipped.
@@ -66,14 +70,23 @@ def read_split_list(path: str) -> list[tuple[str, int, int]]:
     return entries
 
 
-def read_annotation(path: str) -> tuple[np.ndarray, int]:
-    """Reads `NNNN.json`: (float32 [N, 2] (x, y) points, declared human_num)."""
+def read_annotation(path: str) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """Reads `NNNN.json`: (float32 [N, 2] (x, y) points, declared human_num, float32 [N, 4]
+    (x1, y1, x2, y2) head boxes or None when the file has no `boxes`)."""
     data = io.load_json(path)
     if not isinstance(data, dict) or "points" not in data:
         raise io.DataError(f"{path}: malformed annotation, no 'points' entry")
     points = io.as_points(data["points"], name=path)
     number = data.get("human_num", len(points))
-    return points, _files.as_int(number, name=path, what="human_num")
+    boxes = None
+    if "boxes" in data:
+        boxes = np.asarray(data["boxes"], np.float32) if data["boxes"] else np.zeros((0, 4))
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) != len(points):
+            raise io.DataError(
+                f"{path}: expected 'boxes' of shape [{len(points)}, 4] (x1, y1, x2, y2), one per "
+                f"point, got shape {boxes.shape}"
+            )
+    return points, _files.as_int(number, name=path, what="human_num"), boxes
 
 
 class NwpuCrowd(CrowdBuilder):
@@ -92,6 +105,12 @@ manual_dir the folder (or its parent NWPU-Crowd/) holding:
   images/NNNN.jpg   jsons/NNNN.json   train.txt   val.txt   test.txt
 """
     BUILDER_CONFIGS = [bounded_config(sigma=6.0)]
+    VERSION = tfds.core.Version("1.2.0")
+    RELEASE_NOTES = {
+        **CrowdBuilder.RELEASE_NOTES,
+        "1.2.0": "Head boxes (`boxes`, one per point) and the release image size.",
+    }
+    HAS_HEAD_BOXES = True
 
     def extra_features(self):
         return {
@@ -126,9 +145,14 @@ manual_dir the folder (or its parent NWPU-Crowd/) holding:
         image_path = os.path.join(root, "images", f"{image_id}.jpg")
         json_path = os.path.join(root, "jsons", f"{image_id}.json")
         has_annotation = os.path.isfile(json_path)
+        boxes = np.zeros((0, 4), np.float32)
         if has_annotation:
-            points, number = read_annotation(json_path)
+            points, number, boxes = read_annotation(json_path)
             _files.record_count_mismatch(self, split, json_path, number, len(points))
+            self.count_in_metadata("images_without_boxes", split, int(boxes is None))
+            if boxes is None:
+                logging.warning("%s: no 'boxes'; stored as NaN (no NWPU thresholds)", json_path)
+                boxes = np.full((len(points), 4), np.nan, np.float32)
         elif split != "test":
             raise io.DataError(f"{json_path}: annotation file not found for image {image_path}")
         else:
@@ -138,6 +162,7 @@ manual_dir the folder (or its parent NWPU-Crowd/) holding:
             image_id=os.path.basename(image_path),
             image=_files.read_bytes(image_path),
             points=points,
+            boxes=boxes,
             name=image_path,
             extra={
                 "illumination": np.int32(illumination),

@@ -95,13 +95,16 @@ def eval_iterator(
         category_keys=category_keys,
         with_roi="roi" in features,
         min_short_side=min_side,
+        with_boxes="boxes" in features,
     )
     ds = grain.MapDataset.source(slots).map(load).batch(local)
     ds = ds.map(functools.partial(_with_keys, category_keys=category_keys))
     return iter(batching.to_iter(ds, data_config))
 
 
-def _eval_slot(slot, *, source, max_points, category_keys, with_roi, min_short_side) -> dict:
+def _eval_slot(
+    slot, *, source, max_points, category_keys, with_roi, min_short_side, with_boxes
+) -> dict:
     bucket, index, valid = slot
     example = transforms.eval_example(
         source[index],
@@ -110,6 +113,7 @@ def _eval_slot(slot, *, source, max_points, category_keys, with_roi, min_short_s
         category_keys=category_keys,
         with_roi=with_roi,
         min_short_side=min_short_side,
+        with_boxes=with_boxes,
     )
     return example if valid else transforms.invalid_like(example)
 

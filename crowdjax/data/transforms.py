@@ -505,6 +505,7 @@ def eval_example(
     category_keys: tuple[str, ...] = (),
     with_roi: bool = False,
     min_short_side: int = 0,
+    with_boxes: bool = False,
 ) -> dict:
     """Raw record -> whole-image evaluation example padded to `bucket` (bottom/right); an image
     with a short side under `min_short_side` is first scaled up to it (bilinear, aspect kept;
@@ -512,7 +513,9 @@ def eval_example(
 
     Returns a dict: image float32 [H, W, 3] (H, W = bucket), image_mask bool [H, W], points float32
     [P, 2], point_mask bool [P], count float32 (annotated points), valid bool (True), image_id
-    str; roi uint8 [H, W] (0 on padding) when `with_roi`; one scalar per category key.
+    str; roi uint8 [H, W] (0 on padding) when `with_roi`; boxes float32 [P, 4] (each point's
+    head box, scaled as the points, zeros past them) and original_size int32 [2] (the release
+    image's (H, W)) when `with_boxes`; one scalar per category key.
     """
     name = text(record["image_id"])
     rgb = decode_rgb(record["image"], apply_exif=False, name=name)
@@ -532,6 +535,13 @@ def eval_example(
         "valid": np.bool_(True),
         "image_id": np.str_(name),
     }
+    if with_boxes:
+        boxes = np.asarray(record["boxes"], np.float32).reshape(-1, 4)
+        if (h, w) != stored:
+            boxes = boxes * np.float32((w / stored[1], h / stored[0]) * 2)
+        out["boxes"] = np.zeros((max_points, 4), np.float32)
+        out["boxes"][: len(boxes)] = boxes
+        out["original_size"] = np.asarray(record["original_size"], np.int32).reshape(2)
     if with_roi:
         roi = decode_tensor(record["roi"], np.uint8)
         if (h, w) != stored:

@@ -105,6 +105,7 @@ def test_human_num_mismatch_and_unlisted_image_are_logged(tmp_path, caplog):
         ("json_without_points", r"0002\.json: malformed annotation, no 'points' entry"),
         ("bad_points", r"0002\.json: expected points of shape \[N, 2\]"),
         ("bad_human_num", r"0002\.json: human_num must be an integer"),
+        ("bad_boxes", r"0002\.json: expected 'boxes' of shape \[1, 4\] \(x1, y1, x2, y2\)"),
         ("missing_image", r"0002\.jpg: file not found"),
         ("corrupt_image", r"0002\.jpg: corrupt or unreadable image"),
         ("bad_list_line", r"train\.txt:2: expected 'id illumination scene_level'"),
@@ -127,6 +128,8 @@ def test_bad_input_names_the_file(tmp_path, damage, message):
         fakes.write_json(json_path, {"human_num": 1, "points": [1, 2, 3, 4]})
     elif damage == "bad_human_num":
         fakes.write_json(json_path, {"human_num": 1.5, "points": [[1, 2]]})
+    elif damage == "bad_boxes":
+        fakes.write_json(json_path, {"human_num": 1, "points": [[1, 2]], "boxes": [[1, 2, 3]]})
     elif damage == "missing_image":
         os.remove(base / "images" / "0002.jpg")
     elif damage == "corrupt_image":
@@ -141,3 +144,32 @@ def test_bad_input_names_the_file(tmp_path, damage, message):
         os.remove(base / "test.txt")
     with pytest.raises(DataError, match=message):
         fakes.build(NwpuCrowd, tmp_path / "raw", tmp_path / "out")
+
+
+def test_head_boxes_are_stored_with_their_points_and_the_original_size(tmp_path):
+    truth = make_release(tmp_path / "raw")
+    base = tmp_path / "raw" / "NWPU-Crowd"
+    # A release before 2020-05-22: no boxes in the json -> NaN boxes, counted.
+    fakes.write_json(
+        base / "jsons" / "0004.json", {"human_num": 2, "points": truth["0004"].tolist()}
+    )
+    builder = fakes.build(NwpuCrowd, tmp_path / "raw", tmp_path / "out")
+    assert str(builder.info.version) == "1.2.0"
+    assert builder.info.metadata["images_without_boxes"] == {"train": 0, "validation": 1}
+    train = fakes.read_split(builder, "train")
+    for image_id in ("0001", "0002"):
+        h, w, n, _, _, new_h, new_w = LAYOUT["train"][image_id]
+        ex = train[f"{image_id}.jpg"]
+        np.testing.assert_array_equal(ex["original_size"], [h, w])
+        # make_release writes (x - 2, y - 2, x + 2, y + 2); 0002 is scaled by 512/300 per axis
+        # (683/400 across): the boxes as the points.
+        scale = np.array([new_w / w, new_h / h] * 2)
+        expected = np.concatenate([truth[image_id] - 2, truth[image_id] + 2], 1) * scale
+        np.testing.assert_allclose(ex["boxes"], expected, rtol=1e-5)
+        assert len(ex["boxes"]) == len(ex["points"]) == n
+    assert np.asarray(train["0003.jpg"]["boxes"]).shape == (0, 4)  # a negative image
+    val = fakes.read_split(builder, "validation")["0004.jpg"]
+    assert np.asarray(val["boxes"]).shape == (2, 4) and np.isnan(val["boxes"]).all()
+    test = fakes.read_split(builder, "test")["0006.jpg"]
+    assert np.asarray(test["boxes"]).shape == (0, 4)
+    np.testing.assert_array_equal(test["original_size"], [600, 512])

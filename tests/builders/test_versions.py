@@ -21,7 +21,6 @@ SHARED = [
     gcc.Gcc,
     jhu_crowd.JhuCrowd,
     mall.Mall,
-    nwpu_crowd.NwpuCrowd,
     shanghaitech.ShanghaiTech,
     synthetic_crowd.SyntheticCrowd,
     trancos.Trancos,
@@ -47,6 +46,13 @@ def test_builders_with_their_own_history():
     }
 
 
+def test_nwpu_crowd_1_2_0_adds_head_boxes():
+    builder = nwpu_crowd.NwpuCrowd
+    assert str(builder.VERSION) == "1.2.0" and builder.HAS_HEAD_BOXES
+    assert set(builder.RELEASE_NOTES) == {"1.0.0", "1.1.0", "1.2.0"}
+    assert builder.RELEASE_NOTES["1.1.0"] == base.CrowdBuilder.RELEASE_NOTES["1.1.0"]
+
+
 def test_every_builder_is_listed():
     ours = {b for b in base.CrowdBuilder.__subclasses__() if b.__module__.startswith("tfds_")}
-    assert ours == {*SHARED, user_crowd.UserCrowd}
+    assert ours == {*SHARED, nwpu_crowd.NwpuCrowd, user_crowd.UserCrowd}

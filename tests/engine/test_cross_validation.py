@@ -51,11 +51,29 @@ def test_every_fold_runs_and_the_mean_is_reported(tiny_data_dir, tmp_path):
         maes.append(result["mae"])
     np.testing.assert_allclose(stored["mean"]["mae"], np.mean(maes), rtol=1e-9)
     assert summary["mean"]["mae"] == stored["mean"]["mae"]
+    assert stored["protocol"]["folds"] == ["test", "train"]
     # A second run resumes: finished folds only report (no new checkpoint).
     before = sorted(os.listdir(tmp_path / "test" / "checkpoints"))
     again = cross_validation.run(config, str(tmp_path))
     assert again["mean"] == summary["mean"]
     assert sorted(os.listdir(tmp_path / "test" / "checkpoints")) == before
+
+
+def test_summary_means_and_pooled_errors_and_the_protocol():
+    # Folds of 10 and 30 images: MAE 2 and 4, RMSE 3 and 5.
+    # mean: MAE (2 + 4) / 2 = 3, RMSE (3 + 5) / 2 = 4; pooled: MAE (10*2 + 30*4) / 40 = 3.5,
+    # RMSE sqrt((10*9 + 30*25) / 40) = sqrt(21).
+    per_fold = {
+        "fold1": {"test": {"mae": 2.0, "rmse": 3.0, "num_images": 10}},
+        "fold2": {"test": {"mae": 4.0, "rmse": 5.0, "num_images": 30}},
+    }
+    summary = cross_validation.summarize(per_fold)
+    assert summary["mean"] == {"mae": 3.0, "rmse": 4.0}
+    assert summary["pooled"]["mae"] == pytest.approx(3.5)
+    assert summary["pooled"]["rmse"] == pytest.approx(np.sqrt(21))
+    described = cross_validation.protocol(l2sm_ucf_cc_50.get_config())
+    assert described["folds"] == [f"fold{k}" for k in range(1, 6)]
+    assert described["dataset"] == "ucf_cc_50/clip" and described["selection"] == "val/mae"
 
 
 @pytest.mark.slow
