@@ -17,7 +17,7 @@ import json
 import math
 import os
 
-from crowdjax import paper_tables, workdir
+from crowdjax import paper_tables, submissions, workdir
 from crowdjax.paper_runs import RowRun
 
 FILE_STEM = "table"  # <directory>/table.{md,json}
@@ -28,7 +28,23 @@ def path(directory: str, extension: str) -> str:
     return os.path.join(directory, f"{FILE_STEM}.{extension}")
 
 
+JHU_CATEGORY = "jhu_category."  # jhu_category.<column>.<mae|rmse>: `submissions.jhu_category_table`
+
+
+def _jhu_category(document: dict, path: str):
+    """A JHU-Crowd++ category's MAE or RMSE from the eval JSON's per-image records; None when
+    the images carry no JHU labels (another data set)."""
+    column, metric = path[len(JHU_CATEGORY) :].rsplit(".", 1)
+    try:
+        table = submissions.jhu_category_table(document.get("per_image", []))
+    except ValueError:
+        return None
+    return table.get(column, {}).get("mse" if metric == "rmse" else metric)
+
+
 def _lookup(document: dict, path: str):
+    if path.startswith(JHU_CATEGORY):
+        return _jhu_category(document, path)
     value = document
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
@@ -110,7 +126,7 @@ def row_numbers(run: RowRun, status: str) -> list[dict]:
             "protocol": None,
         }
         if number.needs:
-            item["status"] = f"needs protocol {number.needs}"
+            item["status"] = f"needs {number.needs}"
         elif final is not None and config is not None:
             prefix = _entry_prefix(number.eval, final["results"])
             doc = _read_json(os.path.join(run.workdir, f"eval_{prefix}.json")) if prefix else None
@@ -120,7 +136,9 @@ def row_numbers(run: RowRun, status: str) -> list[dict]:
             if value is not None and math.isfinite(value):
                 item["crowdjax"] = float(value)
                 item["difference"] = float(value) - number.value
-            item["status"] = "finished" if value is not None else f"no {number.metric} in {prefix}"
+                item["status"] = "finished"
+            else:
+                item["status"] = f"no {number.metric} in {prefix}"
             if prefix is not None:
                 item["protocol"] = protocol(config, final, prefix, doc or {})
         out.append(item)

@@ -67,7 +67,7 @@ def status(run, config) -> str:
     if config is None:
         return f"no {run.scale} recipe"
     if run.row.needs:
-        return "needs protocol " + ", ".join(run.row.needs)
+        return "needs " + ", ".join(run.row.needs)
     if paper_runs.is_finished(run, config):
         return "finished"
     if os.path.exists(os.path.join(run.workdir, "config.json")):

@@ -17,7 +17,7 @@ no official validation split), so NWPU(V), which also selects, is optimistic
 
 from crowdjax.paper_tables import LeftOut, Paper, Reported, Row, Table
 
-NWPU_SERVER = "nwpu_test_submission"
+NWPU_SERVER = "nwpu_test_server"  # Files for it: python -m crowdjax.benchmark_files.
 JOINT = {"3joint": ("sha", "shb", "qnrf"), "4joint": ("sha", "shb", "qnrf", "nwpu")}
 DEFAULT_CK = {"3joint": (3, 3), "4joint": (5, 2)}
 COLUMN = {"sha": "SHA", "shb": "SHB", "qnrf": "QNRF", "nwpu": "NWPU(V)"}
