@@ -114,8 +114,38 @@ def measure(config) -> dict:
     }
 
 
-def _key(config) -> str:
-    return hashlib.sha256(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:16]
+# Fields that change neither a step's program nor its shapes: where the run's files are, how it
+# is evaluated and selected, how long it runs. The cache ignores them, so a row's cost survives
+# a new evaluation setting and a paper-scale row shares it whatever its paths.
+COST_FREE_FIELDS = (
+    "distributed",
+    "eval",
+    "eval_at_end",
+    "evals",
+    "init_from",
+    "selection",
+    "data.data_dir",
+    "dkpnet.stage1",
+    "model.pretrained",
+    "train.num_steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+)
+
+
+def cache_key(config) -> str:
+    """The config's fields that decide the cost (all but `COST_FREE_FIELDS`), hashed."""
+    tree = json.loads(config.to_json_best_effort())
+    for field in COST_FREE_FIELDS:
+        *parents, leaf = field.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    text = json.dumps(tree, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 class CostCache:
@@ -132,7 +162,7 @@ class CostCache:
 
     def get(self, config, *, progress: str = "") -> dict:
         cache = self._load()
-        key = _key(config)
+        key = cache_key(config)
         if key not in cache:
             log(f"compiling {progress or 'the run'}'s steps for their cost (cached after)...")
             cache[key] = measure(config)

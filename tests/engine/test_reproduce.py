@@ -255,6 +255,12 @@ def test_cost_is_cached_per_config(tiny_data_dir, tmp_path, monkeypatch):
     assert cost["train_flops"] > 0 and cost["eval_flops"] > 0 and cost["train_peak_bytes"] > 0
     monkeypatch.setattr(step_cost, "measure", lambda c: pytest.fail("compiled again"))
     assert step_cost.CostCache(str(tmp_path / "cost.json")).get(config) == cost
+    # The key ignores how a run is evaluated and how long it runs, not what a step computes.
+    other = config.copy_and_resolve_references()
+    other.eval.peak_threshold, other.train.num_steps = 0.5, 99
+    assert step_cost.cache_key(other) == step_cost.cache_key(config)
+    other.data.crop_size = 32
+    assert step_cost.cache_key(other) != step_cost.cache_key(config)
     # steps x FLOPs / (peak x utilisation), in hours.
     hours = 4 * cost["train_flops"] / (156e12 * 0.4) / 3600
     assert step_cost.accelerator_hours(config, cost) == pytest.approx(hours)
