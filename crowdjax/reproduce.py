@@ -27,18 +27,6 @@ from absl import flags
 from crowdjax import cli, console, paper_report, paper_runs, paper_tables, step_cost, trainer
 from crowdjax.metric_writers import log
 
-flags.DEFINE_string("paper", None, "The paper: uot, autoscale, l2sm, dkpnet or asnet.")
-flags.DEFINE_string("table", None, "The table's number in the paper (e.g. 4).")
-flags.DEFINE_string("root", "runs", "Where the rows' workdirs go: <root>/<scale>/<paper>/<row>.")
-flags.DEFINE_list("rows", [], "Only these rows (names as --list shows; default: all).")
-flags.DEFINE_enum("scale", "paper", paper_runs.SCALES, "paper, cpu (the :cpu recipes) or tiny.")
-flags.DEFINE_bool("list", False, "List the rows, their status and cost; run nothing.")
-flags.DEFINE_bool("print", False, "Print each row's train.py command; run nothing.")
-flags.DEFINE_bool("report", False, "Only collect the finished rows into the table.")
-flags.DEFINE_bool("cost", True, "--list: compile each row's steps for XLA's cost (cached).")
-flags.DEFINE_string("weights_dir", "", "ImageNet weights folder (default: <root>/weights).")
-flags.mark_flags_as_required(["paper", "table"])
-
 
 def plan(paper, table, *, root: str, scale: str, weights_dir: str, rows=()) -> list:
     """The table's rows (or `rows`) with the stage-I rows they need, each as a RowRun.
@@ -163,6 +151,23 @@ def reproduce(
     return paper_report.write(directory, paper, table, scale, items, in_table)
 
 
+def define_flags() -> None:
+    """The command's flags (defined when run as a command, so importing defines none)."""
+    flags.DEFINE_string("paper", None, "The paper: uot, autoscale, l2sm, dkpnet or asnet.")
+    flags.DEFINE_string("table", None, "The table's number in the paper (e.g. 4).")
+    flags.DEFINE_string(
+        "root", "runs", "Where the rows' workdirs go: <root>/<scale>/<paper>/<row>."
+    )
+    flags.DEFINE_list("rows", [], "Only these rows (names as --list shows; default: all).")
+    flags.DEFINE_enum("scale", "paper", paper_runs.SCALES, "paper, cpu (the :cpu recipes) or tiny.")
+    flags.DEFINE_bool("list", False, "List the rows, their status and cost; run nothing.")
+    flags.DEFINE_bool("print", False, "Print each row's train.py command; run nothing.")
+    flags.DEFINE_bool("report", False, "Only collect the finished rows into the table.")
+    flags.DEFINE_bool("cost", True, "--list: compile each row's steps for XLA's cost (cached).")
+    flags.DEFINE_string("weights_dir", "", "ImageNet weights folder (default: <root>/weights).")
+    flags.mark_flags_as_required(["paper", "table"])
+
+
 def main(argv):
     del argv
     f = flags.FLAGS
@@ -189,4 +194,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.run(main)
