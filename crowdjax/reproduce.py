@@ -67,19 +67,22 @@ def _configs(runs) -> list:
     return [paper_runs.row_config(r) if paper_runs.has_scale(r) else None for r in runs]
 
 
-def list_rows(runs, configs, *, root: str, with_cost: bool) -> str:
-    """One block per row: label, name, variant and overrides, status, schedule and cost."""
+def list_rows(runs, configs, *, root: str, with_cost: bool, in_table=None) -> str:
+    """One block per row: label, name, variant and overrides, status, schedule and cost; a
+    stage-I row the table's rows need (not in `in_table`, the table's row names) says so."""
     lines = []
     cache = step_cost.CostCache(os.path.join(root, step_cost.CACHE_FILE))
     for run, config in zip(runs, configs, strict=True):
         row = run.row
-        lines.append(f"{row.name}  [{row.label}]  {status(run, config)}")
+        needed = in_table is not None and row.name not in in_table
+        label = f"stage I of this table's rows, {row.label}" if needed else row.label
+        lines.append(f"{row.name}  [{label}]  {status(run, config)}")
         lines.append(f"  {run.command()}")
         if config is None:
             continue
         cost = cache.get(config, progress=run.row.name) if with_cost else None
         lines.append("  " + step_cost.describe(config, cost))
-        for number in row.reported:
+        for number in () if needed else row.reported:
             where = f"needs {number.needs}" if number.needs else f"{number.eval} {number.metric}"
             lines.append(f"    paper {number.column}: {number.value:g}  ({where})")
     return "\n".join(lines)
@@ -126,7 +129,8 @@ def reproduce(
         )
     configs = _configs(runs)
     if mode == "list":
-        text = list_rows(runs, configs, root=root, with_cost=with_cost)
+        names = {row.name for row in table.rows}
+        text = list_rows(runs, configs, root=root, with_cost=with_cost, in_table=names)
         left_out = [f"left out: {r.label}: {r.reason}" for r in table.left_out]
         return "\n".join([f"{paper.title}, Table {table.number}: {table.title}", text, *left_out])
     if mode == "run":

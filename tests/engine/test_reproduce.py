@@ -240,6 +240,13 @@ def test_print_gives_dependencies_first_and_the_weights(tmp_path):
     assert f"--config.model.pretrained={weights}" in inva
 
 
+def test_list_marks_the_stage_one_rows_a_table_needs(tmp_path):
+    text = reproduce.reproduce("dkpnet", "5", root=str(tmp_path), mode="list", with_cost=False)
+    assert "dkpnet_3joint_va  [stage I of this table's rows, 3-Joint VA]  not started" in text
+    assert "paper SHA MAE: 57.5" not in text  # Table 4's VA numbers are not Table 5's.
+    assert "paper SHA MAE: 57.1  (test_sha mae)" in text
+
+
 def test_cost_is_cached_per_config(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("CROWDJAX_DATA_DIR", tiny_data_dir)
     run = paper_runs.row_run(
