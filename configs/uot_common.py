@@ -24,8 +24,12 @@ def uot_config(dataset: str, *, epochs: int = 1000) -> ml_collections.ConfigDict
     # x2 upsampling of the stride-16 features: "bilinear" (BL, DM-Count), "nearest" (the
     # unofficial UOT code's F.interpolate default; set it to import such a checkpoint).
     config.model.upsample = "bilinear"
+    # True: a VGG16 file in model.pretrained (e.g. "hed") starts the VGG19, each stage's fourth
+    # conv an identity (crowdjax.models.vgg16_as_vgg19); False: a VGG19 file only.
+    config.model.vgg16_to_vgg19 = False
 
     config.loss = ml_collections.ConfigDict()
+    config.loss.kind = "uot"  # "l2": the pixel-wise L2 baseline on the density map (the same net).
     config.loss.epsilon = 0.01  # Entropic regularisation, relative to the crop size.
     config.loss.rho = 1.0  # Strength of the marginal penalty on the predicted density.
     config.loss.cost = "l2"  # "l1", "l2" or "wfr" (Table 6).
