@@ -109,3 +109,29 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config = common.make_tiny(config)
     config.l2s.center_update_every = 2
     return config
+
+
+def make_cpu(
+    config: ml_collections.ConfigDict, *, num_steps: int, learning_rate: float
+) -> ml_collections.ConfigDict:
+    """The `:cpu` recipe on part B halved (see `configs/autoscale_reg_shb.py`): HED's VGG16,
+    256 crops at batch 4, sigma 4 px (the paper's 8 px at full size), the center period one
+    epoch of batches."""
+    regression = config.method == METHODS["regression"]
+    facts = common.use_dataset(config, "shb_512")
+    config.data.crop_size = 256
+    config.data.max_points = 1024
+    config.data.eval_buckets = common.CPU_BUCKETS
+    sigma = SIGMA["shb"] / 2  # The same kernel relative to the halved image.
+    config.data.density_sigma = sigma
+    config.model.pretrained = common.CPU_BACKBONE
+    config.optimizer.learning_rate = learning_rate
+    batch = 4
+    config.train.global_batch_size = batch
+    config.l2s.center_update_every = max(
+        1, facts.training_images(config.data.holdout_fraction) // batch
+    )
+    if regression:
+        config.eval.peak_threshold = 0.3 / (2 * math.pi * sigma**2)
+    common.cpu_schedule(config, num_steps=num_steps)
+    return config

@@ -49,3 +49,17 @@ def uot_config(dataset: str, *, epochs: int = 1000) -> ml_collections.ConfigDict
     config.train.eval_every = 5 * train_images  # Every 5 epochs, as the reference.
     config.train.checkpoint_every = train_images
     return config
+
+
+def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collections.ConfigDict:
+    """The `:cpu` recipe on part B halved (see `configs/uot_shb.py`): the HED VGG16 as the
+    VGG19 (identity fourth convs), 256 crops at batch 4, the paper's Adam 1e-5."""
+    common.use_dataset(config, "shb_512")
+    config.data.crop_size = 256  # Half of the paper's 512 on images of half the size.
+    config.data.max_points = 1024
+    config.data.eval_buckets = common.CPU_BUCKETS
+    config.model.pretrained = common.CPU_BACKBONE
+    config.model.vgg16_to_vgg19 = True
+    config.train.global_batch_size = 4
+    common.cpu_schedule(config, num_steps=num_steps)
+    return config
