@@ -11,9 +11,10 @@ original release in `--manual_dir` when they are not prepared in `--data_dir`. E
 recorded in `<root>/<run>/real_data_run.json` (one record per attempt). The script is resumable:
 a run whose workdir holds its final report (`final.json`, written after the last evaluation) is
 skipped; an unfinished one is launched again and resumes from its last checkpoint. At the end (or
-with `--table_only`) `<root>/real_data_runs.md` and `.json` get one row per run and evaluation:
-data sets, steps, wall time, test MAE/RMSE, the mean-count baseline's MAE and the ratio, and the
-selected step; then the with/without comparisons of each method's claim (`PAIRS`).
+with `--table_only`) `<root>/real_data_runs` (a markdown and a JSON file) gets one row per run
+and evaluation: data sets, steps, wall time, test MAE/RMSE, the mean-count baseline's MAE and
+the ratio, and the selected step; then the with/without comparisons of each method's claim
+(`PAIRS`).
 
 `--calibrate=N` instead trains each recipe N steps, one at a time, in `<root>/calibration/<run>`
 (no evaluation) and writes `<root>/calibration/calibration.json`: per run the wall seconds and the
@@ -37,6 +38,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_FILE = "real_data_run.json"
+TABLE = "real_data_runs"  # The table's files in the root: TABLE + ".md", TABLE + ".json".
 FINAL_FILE = "final.json"  # crowdjax.workdir.FINAL_FILE (not imported: no jax in this script)
 DATA_SETS = ("shanghaitech/part_a_512", "shanghaitech/part_b_512")
 
@@ -296,9 +298,9 @@ def markdown(table: dict) -> str:
 
 def write_table(root: str, runs=RUNS) -> dict:
     table = collect(root, runs)
-    with open(os.path.join(root, "real_data_runs.json"), "w") as f:
+    with open(os.path.join(root, TABLE + ".json"), "w") as f:
         json.dump(table, f, indent=1)
-    with open(os.path.join(root, "real_data_runs.md"), "w") as f:
+    with open(os.path.join(root, TABLE + ".md"), "w") as f:
         f.write(markdown(table))
     return table
 

@@ -102,12 +102,12 @@ def test_table_from_finished_workdirs(runner, tmp_path):
         }
     ]
     assert "dkpnet_jt" in table["unfinished"] and "uot" not in table["unfinished"]
-    with open(tmp_path / "real_data_runs.md") as f:
+    with open(tmp_path / (runner.TABLE + ".md")) as f:
         md = f.read()
     assert "| uot | B | B test | 300 (4) | 45.0 | 20.00 | 30.00 | 80.00 | 0.25 | 225 (best) |" in md
     assert "validation" not in md  # Selection rows stay in the JSON only.
     assert "| UOT loss vs pixel-wise L2 (same VGG19) | B test | uot 20.00 | uot_l2 50.00 |" in md
-    assert json.load(open(tmp_path / "real_data_runs.json")) == json.loads(json.dumps(table))
+    assert json.load(open(tmp_path / (runner.TABLE + ".json"))) == json.loads(json.dumps(table))
 
 
 def test_finished_workdirs_are_skipped(runner, tmp_path, monkeypatch):
