@@ -104,7 +104,7 @@ def make_cpu(
 ) -> ml_collections.ConfigDict:
     """The `:cpu` recipe on ShanghaiTech with long sides at most 512 px ("sha" or "shb"; see
     `configs/l2sm_shb.py`): HED's VGG16, whole images at batch 1 as the paper, part B's fixed
-    sigmas halved with its images."""
+    sigmas halved with its images, 2 validations."""
     common.use_dataset(config, f"{dataset}_512")
     config.data.train_buckets = common.CPU_BUCKETS
     config.data.eval_buckets = common.CPU_BUCKETS
@@ -112,5 +112,5 @@ def make_cpu(
         config.data.density_sigma = FIXED_SIGMA["shb"] / 2
     config.l2sm.sigma = CANVAS_SIGMA[dataset] / (2 if dataset == "shb" else 1)
     config.model.pretrained = common.CPU_BACKBONE
-    common.cpu_schedule(config, num_steps=num_steps)
+    common.cpu_schedule(config, num_steps=num_steps, evaluations=2)
     return config
