@@ -26,13 +26,13 @@ Differences from the paper's recipe:
 
 from configs import dkpnet_common
 
-# Measured on the 2-core machine (load average 17, other work running) at full width: 9.8 CPU
-# seconds a step (4 x 256^2 crops), and 15 minutes of wall time to start and compile at that
-# load. At half width about a quarter: 2.5 CPU seconds a step, about 0.6 an evaluated image (not
-# measured). Two runs at a time take about their CPU seconds in wall time: 5 minutes to start and
-# compile, 500 steps 21 minutes, 2 x 70 validation and 182 + 316 test images 7 minutes: about 33
-# minutes (half-width times not measured: the margin).
-CPU_STEPS = 500
+# Measured on the 2-core machine (other work running): at full width 9.8 CPU seconds a step
+# (4 x 256^2 crops; load average 17) and 15 minutes of wall time to start and compile; at the
+# recipe's half width 3.2 CPU seconds a step (2.8 s of wall time at load average 4) and 1.5
+# minutes to start. Evaluation about 0.8 CPU seconds an image (not measured). Two runs at a
+# time take about their CPU seconds in wall time: 3 minutes to start, 600 steps 32 minutes,
+# 2 x 70 validation and 182 + 316 test images 9 minutes: about 44 minutes.
+CPU_STEPS = 600
 
 
 def _config(variant: str):
