@@ -32,13 +32,13 @@ Differences from the paper's recipe:
 
 from configs import asnet_common
 
-# Measured on the 2-core machine (load average 9, other work running) at batch 4 with FineAdapt:
-# 24.4 CPU seconds a step (G, D1 and D2 on 4 source and 4 target crops of 256^2), so about 12 at
-# batch 2; an evaluated image about 1.7 CPU seconds (G is VGG16 as UOT's VGG19: not measured).
-# Two runs at a time take about their CPU seconds in wall time: 5 minutes to start and compile,
-# 150 steps 30 minutes, 2 x 30 validation and 316 test images 11 minutes: about 46 minutes
-# (NoAdapt, the same steps, less: no discriminators).
-CPU_STEPS = 150
+# Measured on the 2-core machine with FineAdapt: 9.1 CPU seconds a step at batch 2 (G, D1 and D2
+# on 2 source and 2 target crops of 256^2; 4.9 s of wall time nearly alone), 24.4 at batch 4
+# under load (load average 9); an evaluated image about 1.7 CPU seconds (G is VGG16 as UOT's
+# VGG19: not measured). Two runs at a time take about their CPU seconds in wall time: 5 minutes
+# to start and compile, 180 steps 27 minutes, 2 x 30 validation and 316 test images 11 minutes:
+# about 43 minutes (NoAdapt, the same steps, less: no discriminators).
+CPU_STEPS = 180
 
 
 def get_config(variant: str = ""):

@@ -33,12 +33,12 @@ Differences from the paper's recipe:
 
 from configs import autoscale_common, common
 
-# Measured on the 2-core machine (load average 15, other work running), at batch 4: 31.1 CPU
-# seconds a step with L2S, so about 8 at batch 1; evaluation as the regression head's (3.8 CPU
-# seconds an image with L2S, measured there). Two runs at a time take about their CPU seconds in
-# wall time: 3 minutes to start and compile, 150 steps 20 minutes, 2 x 40 validation and 316
-# test images 25 minutes: about 48 minutes.
-CPU_STEPS = 150
+# Measured on the 2-core machine under load (load average 15), at batch 4: 31.1 CPU seconds a
+# step with L2S (the regression head: 27.7 there, 4.7 at batch 1 nearly alone), so about 5.3 at
+# batch 1; evaluation as the regression head's (3.8 CPU seconds an image with L2S). Two runs at a
+# time take about their CPU seconds in wall time: 3 minutes to start and compile, 220 steps 20
+# minutes, 2 x 40 validation and 316 test images 25 minutes: about 48 minutes.
+CPU_STEPS = 220
 
 
 def get_config(variant: str = ""):

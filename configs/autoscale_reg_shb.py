@@ -34,12 +34,12 @@ Differences from the paper's recipe:
 
 from configs import autoscale_common, common
 
-# Measured on the 2-core machine (load average 15, other work running), at batch 4: 27.7 CPU
-# seconds a step with L2S (14.1 without), so about 7 at batch 1 (3.5 without); 3.8 CPU seconds an
-# evaluated image with L2S. Two runs at a time take about their CPU seconds in wall time: 3
-# minutes to start and compile, 150 steps 18 minutes, 2 x 40 validation and 316 test images 25
-# minutes: about 46 minutes (`:cpu,fpn`, the same steps: about 25 minutes).
-CPU_STEPS = 150
+# Measured on the 2-core machine: 4.7 CPU seconds a step at batch 1 with L2S (2.5 s of wall time
+# nearly alone); at batch 4 under load (load average 15) 27.7 with L2S, 14.1 without; 3.8 CPU
+# seconds an evaluated image with L2S. Two runs at a time take about their CPU seconds in wall
+# time: 3 minutes to start and compile, 220 steps 17 minutes, 2 x 40 validation and 316 test
+# images 25 minutes: about 45 minutes (`:cpu,fpn`, the same steps: about 25 minutes).
+CPU_STEPS = 220
 
 
 def get_config(variant: str = ""):

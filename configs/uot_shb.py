@@ -32,10 +32,11 @@ Measured step and evaluation times: see CPU_STEPS.
 
 from configs import common, uot_common
 
-# Measured on the 2-core machine (load average 10, other work running): 11.5 CPU seconds a step
-# (4 x 256^2 crops; 21.8 s of wall time at that load), 1.7 CPU seconds an evaluated image. Two runs
-# at a time take about their CPU seconds in wall time: 3 minutes to start and compile, 150 steps
-# 29 minutes, 4 x 40 validation and 316 test images 14 minutes: about 46 minutes.
+# Measured on the 2-core machine: 11.5 CPU seconds a step under load (load average 10, other work
+# running; 21.8 s of wall time), 12.3 nearly alone (6.9 s of wall time on both cores), for 4 x
+# 256^2 crops; 1.7 CPU seconds an evaluated image. Two runs at a time take about their CPU
+# seconds in wall time: 3 minutes to start and compile, 150 steps 30 minutes, 4 x 40 validation
+# and 316 test images 14 minutes: about 47 minutes.
 CPU_STEPS = 150
 
 
