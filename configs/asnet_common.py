@@ -111,11 +111,31 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
-def get_variant(make, variant: str) -> ml_collections.ConfigDict:
-    """`make()` with the comma-separated options of `variant` applied (see the module doc)."""
-    options = common.variant_options(variant, (*VARIANTS, "tiny"))
+def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collections.ConfigDict:
+    """The `:cpu` recipe of part A -> part B (see `configs/asnet_sha_to_shb.py`): HED's VGG16,
+    both parts with long sides at most 512 px, 256 crops at batch 2, G trained with Adam 1e-5,
+    2 validations."""
+    source, target = common.datasets.get("sha_512"), common.datasets.get("shb_512")
+    config.data.name = source.name
+    config.data.target = target.name
+    config.evals.target_test.dataset = target.name
+    config.data.crop_size = 256
+    config.data.eval_buckets = common.CPU_BUCKETS
+    config.model.pretrained = common.CPU_BACKBONE
+    config.optimizers.generator = common.default_optimizer_config(name="adam", learning_rate=1e-5)
+    config.train.global_batch_size = 2
+    common.cpu_schedule(config, num_steps=num_steps, evaluations=2)
+    return config
+
+
+def get_variant(make, variant: str, *, cpu=None) -> ml_collections.ConfigDict:
+    """`make()` with the comma-separated options of `variant` applied (see the module doc);
+    "cpu" (only where `cpu` is given) applies `cpu(config)`."""
+    options = common.variant_options(variant, (*VARIANTS, *(("cpu",) if cpu else ()), "tiny"))
     modes = [v for v in options if v in VARIANTS]
     if len(modes) > 1:
         raise ValueError(f"choose one of {VARIANTS}, got {modes}")
     config = apply_variant(make(), modes[0] if modes else "fine")
+    if "cpu" in options:
+        config = cpu(config)
     return make_tiny(config) if "tiny" in options else config

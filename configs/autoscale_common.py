@@ -109,3 +109,28 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config = common.make_tiny(config)
     config.l2s.center_update_every = 2
     return config
+
+
+def make_cpu(
+    config: ml_collections.ConfigDict, *, num_steps: int, learning_rate: float
+) -> ml_collections.ConfigDict:
+    """The `:cpu` recipe on part B halved (see `configs/autoscale_reg_shb.py`): HED's VGG16,
+    256 crops at batch 1 (the paper's), sigma 4 px (the paper's 8 px at full size), the center
+    updated 4 times, 2 validations (L2S re-predicts at evaluation too: about 3.8 CPU seconds an
+    image)."""
+    regression = config.method == METHODS["regression"]
+    common.use_dataset(config, "shb_512")
+    config.data.crop_size = 256
+    config.data.max_points = 1024
+    config.data.eval_buckets = common.CPU_BUCKETS
+    sigma = SIGMA["shb"] / 2  # The same kernel relative to the halved image.
+    config.data.density_sigma = sigma
+    config.model.pretrained = common.CPU_BACKBONE
+    config.optimizer.learning_rate = learning_rate
+    config.train.global_batch_size = 1
+    # T of Eq. 4: a quarter of the run (the paper: one epoch, more than the whole run here).
+    config.l2s.center_update_every = max(1, num_steps // 4)
+    if regression:
+        config.eval.peak_threshold = 0.3 / (2 * math.pi * sigma**2)
+    common.cpu_schedule(config, num_steps=num_steps, evaluations=2)
+    return config

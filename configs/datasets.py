@@ -60,6 +60,19 @@ DATASETS = {
         train=400,
         test=316,
     ),
+    # Long side <= 512 px (part B halved): one scale for training and evaluation on a CPU.
+    "sha_512": DatasetFacts(
+        "shanghaitech/part_a_512",
+        train=300,
+        test=182,
+        resize="long side <= 512 (geometry-adaptive kernels, beta 0.3, k 3)",
+    ),
+    "shb_512": DatasetFacts(
+        "shanghaitech/part_b_512",
+        train=400,
+        test=316,
+        resize="halved to 512 x 384 (sigma 4 px)",
+    ),
     "qnrf": DatasetFacts(
         "ucf_qnrf",
         train=1201,

@@ -136,15 +136,42 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     return config
 
 
+def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collections.ConfigDict:
+    """The `:cpu` recipe of the joint config on ShanghaiTech parts A and B (see
+    `configs/dkpnet_va_shanghaitech.py`): from scratch at half width, long sides at most 512 px,
+    256 crops at batch 4, the kernel of sigma 4 halved to sigma 2, Adam 1e-4 constant."""
+    facts = [common.datasets.get(f"{key}_512") for key in ("sha", "shb")]
+    names = [f.name.removesuffix("_512") for f in facts]
+    if list(config.data.name) != names:
+        raise ValueError(f"the DKPNet :cpu recipe trains on {names}, not {config.data.name}")
+    config.data.name = [f.name for f in facts]
+    halved = {name: f.name for name, f in zip(names, facts, strict=True)}
+    for spec in config.evals.values():
+        spec.dataset = halved[spec.dataset]
+    config.data.crop_size = 256
+    config.data.min_short_side = 0  # 416 would scale the halved images back up.
+    config.data.density_sigma = 2.0  # The paper's sigma 4 on the halved images,
+    config.data.density_truncate = 2.25  # radius int(2.25 * 2 + 0.5) = 5: 11 x 11.
+    config.data.max_points = 4096
+    config.data.eval_buckets = common.CPU_BUCKETS
+    config.model.pretrained = ""  # No HRNet weights here: from scratch,
+    config.model.width = 0.5  # so at half width (a quarter of W40's computation).
+    config.train.global_batch_size = 4
+    config.optimizer = common.default_optimizer_config(name="adam", learning_rate=1e-4)
+    common.cpu_schedule(config, num_steps=num_steps, evaluations=2)
+    return config
+
+
 def get_variant(
-    make_config, variant: str, *, allowed: tuple[str, ...]
+    make_config, variant: str, *, allowed: tuple[str, ...], cpu=None
 ) -> ml_collections.ConfigDict:
-    """`make_config(variant)` for "<variant>[,tiny]", variant one of `allowed` (default: the
-    last)."""
-    parts = common.variant_options(variant, (*allowed, "tiny"))
-    tiny = "tiny" in parts
-    names = [p for p in parts if p != "tiny"]
+    """`make_config(variant)` for "<variant>[,cpu][,tiny]", variant one of `allowed` (default:
+    the last); "cpu" (only where `cpu` is given) applies `cpu(config)`."""
+    parts = common.variant_options(variant, (*allowed, *(("cpu",) if cpu else ()), "tiny"))
+    names = [p for p in parts if p not in ("cpu", "tiny")]
     if len(names) > 1:
         raise ValueError(f"unknown DKPNet variant {variant!r}; choose one of {allowed} [,tiny]")
     config = make_config(names[0] if names else allowed[-1])
-    return make_tiny(config) if tiny else config
+    if "cpu" in parts:
+        config = cpu(config)
+    return make_tiny(config) if "tiny" in parts else config

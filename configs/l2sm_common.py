@@ -97,3 +97,20 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.train.global_batch_size = 2 * tiles * tiles
     config.l2sm.sigma = 2.0
     return config
+
+
+def make_cpu(
+    config: ml_collections.ConfigDict, dataset: str, *, num_steps: int
+) -> ml_collections.ConfigDict:
+    """The `:cpu` recipe on ShanghaiTech with long sides at most 512 px ("sha" or "shb"; see
+    `configs/l2sm_shb.py`): HED's VGG16, whole images at batch 1 as the paper, part B's fixed
+    sigmas halved with its images, 2 validations."""
+    common.use_dataset(config, f"{dataset}_512")
+    config.data.train_buckets = common.CPU_BUCKETS
+    config.data.eval_buckets = common.CPU_BUCKETS
+    if dataset == "shb":
+        config.data.density_sigma = FIXED_SIGMA["shb"] / 2
+    config.l2sm.sigma = CANVAS_SIGMA[dataset] / (2 if dataset == "shb" else 1)
+    config.model.pretrained = common.CPU_BACKBONE
+    common.cpu_schedule(config, num_steps=num_steps, evaluations=2)
+    return config

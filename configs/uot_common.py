@@ -24,8 +24,12 @@ def uot_config(dataset: str, *, epochs: int = 1000) -> ml_collections.ConfigDict
     # x2 upsampling of the stride-16 features: "bilinear" (BL, DM-Count), "nearest" (the
     # unofficial UOT code's F.interpolate default; set it to import such a checkpoint).
     config.model.upsample = "bilinear"
+    # True: a VGG16 file in model.pretrained (e.g. "hed") starts the VGG19, each stage's fourth
+    # conv an identity (crowdjax.models.vgg16_as_vgg19); False: a VGG19 file only.
+    config.model.vgg16_to_vgg19 = False
 
     config.loss = ml_collections.ConfigDict()
+    config.loss.kind = "uot"  # "l2": the pixel-wise L2 baseline on the density map (the same net).
     config.loss.epsilon = 0.01  # Entropic regularisation, relative to the crop size.
     config.loss.rho = 1.0  # Strength of the marginal penalty on the predicted density.
     config.loss.cost = "l2"  # "l1", "l2" or "wfr" (Table 6).
@@ -46,4 +50,18 @@ def uot_config(dataset: str, *, epochs: int = 1000) -> ml_collections.ConfigDict
     config.train.checkpoint_every = train_images
     # Table 5 (localization on UCF-QNRF): NMS peaks of the density map (crowdjax.density_points).
     config.eval.localization = "input_peaks"
+    return config
+
+
+def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collections.ConfigDict:
+    """The `:cpu` recipe on part B halved (see `configs/uot_shb.py`): the HED VGG16 as the
+    VGG19 (identity fourth convs), 256 crops at batch 4, the paper's Adam 1e-5."""
+    common.use_dataset(config, "shb_512")
+    config.data.crop_size = 256  # Half of the paper's 512 on images of half the size.
+    config.data.max_points = 1024
+    config.data.eval_buckets = common.CPU_BUCKETS
+    config.model.pretrained = common.CPU_BACKBONE
+    config.model.vgg16_to_vgg19 = True
+    config.train.global_batch_size = 4
+    common.cpu_schedule(config, num_steps=num_steps)
     return config

@@ -15,10 +15,13 @@ from crowdjax.data import settings
 
 # Model fields added after the first runs of a method: the value older runs behaved as.
 MODEL_FIELDS = {
-    "uot": {"upsample": "bilinear"},  # The x2 upsampling of the stride-16 features.
+    # The x2 upsampling of the stride-16 features; a VGG19 file only (no VGG16 expansion).
+    "uot": {"upsample": "bilinear", "vgg16_to_vgg19": False},
     "autoscale_reg": {"fpn_layout": "crowdjax"},  # The crowdjax FPN, not the official one.
     "autoscale_loc": {"fpn_layout": "crowdjax"},
 }
+# Loss fields added after the first runs of a method: the value older runs behaved as.
+LOSS_FIELDS = {"uot": {"kind": "uot"}}  # The UOT loss, not the pixel-wise L2 baseline.
 
 
 def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -30,7 +33,7 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     Returns:
       `config` itself, upgraded in place: every data field of `default_data_config` (e.g.
       `min_short_side`, `whole_image`, `train_tiles`, added with whole-image training) and the
-      method's model fields of `MODEL_FIELDS`.
+      method's model and loss fields of `MODEL_FIELDS` and `LOSS_FIELDS`.
     """
     for key, value in settings.default_data_config().items():
         if key not in config.data:
@@ -38,4 +41,7 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for key, value in MODEL_FIELDS.get(config.method, {}).items():
         if key not in config.model:
             config.model[key] = value
+    for key, value in LOSS_FIELDS.get(config.method, {}).items():
+        if "loss" in config and key not in config.loss:
+            config.loss[key] = value
     return config

@@ -15,7 +15,14 @@ from crowdjax import config_migration, prediction, run, workdir
 
 # Fields the code reads that older runs' config.json files lack.
 OLD_RUN_LACKS = {
-    "uot": ("model.upsample", "data.min_short_side", "data.whole_image", "data.train_tiles"),
+    "uot": (
+        "model.upsample",
+        "model.vgg16_to_vgg19",
+        "loss.kind",
+        "data.min_short_side",
+        "data.whole_image",
+        "data.train_tiles",
+    ),
     "autoscale_loc": ("model.fpn_layout", "data.min_short_side", "data.whole_image"),
 }
 
@@ -38,6 +45,7 @@ def test_an_old_config_gets_the_defaults_and_keeps_everything_else(tmp_path):
     assert "upsample" not in record["model"]
     loaded = workdir.load_config(str(tmp_path))
     assert loaded.model.upsample == "bilinear"
+    assert loaded.model.vgg16_to_vgg19 is False and loaded.loss.kind == "uot"
     assert loaded.data.min_short_side == 0 and loaded.data.whole_image is False
     assert loaded.data.train_tiles == 1
     # Every field the old run had keeps its value (load_config resets only the multi-process

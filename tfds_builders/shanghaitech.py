@@ -15,7 +15,11 @@ convention would put them in [0.5, W + 0.5], and y = 0.001 would be outside the 
 Configs (ground-truth recipe):
   part_a: geometry-adaptive kernels (MCNN; sigma_i = 0.3 * mean distance to the 3 nearest heads),
     the common choice for the dense part A.
-  part_b: fixed sigma = 8 px, AutoScale's choice for part B (docs/datasets.md). Other recipes (e.g.
+  part_b: fixed sigma = 8 px, AutoScale's choice for part B (docs/datasets.md).
+  part_a_512, part_b_512: the same recipes with every image's long side at most 512 px (part B's
+    1024 x 768 images halved to 512 x 384, points scaled; part B's sigma halved to 4 px, the
+    same kernel relative to the image): one scale for training and evaluation on a CPU (the
+    `:cpu` configs). Other recipes (e.g.
     CSRNet's sigma 15) are a `CrowdConfig` away: `tfds.builder("shanghaitech",
     config=CrowdConfig(name="part_b_s15", sigma=15.0, ...))` with a name starting with the part.
 """
@@ -111,6 +115,20 @@ part_B_final/) or one part folder itself. Each part has:
             description="Part A; geometry-adaptive kernels (beta 0.3, k 3).",
         ),
         CrowdConfig(name="part_b", sigma=8.0, description="Part B; fixed Gaussian, sigma 8 px."),
+        CrowdConfig(
+            name="part_a_512",
+            adaptive=True,
+            beta=0.3,
+            k=3,
+            max_long_side=512,
+            description="Part A, long side <= 512 px; geometry-adaptive kernels (beta 0.3, k 3).",
+        ),
+        CrowdConfig(
+            name="part_b_512",
+            sigma=4.0,
+            max_long_side=512,
+            description="Part B halved to 512 x 384; fixed Gaussian, sigma 4 px.",
+        ),
     ]
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

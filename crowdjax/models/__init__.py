@@ -4,12 +4,15 @@ Method-specific networks live with their method in `crowdjax.methods.<name>`.
 """
 
 from crowdjax.models.importers import (
+    HED,
     VGGWeights,
     fill_vgg_params,
     hed_weights_path,
     input_convention_for_file,
     load_pretrained,
     read_vgg_weights,
+    resolve_weights_path,
+    vgg16_as_vgg19,
 )
 from crowdjax.models.layers import (
     INPUT_CONVENTIONS,
@@ -28,6 +31,7 @@ from crowdjax.models.vgg import (
 )
 
 __all__ = [
+    "HED",
     "INPUT_CONVENTIONS",
     "VGG",
     "VGG_PRESETS",
@@ -41,6 +45,8 @@ __all__ = [
     "max_pool2d",
     "read_vgg_weights",
     "resize_bilinear_align_corners",
+    "resolve_weights_path",
+    "vgg16_as_vgg19",
     "vgg_channels",
     "vgg_conv_names",
     "vgg_from_preset",

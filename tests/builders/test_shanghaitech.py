@@ -178,3 +178,27 @@ def test_declared_number_mismatch_keeps_points(tmp_path, caplog):
     ex = fakes.read_split(builder, "test")["IMG_3.jpg"]
     fakes.check_example(ex, truth[("B", "test", "IMG_3.jpg")], builder.builder_config)
     assert "declares 9 heads but annotates 4 points" in caplog.text
+
+
+def test_512_configs_halve_part_b_and_keep_the_counts(tmp_path):
+    """part_b_512: a 1024-wide part B image is stored 512 wide, its points halved, its count
+    kept, its kernel sigma 4 px (8 px at full size); part_a_512 keeps part A's adaptive kernels."""
+    configs = {c.name: c for c in ShanghaiTech.BUILDER_CONFIGS}
+    assert configs["part_a_512"].adaptive and configs["part_a_512"].max_long_side == 512
+    d = os.path.join(tmp_path, "raw", "part_B", "train_data")
+    points = fakes.random_points(6, 40, 1024, seed=1)
+    fakes.write_image(os.path.join(d, "images", "IMG_1.jpg"), 40, 1024, seed=1)
+    fakes.write_shanghaitech_mat(os.path.join(d, "ground-truth", "GT_IMG_1.mat"), points)
+    test_dir = os.path.join(tmp_path, "raw", "part_B", "test_data")
+    fakes.write_image(os.path.join(test_dir, "images", "IMG_2.jpg"), 24, 32, seed=2)
+    fakes.write_shanghaitech_mat(os.path.join(test_dir, "ground-truth", "GT_IMG_2.mat"), [])
+    builder = fakes.build(ShanghaiTech, tmp_path / "raw", tmp_path / "out", config="part_b_512")
+    assert builder.builder_config.sigma == 4.0
+    ex = fakes.read_split(builder, "train")["IMG_1.jpg"]
+    assert np.asarray(ex["image"]).shape == (20, 512, 3)
+    np.testing.assert_allclose(np.asarray(ex["points"]), points * 0.5, rtol=1e-6)
+    assert int(ex["count"]) == 6
+    want = density_map(points * 0.5, (20, 512), sigma=4.0)
+    fakes.assert_stored_density(ex["density"], want)
+    # A small image (long side under 512) is stored as it is.
+    assert np.asarray(fakes.read_split(builder, "test")["IMG_2.jpg"]["image"]).shape == (24, 32, 3)

@@ -37,9 +37,51 @@ def _load(name: str, variant: str = ""):
     return importlib.import_module(f"configs.{name}").get_config(variant)
 
 
+# The `:cpu` recipes (real ShanghaiTech, long sides at most 512 px, a 2-core CPU) of each file.
+CPU_VARIANTS = {
+    "uot_shb": ("cpu", "cpu,l2"),
+    "autoscale_reg_shb": ("cpu", "cpu,fpn"),
+    "autoscale_loc_shb": ("cpu", "cpu,fpn"),
+    "l2sm_shb": ("cpu", "cpu,spn"),
+    "l2sm_sha": ("cpu",),
+    "dkpnet_va_shanghaitech": ("va,cpu", "jt,cpu"),
+    "asnet_sha_to_shb": ("fine,cpu", "noadapt,cpu"),
+}
+CPU_DATA = ("shanghaitech/part_a_512", "shanghaitech/part_b_512")
+
+
 @pytest.mark.parametrize("name", CONFIG_FILES)
 def test_full_config_is_consistent(name):
-    config = _load(name)
+    _check_consistent(name, _load(name))
+
+
+@pytest.mark.parametrize(
+    "name,variant", [(n, v) for n, variants in CPU_VARIANTS.items() for v in variants]
+)
+def test_cpu_recipe_is_consistent(name, variant):
+    """A `:cpu` recipe: consistent as every config, on the halved ShanghaiTech only, from HED's
+    VGG16 (DKPNet: from scratch), its stated number of steps, evaluated on test splits at the
+    end and selected on held-out training images, a few validations along the way."""
+    config = _load(name, variant)
+    _check_consistent(name, config)
+    names = settings.dataset_names(config.data) + [config.data.target] * bool(config.data.target)
+    evaluated = [spec.dataset for spec in config.evals.values() if spec.dataset]
+    assert set(names + evaluated) <= set(CPU_DATA), (name, names, evaluated)
+    assert config.model.pretrained == ("" if config.method == "dkpnet_va" else "hed")
+    if config.model.pretrained:  # HED's weights fill a full-width VGG16 only.
+        assert config.model.width == 1.0
+    assert config.train.num_steps == importlib.import_module(f"configs.{name}").CPU_STEPS
+    assert 2 <= config.train.num_steps // config.train.eval_every <= 4  # A few validations.
+    run_evals = evals.parse(config)
+    assert any(e.split == "test" for e in run_evals.entries)
+    for entry in run_evals.selection.entries:
+        assert entry.split == "validation", (name, entry)
+    if not config.data.whole_image:  # Crops fit part B's halved images (384 x 512).
+        crop = settings.crop_shape(config.data)
+        assert crop[0] <= 384 and crop[1] <= 512
+
+
+def _check_consistent(name, config):
     assert config.method in registry.method_names()
     assert config.train.num_steps > 0 and config.train.global_batch_size >= 1
     method = registry.get_method(config.method)

@@ -1,21 +1,25 @@
 """UOT: learning to count via unbalanced optimal transport (Ma et al., AAAI 2021).
 
 The Bayesian-loss VGG19 regressor (output stride 8) trained with the semi-dual entropic UOT loss
-between the predicted density and the annotated points (Eq. 6-10; `crowdjax.losses.uot_loss`).
-Config fields used: `model.{width, activation, upsample, pretrained, dtype}`,
-`loss.{epsilon, rho, cost, penalty, delta, solver, max_iters, coord_scale}`.
+between the predicted density and the annotated points (Eq. 6-10; `crowdjax.losses.uot_loss`),
+or, as the baseline of the comparison (`loss.kind = "l2"`), the same network trained with the
+pixel-wise squared error to the ground-truth density map (summed over the stride-8 cells).
+Config fields used: `model.{width, activation, upsample, pretrained, vgg16_to_vgg19, dtype}`,
+`loss.{kind, epsilon, rho, cost, penalty, delta, solver, max_iters, coord_scale}`.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
 
+from crowdjax.losses.density import density_mse_loss
 from crowdjax.losses.uot import UOTOptions, uot_loss
 from crowdjax.methods.base import Method
 from crowdjax.methods.uot.model import UOTRegressor
 from crowdjax.models import importers, layers
 
 OUTPUT_STRIDE = 8
+LOSS_KINDS = ("uot", "l2")
 
 
 def make_model(config) -> UOTRegressor:
@@ -66,11 +70,17 @@ def loss_terms(density, batch, config):
 
 def loss_fn(params, model_state, batch, rng, *, model, config):
     del rng
+    kind = config.loss.kind
+    if kind not in LOSS_KINDS:
+        raise ValueError(f"unknown UOT loss.kind {kind!r}; valid: {LOSS_KINDS}")
     density = model.apply({"params": params, **model_state}, batch["image"])
-    per_image = loss_terms(density, batch, config)
+    if kind == "uot":
+        per_image = loss_terms(density, batch, config)
+    else:  # The baseline: the density map's squared error (people per stride-8 cell).
+        per_image = density_mse_loss(density, batch["density"], reduction="sum")
     count_error = jnp.abs(density.sum(axis=(1, 2)) - batch["count"])
     loss = per_image.mean()
-    return loss, ({"uot": loss, "count_mae": count_error.mean()}, model_state)
+    return loss, ({kind: loss, "count_mae": count_error.mean()}, model_state)
 
 
 def predict_fn(variables, images, *, model, config, image_mask=None):
@@ -78,7 +88,10 @@ def predict_fn(variables, images, *, model, config, image_mask=None):
     return model.apply(variables, images)
 
 
-load_pretrained = importers.vgg_backbone_loader("vgg19", make_model)
+# A VGG16 file (e.g. HED) starts the VGG19 with identity fourth convs when the config asks.
+load_pretrained = importers.vgg_backbone_loader(
+    "vgg19", make_model, from_vgg16=lambda config: config.model.vgg16_to_vgg19
+)
 
 
 METHOD = Method(

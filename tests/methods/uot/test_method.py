@@ -81,3 +81,23 @@ def test_loss_fn_is_uot_loss_with_the_config_settings(loss, direct):
     # Another setting gives another value (so the comparison above can fail).
     other = _uot(density, batch, **{**direct, "rho": 2.0}).mean()
     assert abs(float(other) - float(want)) > 1e-3 * abs(float(want))
+
+
+def test_l2_kind_is_the_summed_squared_error_of_the_density_map():
+    """loss.kind "l2" (the baseline of the UOT comparison): per image, the squared error to the
+    ground-truth stride-8 density summed over the cells, averaged over the batch (numpy)."""
+    config = _config(kind="l2")
+    model = uot.make_model(config)
+    variables = reference.random_variables(model, jnp.zeros((1, H, W, 3)))
+    batch = _batch()
+    target = np.random.default_rng(1).uniform(0, 0.2, (2, H // 8, W // 8)).astype(np.float32)
+    batch["density"] = target
+    value, (metrics, _) = jax.jit(
+        lambda p: uot.loss_fn(p, {}, batch, None, model=model, config=config)
+    )(variables["params"])
+    density = np.asarray(model.apply(variables, batch["image"]), np.float64)
+    want = np.mean(np.sum((density - target) ** 2, axis=(1, 2)))
+    np.testing.assert_allclose(value, want, rtol=1e-5)
+    np.testing.assert_allclose(metrics["l2"], want, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown UOT loss.kind 'mse'"):
+        uot.loss_fn(variables["params"], {}, batch, None, model=model, config=_config(kind="mse"))
