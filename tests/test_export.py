@@ -255,8 +255,10 @@ def test_unknown_format_and_bad_image_size_are_refused(uot_counter, tmp_path):
 # TensorFlow SavedModel, TFLite and ONNX (the export extra).
 
 
-@pytest.fixture(scope="module")
-def tf_export(uot_counter, tmp_path_factory):
+@pytest.fixture(scope="module", params=[(77, 101), (130, 45)], ids=lambda s: f"{s[0]}x{s[1]}")
+def tf_export(uot_counter, tmp_path_factory, request):
+    """The TensorFlow formats, exported at each of two image sizes (TFLite and ONNX are
+    fixed-size)."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("onnxruntime")
     folder = str(tmp_path_factory.mktemp("exported_tf"))
@@ -265,16 +267,16 @@ def tf_export(uot_counter, tmp_path_factory):
         folder,
         formats=("savedmodel", "tflite", "onnx"),
         platforms=("cpu",),
-        image_size=(77, 101),
+        image_size=request.param,
     )
-    return folder, record
+    return folder, record, request.param
 
 
 @pytest.mark.slow
 def test_saved_model_density_equals_predict_on_any_size(uot_counter, tf_export):
     import tensorflow as tf
 
-    folder, record = tf_export
+    folder, record, _ = tf_export
     serve = tf.saved_model.load(os.path.join(folder, record["files"]["savedmodel"]))
     serve = serve.signatures["serving_default"]
     for seed, (h, w) in enumerate(SIZES):
@@ -288,9 +290,9 @@ def test_tflite_and_onnx_density_equal_predict_at_their_size(uot_counter, tf_exp
     import onnxruntime
     import tensorflow as tf
 
-    folder, record = tf_export
-    assert record["input"]["shape_tflite_onnx"] == [1, 77, 101, 3]
-    image = _scene(77, 101, 9)
+    folder, record, (h, w) = tf_export
+    assert record["input"]["shape_tflite_onnx"] == [1, h, w, 3]
+    image = _scene(h, w, 9)
     expected = uot_counter.count(image)
     interpreter = tf.lite.Interpreter(model_path=os.path.join(folder, record["files"]["tflite"]))
     runner = interpreter.get_signature_runner("serving_default")
