@@ -42,6 +42,7 @@ import http.server
 import importlib.resources
 import ipaddress
 import json
+import signal
 import socket
 import threading
 import urllib.parse
@@ -379,6 +380,11 @@ def define_flags() -> None:
     flags.mark_flags_as_required(["checkpoint"])
 
 
+def _interrupt(signum, frame):
+    del frame
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -419,6 +425,10 @@ def main(argv):
     if not is_loopback(host):
         log(f"warning: listening on {host}: anyone who can reach this machine can use the model")
     log(f"serving on http://{shown}:{port}/ (Ctrl-C ends)")
+    # Ctrl-C and SIGTERM end the server cleanly, also when a script started it in the
+    # background (its shell leaves SIGINT ignored, so Python would never see Ctrl-C).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

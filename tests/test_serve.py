@@ -287,12 +287,24 @@ def test_upload_names_are_shown_not_used():
 workdir = test_predict_robust.workdir  # A workdir as train.py leaves it, random weights.
 
 
-@pytest.mark.slow  # 40-60 s: a fresh process loads the model and compiles.
-def test_the_command_serves_a_workdir_and_ends_on_ctrl_c(workdir):
+def _ignore_sigint():
+    """What a shell does to a job it starts in the background from a script."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.slow  # 40-60 s each: a fresh process loads the model and compiles.
+@pytest.mark.parametrize("stop", ["ctrl_c", "ctrl_c_in_a_background_job", "sigterm"])
+def test_the_command_serves_a_workdir_and_ends_on_ctrl_c(workdir, stop):
     command = [sys.executable, "-m", "crowdjax.serve", f"--checkpoint={workdir}", "--port=0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(
-        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=_ignore_sigint if stop == "ctrl_c_in_a_background_job" else None,
     )
     try:
         lines = []
@@ -308,7 +320,7 @@ def test_the_command_serves_a_workdir_and_ends_on_ctrl_c(workdir):
         record = json.loads(connection.getresponse().read())
         connection.close()
         assert record["file"] == "a.png" and record["count"] > 0
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM if stop == "sigterm" else signal.SIGINT)
         assert process.wait(timeout=60) == 0
         assert "stopped" in process.stdout.read()
     finally:
