@@ -182,3 +182,37 @@ class AppendedFile:
             self._closed.set()
             self._uploader.join()
             self.upload()
+
+
+def create_new(p: str | os.PathLike, data: str) -> bool:
+    """Creates file `p` holding `data` unless it exists; False when it does. Locally one
+    `O_CREAT | O_EXCL` open; in the cloud an upload on the condition that no object of that name
+    exists (GCS's `ifGenerationMatch=0`, through fsspec's exclusive mode "xb", which epath's
+    `open` lacks), so of two racing creators exactly one wins."""
+    if is_local(p):
+        try:
+            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(data)
+        return True
+    if exists(p):
+        return False
+    filesystem, inside = fsspec.core.url_to_fs(os.fspath(p))
+    try:
+        with filesystem.open(inside, "xb") as f:
+            f.write(data.encode("utf-8"))
+    except FileExistsError:
+        return False
+    return True
+
+
+def remove(p: str | os.PathLike) -> None:
+    """Removes file `p` (FileNotFoundError when it is not there)."""
+    if is_local(p):
+        os.remove(p)
+    elif not exists(p):
+        raise FileNotFoundError(p)
+    else:
+        path(p).unlink()
