@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from crowdjax import sharding
+from crowdjax import sharding, storage
 from crowdjax.metric_writers import log
 from crowdjax.models import published
 from crowdjax.run import TrainState, split_variables
@@ -60,14 +59,16 @@ def _all_finite(tree) -> jax.Array:
 def remove_stale_temporaries(directory: str) -> list[str]:
     """Removes the temporary step directories that an interrupted save left in `directory` (a
     kill before orbax committed it), on process 0; returns their paths."""
-    if jax.process_index() != 0 or not os.path.isdir(directory):
+    if jax.process_index() != 0 or not storage.isdir(directory):
         return []
     stale = sorted(
-        os.path.join(directory, name) for name in os.listdir(directory) if TEMPORARY_MARK in name
+        os.path.join(directory, name)
+        for name in storage.listdir(directory)
+        if TEMPORARY_MARK in name
     )
     for path in stale:
         log(f"removing {path}: a checkpoint save that never committed")
-        shutil.rmtree(path)
+        storage.rmtree(path)
     return stale
 
 
@@ -184,13 +185,13 @@ class Checkpoints:
         for name in ("checkpoints", "best"):
             remove_stale_temporaries(os.path.join(workdir, name))
         self.latest = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, "checkpoints")),
+            storage.absolute(os.path.join(workdir, "checkpoints")),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=async_save
             ),
         )
         self.best = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, "best")),
+            storage.absolute(os.path.join(workdir, "best")),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=1,
                 best_fn=lambda metrics: metrics["value"],
@@ -247,8 +248,8 @@ class Checkpoints:
         self.best.save(step, args=_save_args(state), metrics={"value": float(value)}, force=True)
         self.best.wait_until_finished()
         if jax.process_index() == 0:
-            with open(self._best_file, "w") as f:
-                json.dump({"step": int(step), "metric": self.metric, "value": float(value)}, f)
+            record = {"step": int(step), "metric": self.metric, "value": float(value)}
+            storage.path(self._best_file).write_text(json.dumps(record))
         return True
 
     def restore_latest(self, abstract_state: TrainState) -> TrainState | None:
@@ -309,12 +310,12 @@ class Checkpoints:
         """Moves a step that does not restore out of the manager's directory (kept to inspect)."""
         source = self._step_dir(step)
         target, copy = os.path.join(self._damaged_dir, str(step)), 1
-        while os.path.exists(target):  # Damaged again at the same step: keep each.
+        while storage.exists(target):  # Damaged again at the same step: keep each.
             target, copy = os.path.join(self._damaged_dir, f"{step}.{copy}"), copy + 1
         log(f"warning: skipping the damaged checkpoint {source}, moved to {target}")
         if jax.process_index() == 0:
-            os.makedirs(self._damaged_dir, exist_ok=True)
-            shutil.move(source, target)
+            storage.makedirs(self._damaged_dir)
+            storage.move(source, target)
         # No process reloads the step list before it is moved.
         sharding.barrier(f"damaged checkpoint {step} set aside")
         self.latest.reload()
@@ -394,18 +395,18 @@ def find_checkpoint(path: str, *, prefer: str = "best") -> tuple[str, int, str]:
     """
     if prefer not in ("best", "latest"):
         raise ValueError(f"prefer must be 'best' or 'latest', got {prefer!r}")
-    path = os.path.abspath(path)
-    if not os.path.exists(path):
+    path = storage.absolute(path).rstrip("/")
+    if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint or workdir")
     parent, leaf = os.path.split(path)
     # One step directory (orbax writes its metadata there; a workdir named "3" is not one).
-    if leaf.isdigit() and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
+    if leaf.isdigit() and storage.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
         kind = "best" if os.path.basename(parent) == "best" else "latest"
         return parent, int(leaf), kind
     order = ["best", "checkpoints"] if prefer == "best" else ["checkpoints", "best"]
     candidates = [(os.path.join(path, d), d) for d in order] + [(path, leaf)]
     for directory, name in candidates:
-        if not os.path.isdir(directory):
+        if not storage.isdir(directory):
             continue
         manager = _read_only(directory)
         best = name == "best"
@@ -439,7 +440,7 @@ def restore_variables(path: str, abstract_variables: dict, *, prefer: str = "bes
             variables,
             abstract_variables,
         )
-        info = {"path": os.path.abspath(path), "step": 0, "kind": "imported", "layout": layout}
+        info = {"path": storage.absolute(path), "step": 0, "kind": "imported", "layout": layout}
         return variables, info
     directory, step, kind = find_checkpoint(path, prefer=prefer)
     manager = _read_only(directory)

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 
 import jax
 import numpy as np
 
-from crowdjax import checkpointing, eval_writer, evals, sharding, visualize, whole_images
+from crowdjax import checkpointing, eval_writer, evals, sharding, storage, visualize, whole_images
 from crowdjax import metrics as metrics_lib
 from crowdjax.data import datasets, decode, settings, sources, splits
 from crowdjax.evals import EvalEntry
@@ -308,7 +307,7 @@ def evaluate_checkpoint(
         entries = [EvalEntry(run_evals.prefix_for(dataset, split), dataset, split)]
     else:
         entries = run_evals.entries
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     info = {"checkpoint": info, "selected_by": run_evals.selection.info}
     results = {}
     for entry in entries:

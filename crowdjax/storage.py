@@ -132,7 +132,11 @@ class AppendedFile:
             self._file = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115
             return
         target = path(self.path)
-        self._parts = [target.read_text(encoding="utf-8")] if target.exists() else []
+        if target.exists():
+            self._parts = [target.read_text(encoding="utf-8")]
+        else:  # As opening for appending does: the file exists from now on.
+            target.write_text("", encoding="utf-8")
+            self._parts = []
         self._written = self._uploaded = 0  # Counts of writes: what changed since the upload.
         self._lock = threading.Lock()  # Guards the parts.
         self._upload_lock = threading.Lock()  # One upload at a time, newest text last.

@@ -186,19 +186,29 @@ def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -
     if prepared is not None and origin != "resume":
         state = preparation.fill_model_state(setup, state, prepared)
     writer = MetricWriter(workdir)
-    writer.drop(lambda r: r["step"] > start_step)  # A resumed run logs those steps again.
-    evaluate_and_keep_best = EvaluateAndKeepBest(setup, run_evals, ckpts, writer)
-    if start_step >= setup.total_steps:
-        log(f"{workdir}: already trained {start_step} steps (train.num_steps={setup.total_steps})")
-    else:
-        with preemption.Preemption() as preempt:  # SIGTERM stops at a step boundary.
-            state = _train(
-                setup, state, ckpts, writer, evaluate_and_keep_best, start_step, prepared, preempt
-            )
-    results = {}
-    if config.eval_at_end:
-        results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir)
-    writer.close()
+    try:  # Closed whatever stops the run: a cloud workdir's metrics are uploaded on close.
+        writer.drop(lambda r: r["step"] > start_step)  # A resumed run logs those steps again.
+        evaluate_and_keep_best = EvaluateAndKeepBest(setup, run_evals, ckpts, writer)
+        if start_step >= setup.total_steps:
+            total = setup.total_steps
+            log(f"{workdir}: already trained {start_step} steps (train.num_steps={total})")
+        else:
+            with preemption.Preemption() as preempt:  # SIGTERM stops at a step boundary.
+                state = _train(
+                    setup,
+                    state,
+                    ckpts,
+                    writer,
+                    evaluate_and_keep_best,
+                    start_step,
+                    prepared,
+                    preempt,
+                )
+        results = {}
+        if config.eval_at_end:
+            results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir)
+    finally:
+        writer.close()
     return results
 
 

@@ -1,7 +1,8 @@
 """A Google Cloud Storage emulator on the loopback address, for gs:// tests without a network.
 
 `gcp-storage-emulator` (a pure-Python server of the GCS JSON API, the `test` extra) runs in a
-subprocess with one bucket in memory. `env` points the three GCS clients a run uses at it:
+subprocess with one bucket in memory (`tests/gcs_emulator_server.py`, which adds the generation
+header tensorstore needs). `env` points the three GCS clients a run uses at it:
   - epath's gs:// backend, fsspec's gcsfs (`STORAGE_EMULATOR_HOST`, anonymous; TensorFlow's GCS
     filesystem, which epath would prefer when TensorFlow is installed, is turned off with
     `EPATH_USE_TF=false`; gcsfs's bucket-type look-up through the storage control API, which the
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -24,6 +26,7 @@ import urllib.parse
 import urllib.request
 
 BUCKET = "bucket"
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _free_port() -> int:
@@ -71,8 +74,7 @@ def running(log_path: str):
     """Starts the emulator (its log in `log_path`), yields an `Emulator`, stops it."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "gcp_storage_emulator", "start", "--host=127.0.0.1"]
-    command += [f"--port={port}", "--in-memory", f"--default-bucket={BUCKET}", "--quiet"]
+    command = [sys.executable, os.path.join(HERE, "gcs_emulator_server.py"), str(port), BUCKET]
     with open(log_path, "w") as log:
         server = subprocess.Popen(command, stdout=log, stderr=log)
     try:

@@ -107,8 +107,9 @@ def test_train_preempt_resume_evaluate_predict_in_a_bucket(gcs, in_tmp, tiny_dat
     _no_local_copy(in_tmp)
     names = gcs.objects("run/")
     assert f"run/checkpoints/{STEPS}/commit_success.txt" in names, names
-    for name in ("config.json", "final.json", "eval_test.json", "metrics.jsonl", "log.txt"):
+    for name in ("config.json", "final.json", "eval_test.json", "metrics.jsonl"):
         assert f"run/{name}" in names, names
+    assert "run/lock.json" not in names  # Released.
     logged = [json.loads(line) for line in gcs.read("run/metrics.jsonl").splitlines()]
     assert [r["step"] for r in logged if r["split"] == "train"] == list(range(1, STEPS + 1))
     assert json.loads(gcs.read("run/eval_test.json"))["mae"] == results["test"]["mae"]
