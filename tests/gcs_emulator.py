@@ -8,7 +8,9 @@ header tensorstore needs). `env` points the three GCS clients a run uses at it:
     `EPATH_USE_TF=false`; gcsfs's bucket-type look-up through the storage control API, which the
     emulator lacks, with `GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`),
   - tensorstore's gcs kvstore, where orbax writes array data (`TENSORSTORE_GCS_HTTP_URL`, with
-    the fixed token tensorstore takes for tests, `GOOGLE_AUTH_TOKEN_FOR_TESTING`).
+    the fixed token tensorstore takes for tests, `GOOGLE_AUTH_TOKEN_FOR_TESTING`),
+  - array_record's reader of TFDS data (riegeli's GcsReader over google-cloud-cpp's GCS client,
+    `CLOUD_STORAGE_EMULATOR_ENDPOINT`).
 `objects` lists the bucket through the emulator's HTTP API directly (an independent reading of
 what landed in the bucket).
 """
@@ -43,6 +45,7 @@ class Emulator:
         self.env = {
             "STORAGE_EMULATOR_HOST": url,
             "TENSORSTORE_GCS_HTTP_URL": url,
+            "CLOUD_STORAGE_EMULATOR_ENDPOINT": url,
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator",
             "EPATH_USE_TF": "false",
             "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",

@@ -21,12 +21,14 @@ from crowdjax import (
     metric_writers,
     prediction,
     preemption,
+    storage,
     trainer,
     workdir,
     workdir_lock,
 )
-from crowdjax.data import io
+from crowdjax.data import datasets, io
 from tests import gcs_emulator
+from tests.engine.conftest import TINY
 
 STEPS = 4
 
@@ -76,6 +78,25 @@ def test_a_runs_own_files_land_in_the_bucket(gcs, in_tmp):
     for handler in console.LINES.handlers:  # What logging does at exit: uploads the log.
         handler.close()
     assert b"command:" in gcs.read("files/log.txt")
+
+
+def test_a_data_dir_in_a_bucket_is_read_as_the_local_one(gcs, tiny_data_dir):
+    """TFDS finds the data set through epath; array_record reads its records through its own
+    GCS client (`tests/gcs_emulator.py`)."""
+    for folder, _, files in os.walk(tiny_data_dir):
+        for name in files:
+            local = os.path.join(folder, name)
+            inside = os.path.relpath(local, tiny_data_dir)
+            with open(local, "rb") as f:
+                storage.path(f"gs://{gcs_emulator.BUCKET}/data/{inside}").write_bytes(f.read())
+    bucket = datasets.data_source(TINY, "test", data_dir=f"gs://{gcs_emulator.BUCKET}/data")
+    local = datasets.data_source(TINY, "test", data_dir=tiny_data_dir)
+    assert len(bucket) == len(local) > 0
+    for index in range(len(local)):
+        a, b = bucket[index], local[index]
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(np.asarray(a[key]), np.asarray(b[key]))
 
 
 def test_train_preempt_resume_evaluate_predict_in_a_bucket(gcs, in_tmp, tiny_data_dir, monkeypatch):
