@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -28,7 +31,7 @@ from crowdjax import (
 )
 from crowdjax.data import datasets, io
 from tests import gcs_emulator
-from tests.engine.conftest import TINY
+from tests.engine.conftest import REPO, TINY, run_script
 
 STEPS = 4
 
@@ -78,6 +81,37 @@ def test_a_runs_own_files_land_in_the_bucket(gcs, in_tmp):
     for handler in console.LINES.handlers:  # What logging does at exit: uploads the log.
         handler.close()
     assert b"command:" in gcs.read("files/log.txt")
+
+
+def test_appended_lines_reach_the_bucket_while_the_file_is_open(gcs, monkeypatch):
+    monkeypatch.setattr(storage.AppendedFile, "upload_every", 0.05)
+    name = "appended/metrics.jsonl"
+    appended = storage.AppendedFile(f"gs://{gcs_emulator.BUCKET}/{name}")
+    assert gcs.read(name) == b""  # Exists from the start, as a file opened to append.
+    appended.write("1\n")
+    deadline = time.time() + 30
+    while gcs.read(name) != b"1\n":  # Uploaded by the background thread, not by close.
+        assert time.time() < deadline
+        time.sleep(0.05)
+    appended.write("2\n")
+    appended.close()
+    assert gcs.read(name) == b"1\n2\n"
+    again = storage.AppendedFile(f"gs://{gcs_emulator.BUCKET}/{name}")  # Appends after them.
+    again.write("3\n")
+    again.close()
+    assert gcs.read(name) == b"1\n2\n3\n"
+
+
+def test_a_lock_of_another_host_in_a_bucket_is_refused_naming_its_holder(gcs):
+    root = f"gs://{gcs_emulator.BUCKET}/locked"
+    holder = {"host": "another-host", "pid": 1, "started": "2026-01-01T00:00:00+00:00"}
+    assert storage.create_new(f"{root}/lock.json", json.dumps(holder))
+    assert not storage.create_new(f"{root}/lock.json", "{}")  # The first one stays.
+    with pytest.raises(workdir_lock.WorkdirLockedError) as refused:
+        workdir_lock.acquire(root)
+    message = str(refused.value)
+    assert "'another-host', PID 1" in message and f"delete the object {root}/lock.json" in message
+    assert json.loads(gcs.read("locked/lock.json")) == holder
 
 
 def test_a_data_dir_in_a_bucket_is_read_as_the_local_one(gcs, tiny_data_dir):
@@ -157,3 +191,64 @@ def test_train_preempt_resume_evaluate_predict_in_a_bucket(gcs, in_tmp, tiny_dat
     assert table[0]["count"] == pytest.approx(counter.count(picture).count, rel=1e-5)
     assert counter.checkpoint_info["path"] == f"{root}/checkpoints/{STEPS}"  # No best: latest.
     _no_local_copy(in_tmp)
+
+
+@pytest.mark.slow  # Four commands in fresh processes (train.py twice, eval.py, predict.py).
+def test_train_py_killed_resumed_then_eval_py_and_predict_py_on_a_bucket(
+    gcs, tiny_data_dir, tmp_path
+):
+    """The commands as a user runs them on a bucket: train.py killed with SIGKILL once its
+    step-2 checkpoint is committed, the same command again (it takes over the dead run's lock
+    and resumes), eval.py and predict.py reading the bucket and writing to it."""
+    root = f"gs://{gcs_emulator.BUCKET}/cli"
+    args = [
+        "train.py",
+        "--config=configs/quickstart.py:tiny",
+        f"--workdir={root}",
+        f"--config.data.data_dir={tiny_data_dir}",
+        "--config.train.checkpoint_every=2",
+        "--config.train.eval_every=0",
+        "--config.train.log_every=1",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO, **gcs.env}
+    with open(tmp_path / "killed.out", "w") as out:
+        child = subprocess.Popen([sys.executable, *args], cwd=REPO, env=env, stdout=out, stderr=out)
+        deadline = time.time() + 600
+        while "cli/checkpoints/2/commit_success.txt" not in gcs.objects("cli/checkpoints/"):
+            assert child.poll() is None, (tmp_path / "killed.out").read_text()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.2)
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    assert "cli/lock.json" in gcs.objects("cli/")  # Left by the killed run.
+
+    resumed = run_script(args, env_extra=gcs.env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "taking over a stale lock" in resumed.stdout
+    assert "resuming from step" in resumed.stdout
+    names = gcs.objects("cli/")
+    assert "cli/checkpoints/4/commit_success.txt" in names and "cli/lock.json" not in names
+    logged = [json.loads(line) for line in gcs.read("cli/metrics.jsonl").splitlines()]
+    assert [r["step"] for r in logged if r["split"] == "train"] == [1, 2, 3, 4]
+
+    evaluated = run_script(
+        ["eval.py", f"--workdir={root}", "--checkpoint=latest"], env_extra=gcs.env
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    report = json.loads(gcs.read("cli/eval_test.json"))
+    assert report["checkpoint"]["step"] == 4
+    assert gcs.read("cli/log.txt").count(b"command:") >= 2  # The resumed run's and eval.py's.
+
+    image = tmp_path / "crowd.png"
+    picture = np.random.default_rng(1).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+    image.write_bytes(io.encode_image(picture, ext=".png"))
+    output = f"gs://{gcs_emulator.BUCKET}/cli_counted"
+    counted = run_script(
+        ["predict.py", f"--checkpoint={root}", f"--output={output}", str(image)],
+        env_extra=gcs.env,
+    )
+    assert counted.returncode == 0, counted.stderr[-3000:]
+    rows = json.loads(gcs.read("cli_counted/counts.json"))
+    assert [r["file"] for r in rows] == [str(image)]
+    assert "cli_counted/log.txt" in gcs.objects("cli_counted/")
+    _no_local_copy(REPO)
