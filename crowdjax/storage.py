@@ -107,11 +107,15 @@ def rmtree(directory: str | os.PathLike) -> None:
 
 
 def move(source: str | os.PathLike, target: str | os.PathLike) -> None:
-    """Moves a file or a directory (in the cloud: copies its objects, then deletes them)."""
-    if is_local(source) and is_local(target):
+    """Moves a file or a directory within one filesystem (in the cloud: copies its objects,
+    then deletes them; through fsspec, as epath's `rename` wants the target's folder to exist,
+    and a bucket's folders exist only while they hold objects)."""
+    if is_local(source):
         shutil.move(source, target)
-    else:
-        path(source).rename(target)
+        return
+    filesystem, inside = fsspec.core.url_to_fs(os.fspath(source))
+    _, target_inside = fsspec.core.url_to_fs(os.fspath(target))
+    filesystem.mv(inside, target_inside, recursive=True)
 
 
 class AppendedFile:

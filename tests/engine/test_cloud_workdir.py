@@ -102,6 +102,20 @@ def test_appended_lines_reach_the_bucket_while_the_file_is_open(gcs, monkeypatch
     assert gcs.read(name) == b"1\n2\n3\n"
 
 
+def test_a_checkpoint_directory_moves_within_the_bucket(gcs):
+    root = f"gs://{gcs_emulator.BUCKET}/moved"
+    for name in ("checkpoints/4/_CHECKPOINT_METADATA", "checkpoints/4/variables/manifest.ocdbt"):
+        storage.path(f"{root}/{name}").write_text(name)
+    storage.move(f"{root}/checkpoints/4", f"{root}/damaged_checkpoints/4")  # A new folder.
+    assert gcs.objects("moved/") == [
+        "moved/damaged_checkpoints/4/_CHECKPOINT_METADATA",
+        "moved/damaged_checkpoints/4/variables/manifest.ocdbt",
+    ]
+    assert gcs.read("moved/damaged_checkpoints/4/_CHECKPOINT_METADATA") == (
+        b"checkpoints/4/_CHECKPOINT_METADATA"
+    )
+
+
 def test_a_lock_of_another_host_in_a_bucket_is_refused_naming_its_holder(gcs):
     root = f"gs://{gcs_emulator.BUCKET}/locked"
     holder = {"host": "another-host", "pid": 1, "started": "2026-01-01T00:00:00+00:00"}
