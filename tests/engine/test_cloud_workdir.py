@@ -24,12 +24,14 @@ from crowdjax import (
     metric_writers,
     prediction,
     preemption,
+    preparation,
     storage,
     trainer,
     workdir,
     workdir_lock,
 )
 from crowdjax.data import datasets, io
+from crowdjax.methods.base import Preparation
 from tests import gcs_emulator
 from tests.engine.conftest import REPO, TINY, run_script
 
@@ -100,6 +102,25 @@ def test_appended_lines_reach_the_bucket_while_the_file_is_open(gcs, monkeypatch
     again.write("3\n")
     again.close()
     assert gcs.read(name) == b"1\n2\n3\n"
+
+
+def test_a_preparation_is_stored_in_the_bucket_and_read_back(gcs):
+    root = f"gs://{gcs_emulator.BUCKET}/prepared"
+    state = {"attention": {"centers": np.arange(6, dtype=np.float32).reshape(2, 3)}}
+    result = Preparation(model_state=state, domain_labels={"a": {"x.jpg": 1}}, info={"k": 2})
+    for _ in range(2):  # Computed again: the stored result is replaced.
+        preparation.save(result, root, method="m", computed_for={"method": "m"})
+    assert gcs.objects("prepared/") == [
+        "prepared/preparation/model_state.npz",
+        "prepared/preparation/result.json",
+    ]
+    loaded = preparation.load(root, expected={"method": "m"})
+    np.testing.assert_array_equal(
+        loaded.model_state["attention"]["centers"], state["attention"]["centers"]
+    )
+    assert loaded.domain_labels == {"a": {"x.jpg": 1}} and loaded.info == {"k": 2}
+    with pytest.raises(ValueError, match="method"):
+        preparation.load(root, expected={"method": "other"})
 
 
 def test_a_checkpoint_directory_moves_within_the_bucket(gcs):
