@@ -108,14 +108,18 @@ def rmtree(directory: str | os.PathLike) -> None:
 
 def move(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """Moves a file or a directory within one filesystem (in the cloud: copies its objects,
-    then deletes them; through fsspec, as epath's `rename` wants the target's folder to exist,
-    and a bucket's folders exist only while they hold objects)."""
+    then deletes them, through fsspec: epath's `rename` wants the target's folder to exist, and
+    a bucket's folders exist only while they hold objects)."""
     if is_local(source):
         shutil.move(source, target)
         return
     filesystem, inside = fsspec.core.url_to_fs(os.fspath(source))
     _, target_inside = fsspec.core.url_to_fs(os.fspath(target))
-    filesystem.mv(inside, target_inside, recursive=True)
+    # Copy, then delete: no object is lost if the copy stops half-way (fsspec's `mv` tries
+    # GCS's moveTo first, which only some buckets and no emulator support, retrying for
+    # seconds per object before it falls back to this).
+    filesystem.copy(inside, target_inside, recursive=True)
+    filesystem.rm(inside, recursive=True)
 
 
 class AppendedFile:
