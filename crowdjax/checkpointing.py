@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-from crowdjax import sharding
+from crowdjax import sharding, storage
 from crowdjax.metric_writers import log
 from crowdjax.models import published
 from crowdjax.run import TrainState, split_variables
@@ -66,14 +65,16 @@ def _all_finite(tree) -> jax.Array:
 def remove_stale_temporaries(directory: str) -> list[str]:
     """Removes the temporary step directories that an interrupted save left in `directory` (a
     kill before orbax committed it), on process 0; returns their paths."""
-    if jax.process_index() != 0 or not os.path.isdir(directory):
+    if jax.process_index() != 0 or not storage.isdir(directory):
         return []
     stale = sorted(
-        os.path.join(directory, name) for name in os.listdir(directory) if TEMPORARY_MARK in name
+        os.path.join(directory, name)
+        for name in storage.listdir(directory)
+        if TEMPORARY_MARK in name
     )
     for path in stale:
         log(f"removing {path}: a checkpoint save that never committed")
-        shutil.rmtree(path)
+        storage.rmtree(path)
     return stale
 
 
@@ -218,12 +219,12 @@ class Checkpoints:
         for name in ("checkpoints", "best"):
             remove_stale_temporaries(os.path.join(workdir, name))
         self.latest = ocp.CheckpointManager(
-            os.path.abspath(os.path.join(workdir, "checkpoints")),
+            storage.absolute(os.path.join(workdir, "checkpoints")),
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=keep, create=True, enable_async_checkpointing=async_save
             ),
         )
-        self.best = self._open_best(os.path.abspath(os.path.join(workdir, "best")))
+        self.best = self._open_best(storage.absolute(os.path.join(workdir, "best")))
 
     def _best_manager(self, directory: str) -> ocp.CheckpointManager:
         return ocp.CheckpointManager(
@@ -250,7 +251,7 @@ class Checkpoints:
             if error is not None:  # Only this process fails: not damage to set aside.
                 raise error
             return manager
-        steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+        steps = sorted(int(n) for n in storage.listdir(directory) if n.isdigit())
         damaged = [(step, e) for step in steps if (e := _unreadable_metric(directory, step))]
         if not damaged:  # Not a step's damage: nothing is moved.
             raise error or RuntimeError(f"{directory}: its checkpoints fail to open on process 0")
@@ -266,8 +267,8 @@ class Checkpoints:
         log(f"warning: the best checkpoint {source} does not restore")
         log(f"  {why}")
         target = self._set_aside(directory, step, prefix="best_")
-        if jax.process_index() == 0 and os.path.exists(self._best_file):
-            os.remove(self._best_file)  # It names the checkpoint set aside.
+        if jax.process_index() == 0 and storage.exists(self._best_file):
+            storage.remove(self._best_file)  # It names the checkpoint set aside.
         self.damaged_best = f"the best checkpoint {source} is damaged ({why}); moved to {target}"
 
     def restore_best_variables(self, abstract_variables: dict) -> tuple[dict, dict] | None:
@@ -334,8 +335,8 @@ class Checkpoints:
         self.best.save(step, args=_save_args(state), metrics={"value": float(value)}, force=True)
         self.best.wait_until_finished()
         if jax.process_index() == 0:
-            with open(self._best_file, "w") as f:
-                json.dump({"step": int(step), "metric": self.metric, "value": float(value)}, f)
+            record = {"step": int(step), "metric": self.metric, "value": float(value)}
+            storage.path(self._best_file).write_text(json.dumps(record))
         return True
 
     def restore_latest(self, abstract_state: TrainState) -> TrainState | None:
@@ -399,12 +400,12 @@ class Checkpoints:
         reloads its manager."""
         source, name = os.path.join(directory, str(step)), f"{prefix}{step}"
         target, copy = os.path.join(self._damaged_dir, name), 1
-        while os.path.exists(target):  # Damaged again at the same step: keep each.
+        while storage.exists(target):  # Damaged again at the same step: keep each.
             target, copy = os.path.join(self._damaged_dir, f"{name}.{copy}"), copy + 1
         log(f"warning: skipping the damaged checkpoint {source}, moved to {target}")
         if jax.process_index() == 0:
-            os.makedirs(self._damaged_dir, exist_ok=True)
-            shutil.move(source, target)
+            storage.makedirs(self._damaged_dir)
+            storage.move(source, target)
         # No process reloads the step list before it is moved.
         sharding.barrier(f"damaged checkpoint {name} set aside")
         return target
@@ -498,18 +499,18 @@ def find_checkpoint(path: str, *, prefer: str = "best") -> tuple[str, int, str]:
     """
     if prefer not in ("best", "latest"):
         raise ValueError(f"prefer must be 'best' or 'latest', got {prefer!r}")
-    path = os.path.abspath(path)
-    if not os.path.exists(path):
+    path = storage.absolute(path).rstrip("/")
+    if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no such checkpoint or workdir")
     parent, leaf = os.path.split(path)
     # One step directory (orbax writes its metadata there; a workdir named "3" is not one).
-    if leaf.isdigit() and os.path.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
+    if leaf.isdigit() and storage.exists(os.path.join(path, "_CHECKPOINT_METADATA")):
         kind = "best" if os.path.basename(parent) == "best" else "latest"
         return parent, int(leaf), kind
     order = ["best", "checkpoints"] if prefer == "best" else ["checkpoints", "best"]
     candidates = [(os.path.join(path, d), d) for d in order] + [(path, leaf)]
     for directory, name in candidates:
-        if not os.path.isdir(directory):
+        if not storage.isdir(directory):
             continue
         try:  # Orbax reads every step's stored metrics here.
             manager = _read_only(directory)
@@ -546,7 +547,7 @@ def restore_variables(path: str, abstract_variables: dict, *, prefer: str = "bes
             variables,
             abstract_variables,
         )
-        info = {"path": os.path.abspath(path), "step": 0, "kind": "imported", "layout": layout}
+        info = {"path": storage.absolute(path), "step": 0, "kind": "imported", "layout": layout}
         return variables, info
     directory, step, kind = find_checkpoint(path, prefer=prefer)
     manager = _read_only(directory)

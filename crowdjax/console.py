@@ -8,9 +8,11 @@ the console keeps when the flag is not given, although `absl.app` lowers it to 0
 
 Whatever the console shows, `setup(directory)` appends every line, crowdjax's and every
 library's from INFO up, with a timestamp and its source file, to `<directory>/log.txt`. Python
-warnings go through logging too, so they reach both. At the default verbosity one library
-warning stays off the console: orbax's "Given directory is read only", which it gives each time
-crowdjax opens a checkpoint directory read-only, as it does on purpose to evaluate.
+warnings go through logging too, so they reach both. In a cloud directory (gs://...) the log is
+uploaded whole every few seconds and at exit (`crowdjax.storage.AppendedFile`). At the default
+verbosity one library warning stays off the console: orbax's "Given directory is read only",
+which it gives each time crowdjax opens a checkpoint directory read-only, as it does on purpose
+to evaluate.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import sys
 from absl import flags
 from absl import logging as absl_logging
 from absl.logging import converter
+
+from crowdjax import storage
 
 # The lines `metric_writers.log` prints. They reach the log file only, not the logging handlers
 # of the console (which would show them a second time).
@@ -71,12 +75,16 @@ def setup(directory: str, *, process_id: int = 0) -> str:
     """
     setup_console()
     path = log_path(directory, process_id)
-    os.makedirs(directory, exist_ok=True)
+    storage.makedirs(directory)
     for old in [h for h in LINES.handlers if h.name == _FILE_HANDLER_NAME]:
         for logger in (logging.root, LINES):
             logger.removeHandler(old)
         old.close()
-    log_file = logging.FileHandler(path, mode="a", encoding="utf-8")
+    log_file = (
+        logging.FileHandler(path, mode="a", encoding="utf-8")
+        if storage.is_local(path)
+        else _AppendedFileHandler(path)
+    )
     log_file.name = _FILE_HANDLER_NAME
     log_file.setFormatter(_FILE_FORMAT)
     for logger in (logging.root, LINES):
@@ -100,3 +108,16 @@ def setup_console() -> None:
     # The root level decides which records exist at all: INFO at least, for the file.
     logging.root.setLevel(min(shown, logging.INFO))
     logging.captureWarnings(True)
+
+
+class _AppendedFileHandler(logging.StreamHandler):
+    """Appends records to a cloud file (`storage.AppendedFile`), uploaded when closed (as
+    logging does at exit) and in between by the file's own thread."""
+
+    def __init__(self, path: str):
+        super().__init__(storage.AppendedFile(path))
+
+    def close(self) -> None:
+        # Not under the handler's lock: a library may log from the thread that uploads.
+        self.stream.close()
+        super().close()

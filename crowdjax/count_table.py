@@ -5,7 +5,10 @@ counted (flushed and synced to disk), so a killed run keeps what it counted, and
 `resume=True` skips the inputs already in `counts.jsonl` (a last line cut by the kill is dropped).
 The tables written whole (`counts.json` at the end, `failed.json` after each failure, both live
 files at the start) go to a temporary file first and replace the old one in one `os.replace`: a
-full disk or a kill leaves the previous file as it was, never a truncated one.
+full disk or a kill leaves the previous file as it was, never a truncated one
+(`crowdjax.storage.write_atomic`). In a cloud output folder (gs://...) the live files are
+uploaded whole every few seconds and at the end (`crowdjax.storage.AppendedFile`): a killed run
+keeps the inputs uploaded before it, and `resume` counts the others again.
 
 Files in the output folder:
   counts.jsonl  one JSON record per image, video frame or stream frame: the journal that
@@ -25,6 +28,7 @@ import io
 import json
 import os
 
+from crowdjax import storage
 from crowdjax.metric_writers import log
 
 CSV_COLUMNS = ("file", "frame", "count", "height", "width", "time")
@@ -32,19 +36,9 @@ INTERVAL_COLUMNS = ("spread", "interval_low", "interval_high", "disagree")
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Writes `text` (UTF-8) to `path` through a temporary file and one `os.replace`: readers
-    see the old file or the new one, never a part of either."""
-    temporary = path + ".tmp"
-    try:
-        with open(temporary, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    """Writes `text` (UTF-8) so that readers see the old file or the new one, never a part of
+    either (`crowdjax.storage.write_atomic`)."""
+    storage.write_atomic(path, text)
 
 
 def table_columns(
@@ -94,10 +88,9 @@ def read_journal(path: str) -> list[dict]:
     Raises:
       ValueError: a damaged line before the last (the file is not a journal of predict.py).
     """
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        lines = f.readlines()
+    lines = storage.read_text(path).splitlines(keepends=True)
     records = []
     for number, line in enumerate(lines, 1):
         try:
@@ -125,10 +118,10 @@ class CountTable:
     """
 
     def __init__(self, output: str, *, resume: bool = False, columns=CSV_COLUMNS):
-        os.makedirs(output, exist_ok=True)
+        storage.makedirs(output)
         self.output, self.columns = output, tuple(columns)
         journal = self._path("counts.jsonl")
-        if resume and not os.path.exists(journal) and os.path.exists(self._path("counts.csv")):
+        if resume and not storage.exists(journal) and storage.exists(self._path("counts.csv")):
             log(f"{output}: no counts.jsonl to resume from (an older predict.py?); counting all")
         self.records = read_journal(journal) if resume else []
         self.failures: list[dict] = []
@@ -139,8 +132,8 @@ class CountTable:
             self._path("counts.csv"), csv_lines(self.records, header=True, columns=self.columns)
         )
         write_atomic(self._path("failed.json"), "[]\n")
-        self._journal = open(journal, "a", encoding="utf-8")
-        self._csv = open(self._path("counts.csv"), "a", encoding="utf-8", newline="")
+        self._journal = storage.AppendedFile(journal)
+        self._csv = storage.AppendedFile(self._path("counts.csv"))
 
     def _path(self, name: str) -> str:
         return os.path.join(self.output, name)
@@ -157,8 +150,7 @@ class CountTable:
             (self._csv, csv_lines(records, columns=self.columns)),
         ):
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+            f.flush(sync=True)
         self.records += records
 
     def fail(self, file: str, kind: str, error: str) -> None:

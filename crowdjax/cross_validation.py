@@ -24,7 +24,7 @@ import os
 import jax
 import numpy as np
 
-from crowdjax import cli, sharding, trainer, workdir_lock
+from crowdjax import cli, sharding, storage, trainer, workdir_lock
 from crowdjax.metric_writers import log
 
 MEAN_KEYS = ("mae", "rmse", "nae", "baseline_mae")
@@ -103,9 +103,9 @@ def _run_folds(config, workdir: str) -> dict:
         per_fold[fold] = trainer.run_main(fold_config(config, fold), os.path.join(workdir, fold))
     summary = {**summarize(per_fold), "protocol": protocol(config)}
     if jax.process_index() == 0:  # One writer of the shared summary.
-        os.makedirs(workdir, exist_ok=True)
-        with open(os.path.join(workdir, RESULT_FILE), "w") as f:
-            json.dump(summary, f, indent=1, default=float)
+        storage.makedirs(workdir)
+        text = json.dumps(summary, indent=1, default=float)
+        storage.path(os.path.join(workdir, RESULT_FILE)).write_text(text)
     m = summary["mean"]
     log(
         f"cross-validation over {len(folds)} folds: mean MAE {m['mae']:.2f}  RMSE {m['rmse']:.2f}"

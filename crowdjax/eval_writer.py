@@ -13,7 +13,7 @@ import os
 
 import jax
 
-from crowdjax import density_points, visualize
+from crowdjax import density_points, storage, visualize
 from crowdjax.data import splits
 from crowdjax.metric_writers import MetricWriter, log
 
@@ -86,8 +86,8 @@ def write(
         **result.metrics,
         "per_image": result.per_image,
     }
-    with open(os.path.join(workdir, f"eval_{entry.prefix}.json"), "w") as f:
-        json.dump(document, f, indent=1, default=float)
+    text = json.dumps(document, indent=1, default=float)
+    storage.path(os.path.join(workdir, f"eval_{entry.prefix}.json")).write_text(text)
     if result.pictures:
         visualize.save_density_overlays(
             result.pictures,

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable
 
 import jax
@@ -30,6 +29,7 @@ from crowdjax import (
     evals,
     nwpu_localization,
     sharding,
+    storage,
     visualize,
     whole_images,
 )
@@ -438,7 +438,7 @@ def evaluate_checkpoint(
         entries = [EvalEntry(run_evals.prefix_for(dataset, split), dataset, split)]
     else:
         entries = run_evals.entries
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     info = {"checkpoint": info, "selected_by": run_evals.selection.info}
     results = {}
     for entry in entries:

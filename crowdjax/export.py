@@ -43,7 +43,7 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import cli, console, export_tf, media, prediction, run
+from crowdjax import cli, console, export_tf, media, prediction, run, storage
 from crowdjax.data import transforms
 from crowdjax.metric_writers import log
 
@@ -207,19 +207,17 @@ def write(
         raise ValueError(f"image_size must be (HEIGHT, WIDTH) >= 1, got {tuple(image_size)}")
     if any(f in TF_FORMATS for f in formats):
         export_tf.require()  # A missing extra fails before anything is written.
-    os.makedirs(output, exist_ok=True)
+    storage.makedirs(output)
     files = {}
     if "stablehlo" in formats:
         exported = export_stablehlo(counter, platforms=platforms, image_size=image_size)
-        with open(os.path.join(output, STABLEHLO_FILE), "wb") as f:
-            f.write(exported.serialize())
+        storage.write_atomic(os.path.join(output, STABLEHLO_FILE), bytes(exported.serialize()))
         files["stablehlo"] = STABLEHLO_FILE
     if any(f in TF_FORMATS for f in formats):
         function = prediction_function(counter)
         files.update(export_tf.write(function, output, formats=formats, image_size=image_size))
     record = manifest(counter, files=files, platforms=platforms, image_size=image_size)
-    with open(os.path.join(output, MANIFEST_FILE), "w") as f:
-        json.dump(record, f, indent=2)
+    storage.write_atomic(os.path.join(output, MANIFEST_FILE), json.dumps(record, indent=2))
     return record
 
 

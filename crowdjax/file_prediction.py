@@ -5,7 +5,9 @@ named without stopping the others.
 What a run writes is described in predict.py's docstring; the tables and how they survive a kill
 or a full disk in `crowdjax.count_table`. Output names come from input names through
 `media.safe_file_name`, and every path reaches OpenCV through `crowdjax.media`, so any file name
-works.
+works. The output folder may be a cloud one (gs://..., `crowdjax.storage`): tables, overlays and
+plots are uploaded; a video is written by OpenCV to a local temporary file (it writes only local
+files) and uploaded when it is complete. Inputs are local files and folders.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import cv2
 import jax
 import numpy as np
 
-from crowdjax import count_table, media, stream_prediction, streams, visualize, zones
+from crowdjax import count_table, media, storage, stream_prediction, streams, visualize, zones
 from crowdjax.data import io
 from crowdjax.metric_writers import log
 
@@ -264,7 +266,7 @@ def _predict_video(counter, path, name, output, videos, every, bar, zone_set) ->
     frames = videos.get(path) or media.VideoFrames(
         path, every=every, max_pixels=counter.max_image_pixels
     )
-    os.makedirs(os.path.join(output, "videos"), exist_ok=True)
+    storage.makedirs(os.path.join(output, "videos"))
     writer = media.VideoWriter(
         os.path.join(output, "videos", name + ".mp4"), fps=max(frames.fps / every, 1.0)
     )

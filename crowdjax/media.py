@@ -25,7 +25,7 @@ from collections.abc import Iterator, Sequence
 import cv2
 import numpy as np
 
-from crowdjax import image_headers
+from crowdjax import image_headers, storage
 from crowdjax.data import decode, io
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -137,6 +137,9 @@ def write_image(path: str, rgb: np.ndarray) -> None:
         encoded = io.encode_image(rgb, ext=os.path.splitext(path)[1] or ".png")
     except io.DataError as e:
         raise OSError(f"{printable(path)}: OpenCV cannot encode this image") from e
+    if not storage.is_local(path):  # A cloud --output: one upload.
+        storage.path(path).write_bytes(encoded)
+        return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "wb") as f:
         f.write(encoded)
@@ -252,16 +255,19 @@ class VideoFrames:
 
 class VideoWriter:
     """Writes RGB uint8 frames of one size to an .mp4 (MPEG-4 part 2, which OpenCV's wheels can
-    write) at `fps`. A `path` OpenCV cannot take (not UTF-8) is written under a temporary name
-    and moved there by `close`."""
+    write) at `fps`. A `path` OpenCV cannot take (not UTF-8, or in a cloud bucket: OpenCV writes
+    only local files) is written under a temporary local name and moved (uploaded) there by
+    `close`."""
 
     def __init__(self, path: str, *, fps: float):
         self.path, self.fps, self._writer = path, fps, None
         self._folder = None
         try:
             path.encode("utf-8")
-            self._target = path
+            self._target = path if storage.is_local(path) else None
         except UnicodeEncodeError:
+            self._target = None
+        if self._target is None:
             self._folder = tempfile.mkdtemp()
             self._target = os.path.join(self._folder, "video.mp4")
 
@@ -281,8 +287,11 @@ class VideoWriter:
         if self._writer is not None:
             self._writer.release()
             self._writer = None
-            if self._folder is not None:
+            if self._folder is not None and storage.is_local(self.path):
                 shutil.move(self._target, self.path)
+            elif self._folder is not None:
+                with open(self._target, "rb") as f:
+                    storage.path(self.path).write_bytes(f.read())
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
             self._folder = None

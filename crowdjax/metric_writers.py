@@ -2,7 +2,10 @@
 which prints a line of the run (`crowdjax.console` decides what else the console shows).
 
 clu's writers need TensorFlow, so the workdir gets `metrics.jsonl`: one JSON object per line with
-`step`, `split` and every logged value. Only process 0 writes.
+`step`, `split` and every logged value. Only process 0 writes. In a cloud workdir the file is
+uploaded whole every few seconds and when the writer closes (`crowdjax.storage.AppendedFile`);
+TensorBoard files are written for local workdirs only (its writers reach gs:// only through
+TensorFlow, and would otherwise make a local `gs:` folder).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 import jax
 import numpy as np
 
-from crowdjax import console
+from crowdjax import console, storage
 
 
 def _tensorboard_writer(logdir: str):
@@ -35,9 +38,9 @@ class MetricWriter:
         self._file = None
         self._tb = None
         if self.enabled:
-            os.makedirs(workdir, exist_ok=True)
-            self._file = open(self._path, "a")  # noqa: SIM115
-            if tensorboard:
+            storage.makedirs(workdir)
+            self._file = storage.AppendedFile(self._path)
+            if tensorboard and storage.is_local(workdir):
                 self._tb = _tensorboard_writer(os.path.join(workdir, "tensorboard"))
 
     def drop(self, predicate) -> int:
@@ -54,8 +57,7 @@ class MetricWriter:
         if not self.enabled:
             return 0
         self._file.close()
-        with open(self._path) as f:
-            lines = [line for line in f if line.strip()]
+        lines = [line for line in storage.read_text(self._path).splitlines(True) if line.strip()]
         records = _read_records(self._path, lines)
         kept = [
             line
@@ -65,10 +67,8 @@ class MetricWriter:
         if kept != lines or (lines and not lines[-1].endswith("\n")):
             # A complete last record that lost its line end gets one (the next line follows).
             kept = [line if line.endswith("\n") else line + "\n" for line in kept]
-            with open(self._path + ".tmp", "w") as f:
-                f.writelines(kept)
-            os.replace(self._path + ".tmp", self._path)
-        self._file = open(self._path, "a")  # noqa: SIM115
+            storage.write_atomic(self._path, "".join(kept))
+        self._file = storage.AppendedFile(self._path)
         return sum(1 for r in records if r is not None and predicate(r))
 
     def write(self, step: int, metrics: dict, *, split: str = "train", **fields) -> None:

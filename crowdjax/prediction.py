@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from crowdjax import checkpointing, media, run
+from crowdjax import checkpointing, media, run, storage
 from crowdjax import metrics as metrics_lib
 from crowdjax.data import transforms
 from crowdjax.workdir import load_config
@@ -117,9 +117,9 @@ def find_config(checkpoint: str, *, trusted_method: str | None = None) -> ml_col
       FileNotFoundError: no config.json in those places (pass a config file instead).
       ValueError: the config names a method that is not registered.
     """
-    path = os.path.abspath(checkpoint)
+    path = storage.absolute(checkpoint).rstrip("/")
     for _ in range(3):
-        if os.path.isfile(os.path.join(path, "config.json")):
+        if storage.isfile(os.path.join(path, "config.json")):
             return load_config(path, trusted_method=trusted_method)
         path = os.path.dirname(path)
     raise FileNotFoundError(
@@ -221,7 +221,7 @@ class Counter:
             config = find_config(checkpoint, trusted_method=trusted_method)
         setup = run.Setup(config, devices=jax.devices()[:1])
         abstract = setup.abstract_variables()
-        if os.path.isfile(checkpoint):
+        if storage.isfile(checkpoint):
             variables, info = checkpointing.restore_variables(
                 checkpoint, abstract, prefer=prefer, config=config
             )

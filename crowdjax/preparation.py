@@ -26,6 +26,7 @@ workdir's checkpoint, `init_from`, the pretrained backbone, or a fresh init; fla
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from crowdjax import checkpointing, cli, evals, sharding, workdir_lock
+from crowdjax import checkpointing, cli, evals, sharding, storage, workdir_lock
 from crowdjax.data import settings
 from crowdjax.embedded_data import build_embedded_data
 from crowdjax.methods.base import Preparation, PrepareContext
@@ -91,11 +92,17 @@ def save(preparation: Preparation, workdir: str, *, method: str, computed_for: d
     """Writes `<workdir>/preparation/` atomically (a half-written result is never read), with
     what it was `computed_for` (see `computed_for`)."""
     final = directory(workdir)
-    tmp = final + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    # Locally: a temporary directory renamed into place. A cloud bucket has no atomic rename:
+    # the old result is removed and result.json, the mark `load` looks for, is written last.
+    local = storage.is_local(final)
+    target = final + ".tmp" if local else final
+    if storage.exists(target):
+        storage.rmtree(target)
+    storage.makedirs(target)
     flat = traverse_util.flatten_dict(preparation.model_state, sep="/")
-    np.savez(os.path.join(tmp, "model_state.npz"), **{k: np.asarray(v) for k, v in flat.items()})
+    arrays = io.BytesIO()
+    np.savez(arrays, **{k: np.asarray(v) for k, v in flat.items()})
+    storage.path(os.path.join(target, "model_state.npz")).write_bytes(arrays.getvalue())
     record = {
         "method": method,
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -106,10 +113,11 @@ def save(preparation: Preparation, workdir: str, *, method: str, computed_for: d
             for dataset, labels in preparation.domain_labels.items()
         },
     }
-    with open(os.path.join(tmp, "result.json"), "w") as f:
-        json.dump(record, f, indent=1, default=float)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    text = json.dumps(record, indent=1, default=float)
+    storage.path(os.path.join(target, "result.json")).write_text(text)
+    if local:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(target, final)
 
 
 def _check_computed_for(path: str, stored: dict | None, expected: dict) -> None:
@@ -143,13 +151,13 @@ def load(workdir: str, *, expected: dict | None = None) -> Preparation | None:
         differing key is listed).
     """
     path = os.path.join(directory(workdir), "result.json")
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
-    with open(path) as f:
-        record = json.load(f)
+    record = json.loads(storage.read_text(path))
     if expected is not None:
         _check_computed_for(path, record.get("computed_for"), expected)
-    with np.load(os.path.join(directory(workdir), "model_state.npz")) as arrays:
+    stored = storage.path(os.path.join(directory(workdir), "model_state.npz")).read_bytes()
+    with np.load(io.BytesIO(stored)) as arrays:
         flat = {k: arrays[k] for k in arrays.files}
     return Preparation(
         model_state=traverse_util.unflatten_dict(flat, sep="/") if flat else {},
@@ -172,7 +180,7 @@ def load_or_run(setup: Setup, workdir: str, variables: dict) -> Preparation | No
     if method.prepare is None:
         return None
     expected = computed_for(setup.config, method.name)
-    stored = os.path.exists(os.path.join(directory(workdir), "result.json"))
+    stored = storage.exists(os.path.join(directory(workdir), "result.json"))
     if sharding.process_0_decides(stored):  # Every process takes the same branch.
         log(f"preparation: reusing {directory(workdir)}")
         return load(workdir, expected=expected)

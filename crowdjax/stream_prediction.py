@@ -25,7 +25,7 @@ from types import FrameType
 
 import numpy as np
 
-from crowdjax import media, streams, visualize
+from crowdjax import media, storage, streams, visualize
 from crowdjax.metric_writers import log
 
 # How often the loop wakes while it waits for a frame, to see a stop or the end of `duration`.
@@ -136,7 +136,7 @@ def count_stream(
         max_pixels=max_pixels,
     )
     folder = os.path.join(output, "streams")
-    os.makedirs(folder, exist_ok=True)
+    storage.makedirs(folder)
     writer = None
     if options.video:
         rate = 1.0 / options.interval if options.interval else stream.fps / options.every

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from crowdjax import storage
+
 JHU_DENSITY_LEVELS = ("low", "medium", "high")  # tfds_builders.jhu_crowd's ClassLabel order.
 JHU_WEATHER = ("none", "fog_haze", "rain", "snow")
 JHU_COLUMNS = ("overall", "low", "medium", "high", "weather")
@@ -105,9 +107,8 @@ def nwpu_localization_lines(predictions: Sequence[Mapping], *, expected_ids=None
 
 def write_lines(path: str, lines: Sequence[str]) -> str:
     """Writes one line each (newline-terminated); returns the path."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in lines)
+    storage.makedirs(os.path.dirname(storage.absolute(path)))
+    storage.write_atomic(path, "".join(line + "\n" for line in lines))
     return path
 
 

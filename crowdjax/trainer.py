@@ -195,21 +195,30 @@ def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -
     if prepared is not None and origin != "resume":
         state = preparation.fill_model_state(setup, state, prepared)
     writer = MetricWriter(workdir)
-    writer.drop(lambda r: r["step"] > start_step)  # A resumed run logs those steps again.
-    evaluate_and_keep_best = EvaluateAndKeepBest(setup, run_evals, ckpts, writer)
-    # SIGTERM or the notice stops the run at a step boundary, or a final evaluation batch.
-    with preemption.Preemption() as preempt:
-        if start_step >= setup.total_steps:
-            total = setup.total_steps
-            log(f"{workdir}: already trained {start_step} steps (train.num_steps={total})")
-        else:
-            state = _train(
-                setup, state, ckpts, writer, evaluate_and_keep_best, start_step, prepared, preempt
-            )
-        results = {}
-        if config.eval_at_end:
-            results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir, preempt)
-    writer.close()
+    try:  # Closed whatever stops the run: a cloud workdir's metrics are uploaded on close.
+        writer.drop(lambda r: r["step"] > start_step)  # A resumed run logs those steps again.
+        evaluate_and_keep_best = EvaluateAndKeepBest(setup, run_evals, ckpts, writer)
+        # SIGTERM or the notice stops the run at a step boundary, or a final evaluation batch.
+        with preemption.Preemption() as preempt:
+            if start_step >= setup.total_steps:
+                total = setup.total_steps
+                log(f"{workdir}: already trained {start_step} steps (train.num_steps={total})")
+            else:
+                state = _train(
+                    setup,
+                    state,
+                    ckpts,
+                    writer,
+                    evaluate_and_keep_best,
+                    start_step,
+                    prepared,
+                    preempt,
+                )
+            results = {}
+            if config.eval_at_end:
+                results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir, preempt)
+    finally:
+        writer.close()
     return results
 
 

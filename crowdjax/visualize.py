@@ -6,12 +6,14 @@ beside the predicted density as a heat map over the image, with both counts writ
 
 from __future__ import annotations
 
+import io as io_lib
 import os
 
 import cv2
 import numpy as np
 
-from crowdjax import localization, zones
+from crowdjax import localization, storage, zones
+from crowdjax.data import io
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -79,7 +81,7 @@ def save_density_overlays(records: list[dict], outdir: str, *, peak_threshold: f
     gt_count, pred_count and, for localization methods, pred_points; without pred_points the
     predicted heads drawn are the 3x3 peaks of the density above `peak_threshold`.
     """
-    os.makedirs(outdir, exist_ok=True)
+    storage.makedirs(outdir)
     paths = []
     for record in records:
         peaks = record.get("pred_points")  # A localization method's own heads.
@@ -90,7 +92,7 @@ def save_density_overlays(records: list[dict], outdir: str, *, peak_threshold: f
         panel = render_record(record, pred_points=peaks)
         name = os.path.splitext(os.path.basename(record["image_id"]))[0] + ".png"
         path = os.path.join(outdir, name)
-        cv2.imwrite(path, cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        storage.path(path).write_bytes(io.encode_image(panel, ext=".png"))
         paths.append(path)
     return paths
 
@@ -138,6 +140,8 @@ def count_plot(path: str, frames, counts, *, fps: float, title: str) -> bool:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    picture = io_lib.BytesIO()
+    fig.savefig(picture, format="png")
     plt.close(fig)
+    storage.path(path).write_bytes(picture.getvalue())
     return True

@@ -30,7 +30,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from crowdjax import config_migration, registry, sharding
+from crowdjax import config_migration, registry, sharding, storage
 
 CONFIG_FILE = "config.json"
 CHANGES_FILE = "config_changes.jsonl"
@@ -110,10 +110,9 @@ def config_changes(config: ml_collections.ConfigDict, workdir: str) -> list[Fiel
     """The fields in which `config` differs from the workdir's stored config.json (with the
     fields older runs lack filled in, `crowdjax.config_migration`); [] when none is stored."""
     path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return []
-    with open(path) as f:
-        stored = ml_collections.ConfigDict(json.load(f), type_safe=False)
+    stored = ml_collections.ConfigDict(json.loads(storage.read_text(path)), type_safe=False)
     old = _flatten(_as_json(config_migration.upgrade(stored)))
     new = _flatten(_as_json(config))
     changes = []
@@ -185,17 +184,19 @@ def write_run_info(
     """
     if jax.process_index() != 0:
         return
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     if changes:
         record = {
             "from_step": int(step),
             "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "changes": [c.record() for c in changes],
         }
-        with open(os.path.join(workdir, CHANGES_FILE), "a") as f:
-            f.write(json.dumps(record) + "\n")
-    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
+        changes_file = storage.AppendedFile(os.path.join(workdir, CHANGES_FILE))
+        changes_file.write(json.dumps(record) + "\n")
+        changes_file.close()
+    storage.path(os.path.join(workdir, CONFIG_FILE)).write_text(
+        config.to_json_best_effort(indent=2)
+    )
     try:
         revision = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -206,8 +207,7 @@ def write_run_info(
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         revision = "unknown"
-    with open(os.path.join(workdir, REVISION_FILE), "w") as f:
-        f.write(revision + "\n")
+    storage.path(os.path.join(workdir, REVISION_FILE)).write_text(revision + "\n")
 
 
 def load_config(workdir: str, *, trusted_method: str | None = None) -> ml_collections.ConfigDict:
@@ -223,10 +223,9 @@ def load_config(workdir: str, *, trusted_method: str | None = None) -> ml_collec
       ValueError: its method is not registered and no `trusted_method` is given.
     """
     path = os.path.join(workdir, CONFIG_FILE)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no run config here; pass --config=<config file>")
-    with open(path) as f:
-        config = ml_collections.ConfigDict(json.load(f), type_safe=False)
+    config = ml_collections.ConfigDict(json.loads(storage.read_text(path)), type_safe=False)
     if trusted_method is not None:
         config.method = trusted_method
     else:
@@ -247,25 +246,21 @@ def load_config(workdir: str, *, trusted_method: str | None = None) -> ml_collec
 def read_final(workdir: str) -> dict | None:
     """The stored final report {"checkpoint", "evaluated", "results"}, or None."""
     path = os.path.join(workdir, FINAL_FILE)
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    return json.loads(storage.read_text(path))
 
 
 def remove_final(workdir: str) -> None:
     """Removes the final report (process 0) when a new final evaluation starts: until it is
     complete, no report describes the run."""
     path = os.path.join(workdir, FINAL_FILE)
-    if jax.process_index() == 0 and os.path.exists(path):
-        os.remove(path)
+    if jax.process_index() == 0 and storage.exists(path):
+        storage.remove(path)
 
 
 def write_final(workdir: str, report: dict) -> None:
     """Writes the final report atomically (process 0; a half-written report is never read)."""
     if jax.process_index() != 0:
         return
-    path = os.path.join(workdir, FINAL_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(report, f)
-    os.replace(path + ".tmp", path)
+    storage.write_atomic(os.path.join(workdir, FINAL_FILE), json.dumps(report))

@@ -7,11 +7,14 @@ before it writes anything and releases it when it ends, also on an exception:
   with workdir_lock.hold(workdir):
       ...
 
-The lock file is created atomically (O_CREAT | O_EXCL) and holds the holder's host, PID and start
-time. A second run is refused with a `WorkdirLockedError` that names the holder. A lock whose
+The lock file is created atomically (`crowdjax.storage.create_new`: O_CREAT | O_EXCL on a local
+or shared filesystem, a conditional upload in a gs:// bucket) and holds the holder's host, PID and
+start time. A second run is refused with a `WorkdirLockedError` that names the holder. A lock whose
 process is gone (same host, no such PID: a run killed with SIGKILL, a VM that rebooted with the
 same name) is stale: it is taken over with a warning. A lock from another host is never judged
-stale from here (its process cannot be seen); the error says how to remove it. Only process 0
+stale from here (whether its process lives can only be seen on its own host): the run is refused,
+and the error names the holder and says how to take the workdir over (remove the lock file once
+no run on that host uses the workdir, e.g. a preempted VM that will not come back). Only process 0
 of a multi-process run holds the lock, and every process takes its outcome.
 
 Reading a workdir (eval.py, predict.py) needs no lock.
@@ -28,7 +31,7 @@ import time
 
 import jax
 
-from crowdjax import sharding
+from crowdjax import sharding, storage
 from crowdjax.metric_writers import log
 
 LOCK_FILE = "lock.json"
@@ -39,7 +42,7 @@ class WorkdirLockedError(RuntimeError):
 
 
 def lock_path(workdir: str) -> str:
-    return os.path.join(workdir, LOCK_FILE)
+    return os.path.join(workdir, LOCK_FILE)  # A string join: gs://bucket/run/lock.json too.
 
 
 def _holder_description(holder: dict | None, path: str) -> str:
@@ -52,8 +55,7 @@ def _read_holder(path: str) -> dict | None:
     """The lock's record; None when it cannot be read (e.g. its holder is writing it now)."""
     for _ in range(3):  # The holder writes a few bytes right after creating the file.
         try:
-            with open(path) as f:
-                return json.load(f)
+            return json.loads(storage.read_text(path))
         except FileNotFoundError:
             raise
         except (OSError, ValueError):
@@ -82,18 +84,12 @@ def is_stale(holder: dict | None) -> bool:
 
 def _create(path: str) -> bool:
     """Creates the lock file with this process's record; False when it exists already."""
-    try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-    except FileExistsError:
-        return False
     record = {
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
-    with os.fdopen(fd, "w") as f:
-        json.dump(record, f)
-    return True
+    return storage.create_new(path, json.dumps(record))
 
 
 def acquire(workdir: str) -> None:
@@ -102,7 +98,7 @@ def acquire(workdir: str) -> None:
     Raises:
       WorkdirLockedError: a live run (or a run of another host) holds it.
     """
-    os.makedirs(workdir, exist_ok=True)
+    storage.makedirs(workdir)
     path = lock_path(workdir)
     if _create(path):
         return
@@ -116,7 +112,7 @@ def acquire(workdir: str) -> None:
         # Remove it only if it is still the stale record (not one a racing run just wrote).
         with contextlib.suppress(FileNotFoundError):
             if _read_holder(path) == holder:
-                os.remove(path)
+                storage.remove(path)
         if _create(path):
             log(
                 f"warning: {path}: taking over a stale lock, its run is gone "
@@ -129,7 +125,8 @@ def acquire(workdir: str) -> None:
         "If that process is not a run on this workdir, remove the file."
         if here
         else "Its process cannot be checked from this host: if no run on that host uses this "
-        f"workdir any more, remove the file (rm {path})."
+        f"workdir any more (e.g. a preempted VM that will not come back), take the workdir over "
+        f"by removing the file ({_removal_command(path)}) and starting again."
     )
     raise WorkdirLockedError(
         f"{workdir}: another run holds this workdir ({_holder_description(holder, path)}); "
@@ -143,7 +140,11 @@ def release(workdir: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         holder = _read_holder(path) or {}
         if (holder.get("host"), holder.get("pid")) == (socket.gethostname(), os.getpid()):
-            os.remove(path)
+            storage.remove(path)
+
+
+def _removal_command(path: str) -> str:
+    return f"rm {path}" if storage.is_local(path) else f"delete the object {path}"
 
 
 @contextlib.contextmanager

@@ -16,6 +16,14 @@ import tempfile
 
 import crowdjax  # noqa: F401  (first: its XLA CPU workaround must precede every computation)
 
+# gs:// through fsspec's gcsfs, which the tests point at a local GCS emulator
+# (tests/gcs_emulator.py), even where TensorFlow is installed: epath would take TensorFlow's GCS
+# filesystem, which cannot reach the emulator, and it decides once, at its first path. gcsfs reads
+# its variable when imported: no bucket-type look-up through the storage control API, which the
+# emulator lacks.
+os.environ.setdefault("EPATH_USE_TF", "false")
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="crowdjax-xla-cache-")
     atexit.register(functools.partial(shutil.rmtree, _cache, ignore_errors=True))

@@ -28,13 +28,12 @@ Choices the paper leaves open are in `configs/dkpnet_common.py` and the model's 
 from __future__ import annotations
 
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax import whole_images
+from crowdjax import storage, whole_images
 from crowdjax.data import settings
 from crowdjax.losses.variational import (
     diag_gaussian_kl,
@@ -190,7 +189,7 @@ def stage_one_run(context: PrepareContext):
     read through the context's earlier runs."""
     config = context.config
     workdir = str(config.dkpnet.stage1)
-    if not workdir or not os.path.isdir(workdir):
+    if not workdir or not storage.isdir(workdir):
         raise FileNotFoundError(
             f"dkpnet.stage1={workdir!r}: no stage-I run there. Train stage I first (e.g. "
             "python train.py --config=configs/dkpnet_va_3joint.py) and pass its workdir with "
@@ -280,7 +279,7 @@ def prepare(context: PrepareContext) -> Preparation:
     datasets = [dataset for dataset, _ in keys]
     sizes = np.bincount(labels, minlength=clusters)
     info = {
-        "stage1": os.path.abspath(str(config.dkpnet.stage1)),
+        "stage1": storage.absolute(str(config.dkpnet.stage1)),
         "stage1_checkpoint": checkpoint,
         "images": len(keys),
         "clusters": clusters,
