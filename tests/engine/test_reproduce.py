@@ -79,7 +79,11 @@ def test_a_row_name_is_one_run():
 # the papers' ablations set it to. Each value must be the config of some row.
 _SCORES = ("w1", "w2", "w3", "w4")
 ABLATIONS = {
-    "uot": {"loss.cost": {"l1", "l2", "wfr"}, "loss.penalty": {"kl", "qr"}},
+    "uot": {
+        "loss.kind": {"uot", "l2"},
+        "loss.cost": {"l1", "l2", "wfr"},
+        "loss.penalty": {"kl", "qr"},
+    },
     "dkpnet": {
         "dkpnet.attention": {"none", "se", "va", "inva"},
         "loss.regularizer_weight": {0.0, 1.0},
