@@ -17,6 +17,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
+from configs import uot_shb
 from crowdjax import paper_report, paper_runs, paper_tables, reproduce, step_cost, trainer, workdir
 from tests.engine.conftest import REPO, run_script
 
@@ -141,6 +142,26 @@ def test_cpu_scale_lists_rows_without_a_recipe(tmp_path):
         "dkpnet", "1", root=str(tmp_path), scale="cpu", mode="list", with_cost=False
     )
     assert "dkpnet_3joint_jt" in text and "no cpu recipe" in text
+
+
+def test_cpu_scale_runs_the_cpu_recipe_where_a_config_has_one(tmp_path):
+    # UOT Table 4: only configs/uot_shb.py has a :cpu recipe; its row runs it (part B halved),
+    # the SHA and QNRF rows are listed as having none and print no command.
+    text = reproduce.reproduce(
+        "uot", "4", root=str(tmp_path), scale="cpu", mode="print", with_cost=False
+    )
+    lines = text.splitlines()
+    assert [line for line in lines if line.startswith("python ")] == [
+        f"python train.py --config=configs/uot_shb.py:cpu --workdir={tmp_path}/cpu/uot/uot_shb"
+    ]
+    assert "# uot_sha: no cpu recipe" in lines and "# uot_qnrf: no cpu recipe" in lines
+    paper = paper_runs.load_paper("uot")
+    run = paper_runs.row_run(
+        "uot", paper.runs()["uot_shb"], root=str(tmp_path), scale="cpu", weights_dir="w"
+    )
+    config = paper_runs.row_config(run)
+    assert config.data.name == "shanghaitech/part_b_512"
+    assert config.train.num_steps == uot_shb.CPU_STEPS
 
 
 def test_missing_weights_and_data_are_named_before_anything_runs(tmp_path, monkeypatch):
