@@ -7,6 +7,8 @@ NWPU 6, JHU 8. Augmentation: flip and random scaling (the paper's "adding noise"
 The number of epochs is not given in the paper: 200 here.
 
 `--config.model.use_l2s=False` runs the FPN baseline of the ablation (no L2S, no re-prediction).
+A run on SHA, SHB, QNRF, JHU or NWPU is also tested on the test splits of Table 13's targets
+(`CROSS_DATASET`: `config.evals.<target>_test`), so those data sets must be built too.
 """
 
 from __future__ import annotations
