@@ -157,16 +157,13 @@ def main(argv):
         margin=_MARGIN.value,
         max_image_pixels=_MAX_IMAGE_PIXELS.value,
     )
-    if _TTA.value or len(_CHECKPOINT.value) > 1:
-        counter = tta.TTACounter.load(
-            _CHECKPOINT.value,
-            variants=variants,
-            disagreement=_DISAGREEMENT.value,
-            interval_k=_INTERVAL_K.value,
-            **options,
-        )
-    else:
-        counter = prediction.Counter.load(_CHECKPOINT.value[0], **options)
+    counter = tta.load_counter(
+        _CHECKPOINT.value,
+        variants=variants if _TTA.value else None,
+        disagreement=_DISAGREEMENT.value,
+        interval_k=_INTERVAL_K.value,
+        **options,
+    )
     info = counter.checkpoint_info
     source = f"{media.printable(info['path'])} ({info['kind']} step {info['step']})"
     log(f"model {counter.config.method} from {source}")

@@ -400,16 +400,13 @@ def main(argv):
         max_pixels=FLAGS.max_pixels,
         max_image_pixels=FLAGS.max_image_pixels,
     )
-    if FLAGS.tta:
-        counter = tta.TTACounter.load(
-            [FLAGS.checkpoint],
-            variants=variants,
-            disagreement=FLAGS.disagreement,
-            interval_k=FLAGS.interval_k,
-            **options,
-        )
-    else:
-        counter = prediction.Counter.load(FLAGS.checkpoint, **options)
+    counter = tta.load_counter(
+        FLAGS.checkpoint,
+        variants=variants if FLAGS.tta else None,
+        disagreement=FLAGS.disagreement,
+        interval_k=FLAGS.interval_k,
+        **options,
+    )
     info = counter.checkpoint_info
     source = f"{media.printable(info['path'])} ({info['kind']} step {info['step']})"
     log(f"model {counter.config.method} from {source}")

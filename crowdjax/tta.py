@@ -305,6 +305,29 @@ class TTACounter(prediction.Counter):
         )
 
 
+def load_counter(
+    checkpoints,
+    *,
+    variants: Variants | None = None,
+    disagreement: float = DEFAULT_DISAGREEMENT,
+    interval_k: float = DEFAULT_INTERVAL_K,
+    **options,
+) -> prediction.Counter:
+    """The counter of predict.py and the web page: a plain `prediction.Counter` for one
+    checkpoint without test-time variants, else a `TTACounter` of every checkpoint (`options`:
+    those of `prediction.Counter.load`)."""
+    checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
+    if variants is None and len(checkpoints) == 1:
+        return prediction.Counter.load(checkpoints[0], **options)
+    return TTACounter.load(
+        checkpoints,
+        variants=variants or Variants(),
+        disagreement=disagreement,
+        interval_k=interval_k,
+        **options,
+    )
+
+
 def _check_same_model(checkpoint: str, first: str, config, trusted_method) -> None:
     if checkpoint == first or os.path.isfile(checkpoint):
         return
