@@ -37,9 +37,7 @@ _CHECKPOINT = flags.DEFINE_string(
 _DATASET = flags.DEFINE_string("dataset", None, "Evaluate this data set (with --split).")
 _SPLIT = flags.DEFINE_string("split", None, "Evaluate this split (default with --dataset: test).")
 _SAVE_IMAGES = flags.DEFINE_integer("save_images", 0, "Write this many density overlays as PNG.")
-_TRUST_METHOD = flags.DEFINE_string(
-    "trust_method", None, "A 'module:ATTR' method to import for the workdir's config.json."
-)
+_TRUST_METHOD = cli.define_trust_method("the workdir's config.json")
 flags.mark_flags_as_required(["workdir"])
 
 

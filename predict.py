@@ -122,9 +122,7 @@ _MAX_IMAGE_PIXELS = flags.DEFINE_integer(
 _RESUME = flags.DEFINE_bool(
     "resume", False, "Keep the tables in --output and skip the inputs they already hold."
 )
-_TRUST_METHOD = flags.DEFINE_string(
-    "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
-)
+_TRUST_METHOD = cli.define_trust_method()
 _INTERVAL_K = flags.DEFINE_float(
     "interval_k", tta.DEFAULT_INTERVAL_K, "With --tta: the interval is the count +- k spreads."
 )
@@ -164,9 +162,6 @@ def main(argv):
         interval_k=_INTERVAL_K.value,
         **options,
     )
-    info = counter.checkpoint_info
-    source = f"{media.printable(info['path'])} ({info['kind']} step {info['step']})"
-    log(f"model {counter.config.method} from {source}")
     rows, failures = file_prediction.predict_files(
         counter,
         inputs,

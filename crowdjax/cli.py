@@ -68,6 +68,13 @@ def define_allow_config_change() -> None:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS["allow_config_change"])
 
 
+def define_trust_method(what: str = "the run's config.json"):
+    """Defines --trust_method (every command that loads a run: `crowdjax.registry.trust`)."""
+    return flags.DEFINE_string(
+        "trust_method", None, f"A 'module:ATTR' method to import for {what}."
+    )
+
+
 def allowed_config_changes() -> tuple[str, ...]:
     """The parsed --allow_config_change prefixes."""
     return tuple(f.strip() for f in flags.FLAGS["allow_config_change"].value if f.strip())

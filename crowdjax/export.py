@@ -249,9 +249,7 @@ def define_flags() -> None:
     flags.DEFINE_list(
         "platforms", list(DEFAULT_PLATFORMS), "Platforms the StableHLO artifact runs on."
     )
-    flags.DEFINE_string(
-        "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
-    )
+    cli.define_trust_method()
     flags.mark_flags_as_required(["checkpoint", "output"])
 
 

@@ -366,9 +366,7 @@ def define_flags() -> None:
         "max_pixels", prediction.DEFAULT_MAX_PIXELS, "Most pixels per forward pass (memory bound)."
     )
     flags.DEFINE_integer("overlay_max_side", 1024, "Long side of overlays (px).")
-    flags.DEFINE_string(
-        "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
-    )
+    cli.define_trust_method()
     flags.DEFINE_string("zones", None, "A zones file (crowdjax.zones): count per polygon too.")
     flags.DEFINE_string("tta", "", "Test-time variants, e.g. 'flip,scales=0.8,1.0,1.25'.")
     flags.DEFINE_float(
@@ -407,9 +405,6 @@ def main(argv):
         interval_k=FLAGS.interval_k,
         **options,
     )
-    info = counter.checkpoint_info
-    source = f"{media.printable(info['path'])} ({info['kind']} step {info['step']})"
-    log(f"model {counter.config.method} from {source}")
     service = CountService(
         counter,
         max_upload_bytes=FLAGS.max_upload_bytes,

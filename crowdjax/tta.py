@@ -47,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from crowdjax import checkpointing, prediction, run
+from crowdjax import checkpointing, media, prediction, run
+from crowdjax.metric_writers import log
 
 DEFAULT_DISAGREEMENT = 0.1
 DEFAULT_INTERVAL_K = 2.0
@@ -315,17 +316,22 @@ def load_counter(
 ) -> prediction.Counter:
     """The counter of predict.py and the web page: a plain `prediction.Counter` for one
     checkpoint without test-time variants, else a `TTACounter` of every checkpoint (`options`:
-    those of `prediction.Counter.load`)."""
+    those of `prediction.Counter.load`). Logs which model it loaded, from where."""
     checkpoints = [checkpoints] if isinstance(checkpoints, str) else list(checkpoints)
     if variants is None and len(checkpoints) == 1:
-        return prediction.Counter.load(checkpoints[0], **options)
-    return TTACounter.load(
-        checkpoints,
-        variants=variants or Variants(),
-        disagreement=disagreement,
-        interval_k=interval_k,
-        **options,
-    )
+        counter = prediction.Counter.load(checkpoints[0], **options)
+    else:
+        counter = TTACounter.load(
+            checkpoints,
+            variants=variants or Variants(),
+            disagreement=disagreement,
+            interval_k=interval_k,
+            **options,
+        )
+    info = counter.checkpoint_info
+    source = f"{media.printable(info['path'])} ({info['kind']} step {info['step']})"
+    log(f"model {counter.config.method} from {source}")
+    return counter
 
 
 def _check_same_model(checkpoint: str, first: str, config, trusted_method) -> None:

@@ -53,9 +53,7 @@ def define_flags() -> None:
     flags.DEFINE_string("dataset", None, "Data set (default: the first training one).")
     flags.DEFINE_string("split", "validation", "Split ('val' for 'validation').")
     flags.DEFINE_string("output", None, "Write the metrics and per-image rows (JSON).")
-    flags.DEFINE_string(
-        "trust_method", None, "A 'module:ATTR' method to import for the run's config.json."
-    )
+    cli.define_trust_method()
     flags.mark_flags_as_required(["checkpoint"])
 
 
