@@ -56,6 +56,9 @@ def asnet_config(
     config.model.map_stride = 1  # Density maps (and the discriminators' input) at this stride.
     config.model.activation = "none"  # Table 8's output layer has no activation.
     config.model.leaky_slope = 0.2
+    # The back-end's initialisation: "default" (PyTorch's; ImageNet-normalised backbones) or
+    # "small" (N(0, 0.01), output 0; for 0-255 inputs such as HED's: `layers.head_initialisers`).
+    config.model.head_init = "default"
 
     config.asnet = ml_collections.ConfigDict()
     config.asnet.global_discriminator = True
@@ -122,6 +125,8 @@ def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collect
     config.data.crop_size = 256
     config.data.eval_buckets = common.CPU_BUCKETS
     config.model.pretrained = common.CPU_BACKBONE
+    # HED's 0-255 features start PyTorch's back-end at -150x the count; "small" starts at 0.
+    config.model.head_init = "small"
     config.optimizers.generator = common.default_optimizer_config(name="adam", learning_rate=1e-5)
     config.train.global_batch_size = 2
     common.cpu_schedule(config, num_steps=num_steps, evaluations=2)

@@ -54,6 +54,9 @@ def l2sm_config(dataset: str, *, epochs: int = 300, tiles: int = 1) -> ml_collec
 
     config.model.use_l2sm = True  # False: SPN alone (Table 1 / Table 4 baseline).
     config.model.pyramid_channels = 64  # Each stage's 3x3 conv before pooling.
+    # The head's initialisation: "default" (flax's; ImageNet-normalised backbones) or "small"
+    # (N(0, 0.01), for a backbone with 0-255 inputs such as HED: `layers.head_initialisers`).
+    config.model.head_init = "default"
 
     config.loss = ml_collections.ConfigDict()
     config.loss.repredict_weight = 1.0  # lambda_1 (Sec 4.2).
@@ -112,5 +115,7 @@ def make_cpu(
         config.data.density_sigma = FIXED_SIGMA["shb"] / 2
     config.l2sm.sigma = CANVAS_SIGMA[dataset] / (2 if dataset == "shb" else 1)
     config.model.pretrained = common.CPU_BACKBONE
+    # HED's 0-255 features start flax's head at 40x the count: N(0, 0.01) starts it near it.
+    config.model.head_init = "small"
     common.cpu_schedule(config, num_steps=num_steps, evaluations=2)
     return config

@@ -42,6 +42,28 @@ def torch_conv_bias_init(fan_in: int):
     return init
 
 
+# The convs after a backbone whose inputs are 0-255 (HED, caffe VGG): `head_initialisers("small")`.
+HEAD_INITS = ("default", "small")
+
+
+def head_initialisers(head_init: str, default_kernel, default_bias, *, output: bool = False):
+    """(kernel_init, bias_init) of a method's head convs.
+
+    "default": the method's own (`default_kernel`, `default_bias`). "small": N(0, 0.01) kernels and
+    zero biases (CSRNet's and AutoScale's reference convention); with `output` (a last conv whose
+    map is summed over every input pixel) zero kernels, so the count starts at 0. A
+    caffe-convention backbone (BGR 0-255 inputs) gives features about 58x those of an
+    ImageNet-normalised one (255 x the ImageNet std), and a head initialised for the latter
+    starts 40x (L2SM) or 150x (ASNet) off the ground-truth count with HED's VGG16.
+    """
+    if head_init == "default":
+        return default_kernel, default_bias
+    if head_init == "small":
+        kernel = nn.initializers.zeros if output else nn.initializers.normal(0.01)
+        return kernel, nn.initializers.zeros
+    raise ValueError(f"model.head_init must be one of {HEAD_INITS}, got {head_init!r}")
+
+
 # ----------------------------------------------------------------------------------------------
 # Pooling and resizing.
 

@@ -100,6 +100,7 @@ def make_model(config) -> ASNet:
         patches=int(config.asnet.patches),
         leaky_slope=float(config.model.leaky_slope),
         input_convention=importers.model_input_convention(config.model.pretrained),
+        head_init=config.model.head_init,
         dtype=layers.compute_dtype(config.model.dtype),
     )
 

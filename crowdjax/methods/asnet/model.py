@@ -29,15 +29,21 @@ DISCRIMINATOR_CHANNELS = (64, 128, 256, 512)
 MIN_DISCRIMINATOR_SIDE = 16  # Four stride-2 convs: a 15-px side would vanish.
 
 
-def _conv(features, kernel, *, fan_in, strides=1, padding, dilation=1, dtype, name):
+def _conv(features, kernel, *, fan_in, strides=1, padding, dilation=1, dtype, name, init="default"):
+    kernel_init, bias_init = layers.head_initialisers(
+        init,
+        layers.torch_conv_kernel_init(),
+        layers.torch_conv_bias_init(fan_in),
+        output=name == "output",
+    )
     return nn.Conv(
         features,
         (kernel, kernel),
         strides=(strides, strides),
         padding=((padding, padding), (padding, padding)),
         kernel_dilation=(dilation, dilation),
-        kernel_init=layers.torch_conv_kernel_init(),
-        bias_init=layers.torch_conv_bias_init(fan_in),
+        kernel_init=kernel_init,
+        bias_init=bias_init,
         dtype=dtype,
         param_dtype=jnp.float32,
         name=name,
@@ -57,6 +63,8 @@ class Generator(nn.Module):
       map_stride: stride of the returned map (divides the network's stride); 1 = input size.
       activation: "none" (Table 8), "relu" or "abs" on the output.
       input_convention: input the backbone weights expect (`crowdjax.models.vgg.VGG`).
+      head_init: the back-end's initialisation, "default" (PyTorch's) or "small" (the
+        output conv at zero: `crowdjax.models.layers.head_initialisers`).
     """
 
     width: float = 1.0
@@ -64,6 +72,7 @@ class Generator(nn.Module):
     map_stride: int = 1
     activation: str = "none"
     input_convention: str = "imagenet"
+    head_init: str = "default"
     dtype: Any = jnp.float32
 
     @property
@@ -94,9 +103,21 @@ class Generator(nn.Module):
         for name, c in (("dilated1", 256), ("dilated2", 64)):
             fan_in = x.shape[-1] * 9
             c = _scaled(c, self.width)
-            x = _conv(c, 3, fan_in=fan_in, padding=4, dilation=4, dtype=self.dtype, name=name)(x)
+            x = _conv(
+                c,
+                3,
+                fan_in=fan_in,
+                padding=4,
+                dilation=4,
+                dtype=self.dtype,
+                name=name,
+                init=self.head_init,
+            )(x)
             x = nn.relu(x)
-        x = _conv(1, 3, fan_in=x.shape[-1] * 9, padding=1, dtype=self.dtype, name="output")(x)
+        fan_in = x.shape[-1] * 9
+        x = _conv(
+            1, 3, fan_in=fan_in, padding=1, dtype=self.dtype, name="output", init=self.head_init
+        )(x)
         x = x[..., 0].astype(jnp.float32)
         if self.map_stride != stride:
             shape = (x.shape[0], h // self.map_stride, w // self.map_stride)
@@ -147,6 +168,7 @@ class ASNet(nn.Module):
     patches: int = 4
     leaky_slope: float = 0.2
     input_convention: str = "imagenet"
+    head_init: str = "default"
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -156,6 +178,7 @@ class ASNet(nn.Module):
             map_stride=self.map_stride,
             activation=self.activation,
             input_convention=self.input_convention,
+            head_init=self.head_init,
             dtype=self.dtype,
         )
         self.d1 = Discriminator(width=self.width, leaky_slope=self.leaky_slope, dtype=self.dtype)

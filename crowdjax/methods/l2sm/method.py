@@ -74,6 +74,7 @@ def make_model(config) -> L2SMNet:
         max_scale=float(config.l2sm.max_scale),
         use_l2sm=_use_l2sm(config),
         input_convention=importers.model_input_convention(config.model.pretrained),
+        head_init=config.model.head_init,
         dtype=layers.compute_dtype(config.model.dtype),
     )
 

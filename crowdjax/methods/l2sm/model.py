@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from crowdjax.models import rescale
+from crowdjax.models import layers, rescale
 from crowdjax.models.vgg import VGG
 
 OUTPUT_STRIDE = 4
@@ -69,6 +69,8 @@ class L2SMNet(nn.Module):
       min_scale, max_scale: range of the learned scale ratios r.
       use_l2sm: build the scale map and the re-prediction head (False: SPN alone).
       input_convention: what the backbone weights expect.
+      head_init: the initialisation of every conv but the backbone's and the scale map's,
+        "default" (flax's) or "small" (`crowdjax.models.layers.head_initialisers`).
       dtype: compute dtype (parameters float32).
     """
 
@@ -79,7 +81,14 @@ class L2SMNet(nn.Module):
     max_scale: float = 3.0
     use_l2sm: bool = True
     input_convention: str = "imagenet"
+    head_init: str = "default"
     dtype: Any = jnp.float32
+
+    def _inits(self) -> dict:
+        kernel, bias = layers.head_initialisers(
+            self.head_init, nn.initializers.lecun_normal(), nn.initializers.zeros
+        )
+        return {"kernel_init": kernel, "bias_init": bias}
 
     def _conv(self, c, k, name):
         return nn.Conv(
@@ -89,6 +98,7 @@ class L2SMNet(nn.Module):
             dtype=self.dtype,
             param_dtype=jnp.float32,
             name=name,
+            **self._inits(),
         )
 
     def setup(self):
@@ -112,7 +122,13 @@ class L2SMNet(nn.Module):
             for i, c in enumerate((256, 128, 64))
         ]
         self.deconv = nn.ConvTranspose(
-            1, (4, 4), strides=(2, 2), padding="SAME", dtype=self.dtype, param_dtype=jnp.float32
+            1,
+            (4, 4),
+            strides=(2, 2),
+            padding="SAME",
+            dtype=self.dtype,
+            param_dtype=jnp.float32,
+            **self._inits(),
         )
         if self.use_l2sm:
             start = (1.0 - self.min_scale) / (self.max_scale - self.min_scale)
