@@ -292,7 +292,8 @@ class CrowdjaxNet:
                 rng, jnp.zeros(shape, jnp.float32), method=network.call
             )
         if variables is None:
-            variables = self._timed_part(jax.jit(self._init)(jax.random.key(0)))
+            # An RBG key: XLA compiles threefry's initialisers several times slower on a CPU.
+            variables = self._timed_part(jax.jit(self._init)(jax.random.key(0, impl="rbg")))
         else:
             variables = variables(self.abstract_variables())
         # Host copies: each work starts both sides from these (the step donates its state).
@@ -307,7 +308,7 @@ class CrowdjaxNet:
 
     def abstract_variables(self) -> dict:
         """Shapes and dtypes of the timed part's variables."""
-        return self._timed_part(jax.eval_shape(self._init, jax.random.key(0)))
+        return self._timed_part(jax.eval_shape(self._init, jax.random.key(0, impl="rbg")))
 
     def apply(self, params, model_state, inputs, *, train: bool, rng=None):
         """(the [B, h, w] output, the new model_state)."""
@@ -350,7 +351,7 @@ class CrowdjaxNet:
             step=jnp.zeros((), jnp.int32),
             params=params,
             model_state=model_state,
-            opt_state=self.optimizer.init(params),
+            opt_state=jax.jit(self.optimizer.init)(params),  # One compile, not one per leaf.
             rng=jax.random.key(1),
         )
 
