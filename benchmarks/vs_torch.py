@@ -29,6 +29,12 @@ Networks (config; what is timed):
              be compared; VA's sampled latent would differ between the two sides), at width 0.5
              by default (configs/dkpnet_va_shanghaitech.py:cpu's width; 1.0 with --width=1)
 
+Default works (`--sizes` replaces them for every network): train at the paper's crop, batch 1 on
+a CPU (UOT, AutoScale: SHB's 512 x 512; L2SM trains on whole images: 512 x 512; ASNet: 512 x 512,
+D1 on a batch of 4 maps, D2 on their 4 x 4 patches, 64 of 128 x 128; DKPNet: 400 x 400), and
+predict on a whole 1024 x 768 (W x H) test image, batch 1. `--quick`: width 1/8, train 128 x 128,
+predict 128 x 192, one repeat, DKPNet's HRNet with one block per branch and one stage-3 module.
+
 Threads: `--threads=N` pins the process to N of its CPUs (os.sched_setaffinity, before JAX
 starts its CPU client, whose thread pool takes the CPUs it may run on) and sets
 `torch.set_num_threads(N)`; default: every CPU the process may use.
