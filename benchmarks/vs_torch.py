@@ -258,8 +258,12 @@ def apply_overrides(config, overrides) -> None:
             value = text  # A bare word: a string.
         *parents, leaf = key.split(".") if "." in key else ("model", key)
         node = config
-        for p in parents:
-            node = node[p]
+        try:
+            for p in parents:
+                node = node[p]
+        except KeyError:
+            parent = key.rsplit(".", 1)[0]
+            raise SystemExit(f"--override {item!r}: the config has no {parent!r}") from None
         node[leaf] = value
 
 
@@ -316,7 +320,7 @@ class CrowdjaxNet:
         """Shapes and dtypes of the timed part's variables."""
         return self._timed_part(jax.eval_shape(self._init, jax.random.key(0, impl="rbg")))
 
-    def apply(self, params, model_state, inputs, *, train: bool, rng=None):
+    def apply(self, params, model_state, inputs, *, train: bool):
         """(the [B, h, w] output, the new model_state)."""
         network = self.network
         if network.subtree:
@@ -334,8 +338,8 @@ class CrowdjaxNet:
 
     def loss_fn(self, params, model_state, batch, rng, *, model, config):
         """The pixel-wise L2 density loss, in `run.default_train_step`'s signature."""
-        del model, config
-        out, new_state = self.apply(params, model_state, batch["inputs"], train=True, rng=rng)
+        del rng, model, config  # No randomness in the timed networks (DKPNet: SE attention).
+        out, new_state = self.apply(params, model_state, batch["inputs"], train=True)
         loss = jnp.mean(jnp.sum(jnp.square(out - batch["target"]), axis=(1, 2)))
         return loss, ({"l2": loss}, new_state)
 

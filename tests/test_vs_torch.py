@@ -133,5 +133,7 @@ def test_bad_options_are_refused():
     config = vs_torch.benchmark_config(vs_torch.NETWORKS["uot"], width=None, overrides=())
     with pytest.raises(SystemExit, match="key=value"):
         vs_torch.apply_overrides(config, ["width"])
+    with pytest.raises(SystemExit, match="no 'modle'"):
+        vs_torch.apply_overrides(config, ["modle.width=1"])
     vs_torch.apply_overrides(config, ["width=0.25", "model.dtype=bfloat16", "train.num_steps=7"])
     assert (config.model.width, config.model.dtype, config.train.num_steps) == (0.25, "bfloat16", 7)
