@@ -101,6 +101,7 @@ def make_model(config) -> ASNet:
         leaky_slope=float(config.model.leaky_slope),
         input_convention=importers.model_input_convention(config.model.pretrained),
         dtype=layers.compute_dtype(config.model.dtype),
+        remat=bool(config.model.remat),
     )
 
 

@@ -57,6 +57,7 @@ class Generator(nn.Module):
       map_stride: stride of the returned map (divides the network's stride); 1 = input size.
       activation: "none" (Table 8), "relu" or "abs" on the output.
       input_convention: input the backbone weights expect (`crowdjax.models.vgg.VGG`).
+      remat: recompute the backbone's activations in the backward pass (`VGG.remat`).
     """
 
     width: float = 1.0
@@ -65,6 +66,7 @@ class Generator(nn.Module):
     activation: str = "none"
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
+    remat: bool = False
 
     @property
     def network_stride(self) -> int:
@@ -89,6 +91,7 @@ class Generator(nn.Module):
             width=self.width,
             input_convention=self.input_convention,
             dtype=self.dtype,
+            remat=self.remat,
             name="backbone",
         )(images)
         for name, c in (("dilated1", 256), ("dilated2", 64)):

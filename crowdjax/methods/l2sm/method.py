@@ -75,6 +75,7 @@ def make_model(config) -> L2SMNet:
         use_l2sm=_use_l2sm(config),
         input_convention=importers.model_input_convention(config.model.pretrained),
         dtype=layers.compute_dtype(config.model.dtype),
+        remat=bool(config.model.remat),
     )
 
 

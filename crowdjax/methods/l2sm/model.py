@@ -70,6 +70,7 @@ class L2SMNet(nn.Module):
       use_l2sm: build the scale map and the re-prediction head (False: SPN alone).
       input_convention: what the backbone weights expect.
       dtype: compute dtype (parameters float32).
+      remat: recompute the backbone's activations in the backward pass (`VGG.remat`).
     """
 
     width: float = 1.0
@@ -80,6 +81,7 @@ class L2SMNet(nn.Module):
     use_l2sm: bool = True
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
+    remat: bool = False
 
     def _conv(self, c, k, name):
         return nn.Conv(
@@ -104,6 +106,7 @@ class L2SMNet(nn.Module):
             width=self.width,
             input_convention=self.input_convention,
             dtype=self.dtype,
+            remat=self.remat,
         )
         pc = _channels(self.pyramid_channels, self.width)
         self.pyramid = [self._conv(pc, 3, f"pyramid{s + 1}") for s in range(5)]
