@@ -52,15 +52,26 @@ PEAK_FLOPS = ACCELERATORS[DEVICE]
 MEASURE_VERSION = 2
 
 
-def _first_batch(config) -> dict:
-    """One global batch of the run's pipeline with the tiny data in place of its data sets."""
+def train_batches(config, *, data: str = TINY_DATA, data_dir: str = "", **options):
+    """The run's training pipeline (its crop, batch, augmentation and labels) on `data` in place
+    of its data sets (and of its adaptation target): an iterator of global batches.
+
+    Args:
+      config: the run's config.
+      data: a prepared data set; the embedded tiny data by default (built on first use).
+      data_dir: where `data` is prepared ("" the default folder).
+      **options: data settings to override (e.g. worker_threads, worker_processes).
+    """
     config = ml_collections.ConfigDict(config.to_dict())
     name = config.data.name
-    config.data.name = [TINY_DATA] if not isinstance(name, str) else TINY_DATA
-    config.data.data_dir = ""
+    config.data.name = [data] if not isinstance(name, str) else data
+    config.data.data_dir = data_dir
     if config.data.get("target"):
-        config.data.target = TINY_DATA
-    build_embedded_data(config, ())
+        config.data.target = data
+    for key, value in options.items():
+        config.data[key] = value
+    if data == TINY_DATA:
+        build_embedded_data(config, ())
     stride = registry.get_method(config.method).output_stride(config)
     kwargs = dict(
         global_batch_size=int(config.train.global_batch_size),
@@ -76,7 +87,16 @@ def _first_batch(config) -> dict:
         )
     else:
         iterator = train_stream.train_iterator(config.data, **kwargs)
-    return next(iterator)
+    return iterator
+
+
+def _first_batch(config) -> dict:
+    """One global batch of the run's pipeline with the tiny data in place of its data sets."""
+    iterator = train_batches(config)
+    batch = next(iterator)
+    if hasattr(iterator, "close"):
+        iterator.close()
+    return batch
 
 
 def _abstract(batch, mesh) -> dict:
