@@ -44,6 +44,7 @@ def _assert_trees_close(a, b):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow  # Two backward-pass compiles: ~50 s on 2 loaded cores.
 def test_vgg_remat_gives_the_same_parameters_loss_and_gradients():
     images = _images((2, 32, 32, 3))
     plain = VGG(arch="vgg16", stages=3, width=1 / 16)
@@ -61,6 +62,7 @@ def test_vgg_remat_gives_the_same_parameters_loss_and_gradients():
     assert not _has_remat(jax.make_jaxpr(lambda p: grad(plain, p, images))(params))
 
 
+@pytest.mark.slow  # Two HRNet backward-pass compiles: minutes on 2 loaded cores.
 def test_hrnet_remat_gives_the_same_loss_gradients_and_batch_statistics():
     images = _images((2, 32, 32, 3))
     plain = HRNetStage3(**HRNET_TINY)

@@ -1,0 +1,94 @@
+"""A copy of a prepared data set small enough to carry to an accelerator machine: the first
+`--train` and `--test` images of its splits, in the same TFDS layout, readable by crowdjax as
+the data set itself (`--config.data.data_dir=<out>`).
+
+  python benchmarks/carry_data.py --data_dir=<where part_b_512 is prepared> \\
+      [--name=shanghaitech/part_b_512] [--train=200] [--test=80] [--out=accelerator_data]
+
+Prepare the data set first (python -m crowdjax.data.build shanghaitech/part_b_512
+--manual_dir=<ShanghaiTech download> --data_dir=<dir>). The copy must stay under `--max_mb`
+(60 MB: what a device run carries beside the repository); the command fails naming its size
+otherwise. `accelerator_data/` is git-ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+
+from array_record.python import array_record_module
+
+SPLITS = ("train", "test")
+
+
+def _version_dir(data_dir: str, name: str) -> str:
+    builder, config = name.split("/")
+    versions = sorted(glob.glob(os.path.join(data_dir, builder, config, "*", "dataset_info.json")))
+    if not versions:
+        raise FileNotFoundError(
+            f"{name} is not prepared in {data_dir} (no {builder}/{config}/<version>/"
+            "dataset_info.json); build it with python -m crowdjax.data.build"
+        )
+    return os.path.dirname(versions[-1])
+
+
+def _shard(directory: str, info: dict, split: str) -> str:
+    shards = glob.glob(os.path.join(directory, f"{info['name']}-{split}.array_record-*"))
+    if len(shards) != 1:
+        raise ValueError(f"{directory}: expected one {split} shard, found {len(shards)}")
+    return shards[0]
+
+
+def copy_subset(data_dir: str, name: str, out: str, counts: dict[str, int]) -> int:
+    """Copies the first `counts[split]` records of each split of `name` into `out`; returns the
+    copy's size in bytes."""
+    source = _version_dir(data_dir, name)
+    target = os.path.join(out, os.path.relpath(source, data_dir))
+    if os.path.exists(target):
+        shutil.rmtree(target)
+    os.makedirs(target)
+    with open(os.path.join(source, "dataset_info.json")) as f:
+        info = json.load(f)
+    for split_info in info["splits"]:
+        split = split_info["name"]
+        reader = array_record_module.ArrayRecordReader(_shard(source, info, split))
+        n = min(counts.get(split, 0), reader.num_records())
+        path = os.path.join(target, f"{info['name']}-{split}.array_record-00000-of-00001")
+        writer = array_record_module.ArrayRecordWriter(path, "group_size:1")
+        for record in reader.read(list(range(n))) if n else []:
+            writer.write(record)
+        writer.close()
+        reader.close()
+        split_info["shardLengths"] = [str(n)]
+        split_info["numBytes"] = str(os.path.getsize(path))
+    with open(os.path.join(target, "dataset_info.json"), "w") as f:
+        json.dump(info, f, indent=2)
+    for extra in ("features.json", "metadata.json"):
+        if os.path.exists(os.path.join(source, extra)):
+            shutil.copy(os.path.join(source, extra), target)
+    return sum(os.path.getsize(os.path.join(target, f)) for f in os.listdir(target))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--name", default="shanghaitech/part_b_512")
+    parser.add_argument("--train", type=int, default=200)
+    parser.add_argument("--test", type=int, default=80)
+    parser.add_argument("--out", default="accelerator_data")
+    parser.add_argument("--max_mb", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    size = copy_subset(args.data_dir, args.name, args.out, {"train": args.train, "test": args.test})
+    print(
+        f"{args.name}: {args.train} train, {args.test} test images in {args.out}: "
+        f"{size / 1e6:.1f} MB"
+    )
+    if size > args.max_mb * 1e6:
+        raise SystemExit(f"{args.out} is {size / 1e6:.1f} MB, over {args.max_mb} MB: copy fewer")
+
+
+if __name__ == "__main__":
+    main()
