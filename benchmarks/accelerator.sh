@@ -67,7 +67,7 @@ fi
 
 # 1. Steps at paper sizes (~12 compiles: each row's lines print as they finish).
 if [ "$SMOKE" -eq 1 ]; then
-  stage steps 240 "$PY" benchmarks/paper_steps.py --scale=tiny --steps=2 --rows=uot:uot_shb
+  stage steps 300 "$PY" benchmarks/paper_steps.py --scale=tiny --steps=2 --rows=uot:uot_shb
 else
   stage steps 140 "$PY" benchmarks/paper_steps.py --steps=10
 fi
