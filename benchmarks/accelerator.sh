@@ -34,7 +34,7 @@ exec > >(tee -a "$OUT/accelerator.log") 2>&1
 START=$(date +%s)
 FAILED=()
 
-# stage NAME LIMIT_S COMMAND...: runs COMMAND under `timeout` (SIGTERM, then SIGKILL 20 s later)
+# stage NAME LIMIT_S COMMAND...: runs COMMAND under `timeout` (SIGTERM, then SIGKILL 10 s later)
 # and prints its exit status and wall time; a stage that fails is listed at the end (with
 # TIMEOUT_OK=1, timeout's own 124 is not a failure: the stage is meant to be stopped).
 stage() {
@@ -43,7 +43,7 @@ stage() {
   echo "=== $name: limit ${limit}s: $*"
   local t0 rc
   t0=$(date +%s)
-  timeout --signal=TERM --kill-after=20 "$limit" "$@"
+  timeout --signal=TERM --kill-after=10 "$limit" "$@"
   rc=$?
   echo "=== $name: exit $rc after $(($(date +%s) - t0))s (elapsed $(($(date +%s) - START))s)"
   if [ "$rc" -ne 0 ] && ! { [ "${TIMEOUT_OK:-0}" -eq 1 ] && [ "$rc" -eq 124 ]; }; then
@@ -69,7 +69,7 @@ fi
 if [ "$SMOKE" -eq 1 ]; then
   stage steps 300 "$PY" benchmarks/paper_steps.py --scale=tiny --steps=2 --rows=uot:uot_shb
 else
-  stage steps 140 "$PY" benchmarks/paper_steps.py --steps=10
+  stage steps 130 "$PY" benchmarks/paper_steps.py --steps=10
 fi
 
 # 2. PyTorch on the same networks (benchmarks/vs_torch.py, where present, needs CUDA torch).
@@ -114,7 +114,7 @@ if [ ${#TRAIN[@]} -gt 0 ]; then
     --config.train.num_steps=100000 --config.train.eval_every=100000 \
     --config.train.checkpoint_every=100000 --config.train.log_every=50
   grep -h "step" "$WORKDIR/log.txt" 2>/dev/null | tail -5
-  stage uot_hed_eval 60 "$PY" eval.py "--workdir=$WORKDIR" --checkpoint=latest
+  stage uot_hed_eval 45 "$PY" eval.py "--workdir=$WORKDIR" --checkpoint=latest
 fi
 
 echo "=== done in $(($(date +%s) - START))s"

@@ -10,7 +10,7 @@ resolved configs are the same but for paths (`step_cost.COST_FREE_FIELDS` other 
 schedule) share one line.
 
   nice -n 10 python benchmarks/paper_costs.py [--out=runs/paper_costs] [--only=uot,asnet]
-      [--max_configs=N] [--cache=runs/cost_cache.json]
+      [--max_configs=N] [--cache=runs/cost_cache.json] [--cached_only]
 
 Each config compiles once (about a minute on a 2-core CPU) and is cached in `--cache`; the table
 is written after every config to <out>/paper_costs.{md,json}, so a run cut short keeps what
@@ -135,12 +135,34 @@ def markdown(results: list[dict], missing: list[str]) -> str:
     return "\n".join(lines)
 
 
+def write(done: list[dict], todo: list[Entry], out: str) -> str:
+    """Writes <out>/paper_costs.{json,md}: the measured entries in paper order, then the list of
+    those not measured; returns the markdown."""
+    position = {tuple(e.rows): n for n, e in enumerate(todo)}
+    paper_order = lambda r: (
+        PAPERS.index(todo[position[tuple(r["rows"])]].paper),
+        position[tuple(r["rows"])],
+    )
+    done = sorted(done, key=paper_order)
+    measured = {tuple(r["rows"]) for r in done}
+    missing = [", ".join(e.rows) for e in todo if tuple(e.rows) not in measured]
+    with open(os.path.join(out, "paper_costs.json"), "w") as f:
+        json.dump(done, f, indent=1)
+    text = markdown(done, missing)
+    with open(os.path.join(out, "paper_costs.md"), "w") as f:
+        f.write(text + "\n")
+    return text
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join("runs", "paper_costs"))
     parser.add_argument("--cache", default=os.path.join("runs", step_cost.CACHE_FILE))
     parser.add_argument("--only", default="", help="comma-separated papers (default: all)")
     parser.add_argument("--max_configs", type=int, default=0, help="0: all")
+    parser.add_argument(
+        "--cached_only", action="store_true", help="compile nothing: the table of what is cached"
+    )
     args = parser.parse_args(argv)
 
     papers = [p for p in args.only.split(",") if p] or PAPERS
@@ -151,23 +173,17 @@ def main(argv=None) -> None:
     results: dict[str, dict] = {}
     for i, entry in enumerate(todo[:limit]):
         label = f"[{i + 1}/{limit}] {', '.join(entry.rows)}"
+        if args.cached_only and not cache.has(entry.config):
+            continue
         try:
             cost = cache.get(entry.config, progress=label)
             results[label] = row_numbers(entry, cost)
         except Exception as e:  # noqa: BLE001  A config that fails is reported, the rest run.
             traceback.print_exc()
             results[label] = {"rows": entry.rows, "error": f"{type(e).__name__}: {e}"[:200]}
-        done = [results[k] for k in results]
-        order = {id(e): n for n, e in enumerate(sorted(todo, key=lambda e: PAPERS.index(e.paper)))}
-        missing = [", ".join(e.rows) for e in todo if not any(r["rows"] == e.rows for r in done)]
-        done.sort(key=lambda r: min(order[id(e)] for e in todo if e.rows == r["rows"]))
-        with open(os.path.join(args.out, "paper_costs.json"), "w") as f:
-            json.dump(done, f, indent=1)
-        text = markdown(done, missing)
-        with open(os.path.join(args.out, "paper_costs.md"), "w") as f:
-            f.write(text + "\n")
+        write(list(results.values()), todo, args.out)
         print(label, "done", flush=True)
-    print(text)
+    print(write(list(results.values()), todo, args.out))
 
 
 if __name__ == "__main__":

@@ -208,6 +208,8 @@ def cache_key(config) -> str:
         for part in parents:
             node = node.get(part, {})
         node.pop(leaf, None)
+    if not tree.get("model", {}).get("remat", True):  # Off: the program of before the field.
+        del tree["model"]["remat"]
     text = json.dumps(tree, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -223,6 +225,10 @@ class CostCache:
             return {}
         with open(self.path) as f:
             return json.load(f)
+
+    def has(self, config) -> bool:
+        """Whether the config's cost is cached (and of this `MEASURE_VERSION`)."""
+        return self._load().get(cache_key(config), {}).get("version") == MEASURE_VERSION
 
     def get(self, config, *, progress: str = "") -> dict:
         cache = self._load()

@@ -107,3 +107,13 @@ def test_paper_costs_lists_every_paper_row_once_and_every_config_file_first():
     heads = [e.config_file for e in entries]
     distinct = len(set(heads))
     assert len(set(heads[:distinct])) == distinct
+
+
+def test_remat_changes_the_cost_key_and_its_default_keeps_older_entries():
+    config = quickstart.get_config("tiny")
+    assert config.model.remat is False
+    older = config.copy_and_resolve_references()
+    del older.model["remat"]  # A config of before the field: its cached cost still applies.
+    assert step_cost.cache_key(older) == step_cost.cache_key(config)
+    config.model.remat = True
+    assert step_cost.cache_key(config) != step_cost.cache_key(older)
