@@ -9,11 +9,18 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import dkpnet_synthetic, quickstart
+from configs import (
+    asnet_synthetic,
+    autoscale_synthetic,
+    dkpnet_synthetic,
+    l2sm_synthetic,
+    quickstart,
+)
 from crowdjax import registry
 from crowdjax.models.hrnet import HRNetStage3
 from crowdjax.models.vgg import VGG
 
+SLOW = pytest.mark.slow  # ~15 s each on 2 loaded cores: one VGG method's path runs by default.
 HRNET_TINY = dict(
     branch_channels=(4, 8, 16), stem_channels=8, layer1_planes=4, blocks=1, stage3_modules=1
 )
@@ -86,8 +93,15 @@ def test_hrnet_remat_gives_the_same_loss_gradients_and_batch_statistics():
 
 @pytest.mark.parametrize(
     "make_config",
-    [lambda: quickstart.get_config("tiny"), lambda: dkpnet_synthetic.get_config("tiny")],
-    ids=["uot", "dkpnet"],
+    [
+        pytest.param(lambda: quickstart.get_config("tiny"), id="uot"),
+        pytest.param(lambda: dkpnet_synthetic.get_config("tiny"), id="dkpnet"),
+        pytest.param(lambda: asnet_synthetic.get_config("tiny"), id="asnet", marks=SLOW),
+        pytest.param(lambda: l2sm_synthetic.get_config("tiny"), id="l2sm", marks=SLOW),
+        pytest.param(
+            lambda: autoscale_synthetic.get_config("loc,tiny"), id="autoscale", marks=SLOW
+        ),
+    ],
 )
 def test_config_model_remat_reaches_the_backbone(make_config):
     config = make_config()

@@ -151,6 +151,7 @@ class ASNet(nn.Module):
     leaky_slope: float = 0.2
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
+    remat: bool = False  # The generator's backbone (`Generator.remat`).
 
     def setup(self):
         self.generator = Generator(
@@ -160,6 +161,7 @@ class ASNet(nn.Module):
             activation=self.activation,
             input_convention=self.input_convention,
             dtype=self.dtype,
+            remat=self.remat,
         )
         self.d1 = Discriminator(width=self.width, leaky_slope=self.leaky_slope, dtype=self.dtype)
         self.d2 = Discriminator(width=self.width, leaky_slope=self.leaky_slope, dtype=self.dtype)
