@@ -43,6 +43,7 @@ def _uot_conv_flops(config, h: int, w: int) -> float:
     return flops + _conv_flops(c_in, 1, 1, h, w)
 
 
+@pytest.mark.slow  # A train-step compile (test_reproduce's cost test has one by default).
 def test_measure_counts_the_parameters_the_convolutions_and_the_buffers(tiny_data_dir, monkeypatch):
     monkeypatch.setenv("CROWDJAX_DATA_DIR", tiny_data_dir)
     config = quickstart.get_config("tiny")
