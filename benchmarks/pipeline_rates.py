@@ -32,23 +32,25 @@ from crowdjax.data import datasets  # noqa: E402
 REAL_DATA = "shanghaitech/part_b_512"
 
 
-def crops_per_second(config, *, data: str, data_dir: str, crops: int, **options) -> float:
-    """Crops/s of the config's training pipeline over at least `crops` crops (whole global
-    batches, after two)."""
+def crops_per_second(config, *, data: str, data_dir: str, crops: int, **options) -> tuple:
+    """(crops/s of wall time, crops per CPU second of this process) of the config's training
+    pipeline over at least `crops` crops (whole global batches, after two). With one read
+    thread and no worker processes, the second is the rate of one idle core, whatever else the
+    machine runs."""
     batch = int(config.train.global_batch_size)
     batches = -(-crops // batch)
     iterator = step_cost.train_batches(config, data=data, data_dir=data_dir, **options)
     try:
         for _ in range(2):  # Warm-up: worker start, first reads.
             next(iterator)
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(batches):
             next(iterator)
-        elapsed = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
         if hasattr(iterator, "close"):
             iterator.close()
-    return batches * batch / elapsed
+    return batches * batch / wall, batches * batch / cpu
 
 
 def pipeline_key(entry) -> str:
@@ -74,7 +76,8 @@ def needed_rates(costs_path: str) -> dict:
 def markdown(lines: list[dict], data_label: str, processes: int) -> str:
     devices = list(step_cost.ACCELERATORS)
     header = (
-        f"| rows | batch | crops/s, 1 core | crops/s, {processes} worker processes | "
+        f"| rows | batch | crops per CPU s, 1 thread | crops/s, 1 thread "
+        f"| crops/s, {processes} worker processes | "
         + " | ".join(f"needed on {d}" for d in devices)
         + " |"
     )
@@ -83,13 +86,14 @@ def markdown(lines: list[dict], data_label: str, processes: int) -> str:
         need = r["needed"]
         out.append(
             f"| {', '.join(r['rows'][:3])}{' ...' if len(r['rows']) > 3 else ''} | {r['batch']} "
-            f"| {r['one_core']:.1f} | {r['workers']:.1f} | "
+            f"| {r['one_core_cpu']:.1f} | {r['one_core']:.1f} | {r['workers']:.1f} | "
             + " | ".join(f"{need[d]:.1f}" if d in need else "n/a" for d in devices)
             + " |"
         )
     out += [
         "",
-        f"Data: {data_label}. Needed: global batch / (FLOPs per step / (peak x "
+        f"Data: {data_label}. Crops per CPU s: the one-thread pipeline's crops per CPU second of "
+        "its process (the rate of an idle core). Needed: global batch / (FLOPs per step / (peak x "
         f"{step_cost.UTILISATION:.0%})); n/a: the config's cost was not measured.",
     ]
     return "\n".join(out)
@@ -137,10 +141,10 @@ def main(argv=None) -> None:
     for entries in groups.values():
         config = entries[0].config
         rows = [name for e in entries for name in e.rows]
-        one = crops_per_second(
+        one, one_cpu = crops_per_second(
             config, data=data, data_dir=data_dir, crops=args.crops, worker_threads=1
         )
-        many = crops_per_second(
+        many, _ = crops_per_second(
             config,
             data=data,
             data_dir=data_dir,
@@ -154,16 +158,26 @@ def main(argv=None) -> None:
                 "rows": rows,
                 "batch": int(config.train.global_batch_size),
                 "one_core": one,
+                "one_core_cpu": one_cpu,
                 "workers": many,
                 "needed": need,
             }
         )
-        print(f"{rows[0]}: {one:.1f} crops/s on 1 core, {many:.1f} with workers", flush=True)
+        print(
+            f"{rows[0]}: {one_cpu:.1f} crops per CPU s, {one:.1f} crops/s on 1 thread, "
+            f"{many:.1f} with workers (load average {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
         text = markdown(lines, data_label, args.processes)
         with open(os.path.join(args.out, "pipeline_rates.md"), "w") as f:
             f.write(text + "\n")
         with open(os.path.join(args.out, "pipeline_rates.json"), "w") as f:
-            record = {"data": data_label, "processes": args.processes, "lines": lines}
+            record = {
+                "data": data_label,
+                "processes": args.processes,
+                "load_average": os.getloadavg()[0],
+                "lines": lines,
+            }
             json.dump(record, f, indent=1)
     print(text)
 
