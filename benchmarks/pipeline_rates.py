@@ -30,15 +30,19 @@ from crowdjax import step_cost  # noqa: E402
 from crowdjax.data import datasets  # noqa: E402
 
 REAL_DATA = "shanghaitech/part_b_512"
+MIN_BATCHES = 6
 
 
 def crops_per_second(config, *, data: str, data_dir: str, crops: int, **options) -> tuple:
     """(crops/s of wall time, crops per CPU second of this process) of the config's training
-    pipeline over at least `crops` crops (whole global batches, after two). With one read
+    pipeline over at least `crops` crops and `MIN_BATCHES` batches (after two). With one read
     thread and no worker processes, the second is the rate of one idle core, whatever else the
     machine runs."""
     batch = int(config.train.global_batch_size)
-    batches = -(-crops // batch)
+    # Batches prepared ahead during the warm-up would be timed but not paid for: one ahead
+    # (prefetch 1, the same steady-state rate), and many more timed than that.
+    batches = max(MIN_BATCHES, -(-crops // batch))
+    options = {"prefetch": 1, **options}
     iterator = step_cost.train_batches(config, data=data, data_dir=data_dir, **options)
     try:
         for _ in range(2):  # Warm-up: worker start, first reads.
