@@ -2,7 +2,7 @@
 bfloat16, with the step's memory: for an accelerator's first run (benchmarks/accelerator.sh).
 
   python benchmarks/paper_steps.py [--rows=uot:uot_shb,...] [--dtypes=float32,bfloat16]
-      [--steps=10] [--scale=paper|tiny]
+      [--steps=10] [--scale=paper|tiny] [--remat]
 
 Each row is a paper table's row (configs/papers/*.py) at `--scale` ("tiny": its tiny variant, a
 CPU smoke test). Its own jitted step (`crowdjax.run.Setup`) runs on a batch of its own pipeline
@@ -88,6 +88,7 @@ def main(argv=None) -> None:
     parser.add_argument("--dtypes", default="float32,bfloat16")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--scale", default="paper", choices=("paper", "tiny"))
+    parser.add_argument("--remat", action="store_true", help="config.model.remat=True")
     args = parser.parse_args(argv)
     print(f"devices: {jax.devices()}", flush=True)
     print("| row | dtype | batch | compile s | step ms | images/s | XLA temp GiB | peak GiB |")
@@ -96,6 +97,7 @@ def main(argv=None) -> None:
         for dtype in args.dtypes.split(","):
             config = row_config(spec, args.scale)
             config.model.dtype = dtype
+            config.model.remat = args.remat
             try:
                 r = benchmark(config, steps=args.steps)
             except Exception as e:  # noqa: BLE001  One row failing (e.g. out of memory) is shown.
