@@ -149,7 +149,8 @@ def measure(config) -> dict:
       argument_bytes, output_bytes, temp_bytes, alias_bytes, train_peak_bytes: `_memory`.
       compile_s: seconds to lower and compile the step (on this machine, without the
         persistent compilation cache's entry if it had one: see `compile_cached`).
-      batch_shape: the global batch of images [B, H, W, 3]; eval_shape [H, W]; backend.
+      batch_shape: the global batch of images [B, H, W, 3] (a paired batch's first, the
+        source's); eval_shape [H, W]; backend.
     """
     setup = run.Setup(config, devices=jax.devices()[:1])
     batch = _abstract(_first_batch(config), setup.mesh)
@@ -163,7 +164,9 @@ def measure(config) -> dict:
     images = jax.ShapeDtypeStruct((1, h, w, 3), np.float32, sharding=shard)
     mask = jax.ShapeDtypeStruct((1, h, w), np.bool_, sharding=shard)
     predict = setup.predict.lower(setup.abstract_variables(), images, mask)
-    image_key = "image" if "image" in batch else sorted(batch)[0]
+    # The (first) images of the batch: a paired batch holds the source's and the target's.
+    paths = jax.tree_util.tree_flatten_with_path(batch)[0]
+    train_images = next(x for path, x in paths if getattr(path[-1], "key", None) == "image")
     return {
         "train_flops": _flops(step),
         "eval_flops": _flops(predict),
@@ -171,7 +174,7 @@ def measure(config) -> dict:
         "state_bytes": _tree_bytes(state),
         **_memory(step),
         "compile_s": round(compile_s, 1),
-        "batch_shape": list(batch[image_key].shape),
+        "batch_shape": list(train_images.shape),
         "eval_shape": [h, w],
         "backend": jax.default_backend(),
         "version": MEASURE_VERSION,
