@@ -123,7 +123,7 @@ def param_group(path, config) -> str:
 
 def map_mask(image_mask, shape) -> jax.Array:
     """[B, h, w] float32: the map pixels on real image pixels (a cell's top-left pixel)."""
-    stride = image_mask.shape[1] // shape[1]
+    stride = image_mask.shape[1] // shape[0]  # Heights: the crops need not be square.
     return image_mask[:, ::stride, ::stride][:, : shape[0], : shape[1]].astype(jnp.float32)
 
 
