@@ -45,6 +45,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.model.width = 1.0  # Channel multiplier; 1/8 or 1/16 for tiny models.
     config.model.pretrained = ""  # ImageNet VGG weights file (.pth/.npz/.safetensors/.h5).
     config.model.dtype = "float32"  # "bfloat16" computes in bf16 (params stay float32).
+    # Recompute the backbone's activations in the backward pass (jax.checkpoint on each stage):
+    # less memory per step for one more forward pass; the same parameters and numbers.
+    config.model.remat = False
 
     # One optimizer for every parameter, or one per parameter group of the method in
     # `config.optimizers.<group>` (each a `default_optimizer_config`; see crowdjax.optimizers).

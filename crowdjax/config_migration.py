@@ -13,6 +13,8 @@ import ml_collections
 
 from crowdjax.data import settings
 
+# Model fields of every method added after the first runs: the value older runs behaved as.
+COMMON_MODEL_FIELDS = {"remat": False}  # Activations kept, not recomputed (the same numbers).
 # Model fields added after the first runs of a method: the value older runs behaved as.
 MODEL_FIELDS = {
     # The x2 upsampling of the stride-16 features; a VGG19 file only (no VGG16 expansion).
@@ -35,12 +37,13 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     Returns:
       `config` itself, upgraded in place: every data field of `default_data_config` (e.g.
       `min_short_side`, `whole_image`, `train_tiles`, added with whole-image training) and the
-      method's model and loss fields of `MODEL_FIELDS` and `LOSS_FIELDS`.
+      model fields of `COMMON_MODEL_FIELDS`, the method's model and loss fields of
+      `MODEL_FIELDS` and `LOSS_FIELDS`.
     """
     for key, value in settings.default_data_config().items():
         if key not in config.data:
             config.data[key] = value
-    for key, value in MODEL_FIELDS.get(config.method, {}).items():
+    for key, value in (COMMON_MODEL_FIELDS | MODEL_FIELDS.get(config.method, {})).items():
         if key not in config.model:
             config.model[key] = value
     for key, value in LOSS_FIELDS.get(config.method, {}).items():

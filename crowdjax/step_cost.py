@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import time
 
 import jax
 import ml_collections
@@ -35,19 +37,41 @@ TINY_DATA = "synthetic_crowd/tiny"
 EVAL_SHAPE = (768, 1024)
 DEVICE = "A100"
 UTILISATION = 0.4
-# A100 dense peaks (FLOP/s): float32 matmuls run as TF32, JAX's default precision on A100.
-PEAK_FLOPS = {"float32": 156e12, "bfloat16": 312e12}
+# Dense peaks (FLOP/s) by device and dtype; float32 convolutions and matmuls run on the tensor
+# cores (TF32 on NVIDIA, bfloat16 passes on TPU) at JAX's default precision.
+ACCELERATORS = {
+    # NVIDIA A100 SXM datasheet: 156 TFLOP/s TF32, 312 bfloat16 (dense).
+    "A100": {"float32": 156e12, "bfloat16": 312e12},
+    # NVIDIA H100 SXM datasheet: 494.7 TFLOP/s TF32, 989.4 bfloat16 (dense; 2x with sparsity).
+    "H100": {"float32": 494.7e12, "bfloat16": 989.4e12},
+    # Google Cloud TPU v4 chip: 275 TFLOP/s bfloat16; float32 matmuls default to bfloat16 passes.
+    "TPU v4": {"float32": 275e12, "bfloat16": 275e12},
+}
+PEAK_FLOPS = ACCELERATORS[DEVICE]
+# Entries written before a field existed are measured again.
+MEASURE_VERSION = 2
 
 
-def _first_batch(config) -> dict:
-    """One global batch of the run's pipeline with the tiny data in place of its data sets."""
+def train_batches(config, *, data: str = TINY_DATA, data_dir: str = "", **options):
+    """The run's training pipeline (its crop, batch, augmentation and labels) on `data` in place
+    of its data sets (and of its adaptation target): an iterator of global batches.
+
+    Args:
+      config: the run's config.
+      data: a prepared data set; the embedded tiny data by default (built on first use).
+      data_dir: where `data` is prepared ("" the default folder).
+      **options: data settings to override (e.g. worker_threads, worker_processes).
+    """
     config = ml_collections.ConfigDict(config.to_dict())
     name = config.data.name
-    config.data.name = [TINY_DATA] if not isinstance(name, str) else TINY_DATA
-    config.data.data_dir = ""
+    config.data.name = [data] if not isinstance(name, str) else data
+    config.data.data_dir = data_dir
     if config.data.get("target"):
-        config.data.target = TINY_DATA
-    build_embedded_data(config, ())
+        config.data.target = data
+    for key, value in options.items():
+        config.data[key] = value
+    if data == TINY_DATA:
+        build_embedded_data(config, ())
     stride = registry.get_method(config.method).output_stride(config)
     kwargs = dict(
         global_batch_size=int(config.train.global_batch_size),
@@ -63,7 +87,16 @@ def _first_batch(config) -> dict:
         )
     else:
         iterator = train_stream.train_iterator(config.data, **kwargs)
-    return next(iterator)
+    return iterator
+
+
+def _first_batch(config) -> dict:
+    """One global batch of the run's pipeline with the tiny data in place of its data sets."""
+    iterator = train_batches(config)
+    batch = next(iterator)
+    if hasattr(iterator, "close"):
+        iterator.close()
+    return batch
 
 
 def _abstract(batch, mesh) -> dict:
@@ -78,14 +111,24 @@ def _flops(compiled) -> float:
     return float(analysis.get("flops", float("nan")))
 
 
-def _peak_bytes(compiled) -> int:
+def _memory(compiled) -> dict:
+    """XLA's buffer sizes of a compiled program (bytes): arguments (the state and the batch),
+    outputs, temporaries (the activations kept for the backward pass and the scratch), the
+    outputs aliased onto donated arguments, and their peak (all live at once, less aliasing)."""
     m = compiled.memory_analysis()
-    return int(
-        m.argument_size_in_bytes
-        + m.output_size_in_bytes
-        + m.temp_size_in_bytes
-        - m.alias_size_in_bytes
-    )
+    sizes = {
+        "argument_bytes": int(m.argument_size_in_bytes),
+        "output_bytes": int(m.output_size_in_bytes),
+        "temp_bytes": int(m.temp_size_in_bytes),
+        "alias_bytes": int(m.alias_size_in_bytes),
+    }
+    peak = sizes["argument_bytes"] + sizes["output_bytes"] + sizes["temp_bytes"]
+    return sizes | {"train_peak_bytes": peak - sizes["alias_bytes"]}
+
+
+def _tree_bytes(tree) -> int:
+    # x.dtype.itemsize, not np.dtype(...): a PRNG key's dtype is not a numpy one.
+    return int(sum(math.prod(x.shape) * x.dtype.itemsize for x in jax.tree.leaves(tree)))
 
 
 def eval_shape(config) -> tuple[int, int]:
@@ -96,21 +139,45 @@ def eval_shape(config) -> tuple[int, int]:
 
 
 def measure(config) -> dict:
-    """FLOPs per training step and per evaluated image, and the step's peak memory (bytes)."""
+    """What one training step and one evaluated image cost, from XLA.
+
+    Returns:
+      train_flops, eval_flops: FLOPs of the compiled step on one global batch and of the
+        prediction of one `eval_shape` image (from the lowered program: it is not compiled).
+      param_bytes, state_bytes: the parameters, and the whole train state (parameters, optimizer
+        moments, model state).
+      argument_bytes, output_bytes, temp_bytes, alias_bytes, train_peak_bytes: `_memory`.
+      compile_s: seconds to lower and compile the step (on this machine, without the
+        persistent compilation cache's entry if it had one: see `compile_cached`).
+      batch_shape: the global batch of images [B, H, W, 3] (a paired batch's first, the
+        source's); eval_shape [H, W]; backend.
+    """
     setup = run.Setup(config, devices=jax.devices()[:1])
     batch = _abstract(_first_batch(config), setup.mesh)
-    step = setup.train_step.lower(setup.abstract_with_shardings(), batch).compile()
+    state = setup.abstract_with_shardings()
+    start = time.perf_counter()
+    lowered = setup.train_step.lower(state, batch)
+    step = lowered.compile()
+    compile_s = time.perf_counter() - start
     h, w = eval_shape(config)
     shard = sharding.batch_sharded(setup.mesh)
     images = jax.ShapeDtypeStruct((1, h, w, 3), np.float32, sharding=shard)
     mask = jax.ShapeDtypeStruct((1, h, w), np.bool_, sharding=shard)
-    predict = setup.predict.lower(setup.abstract_variables(), images, mask).compile()
+    predict = setup.predict.lower(setup.abstract_variables(), images, mask)
+    # The (first) images of the batch: a paired batch holds the source's and the target's.
+    paths = jax.tree_util.tree_flatten_with_path(batch)[0]
+    train_images = next(x for path, x in paths if getattr(path[-1], "key", None) == "image")
     return {
         "train_flops": _flops(step),
-        "train_peak_bytes": _peak_bytes(step),
         "eval_flops": _flops(predict),
+        "param_bytes": _tree_bytes(state.params),
+        "state_bytes": _tree_bytes(state),
+        **_memory(step),
+        "compile_s": round(compile_s, 1),
+        "batch_shape": list(train_images.shape),
         "eval_shape": [h, w],
         "backend": jax.default_backend(),
+        "version": MEASURE_VERSION,
     }
 
 
@@ -144,6 +211,8 @@ def cache_key(config) -> str:
         for part in parents:
             node = node.get(part, {})
         node.pop(leaf, None)
+    if not tree.get("model", {}).get("remat", True):  # Off: the program of before the field.
+        del tree["model"]["remat"]
     text = json.dumps(tree, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -160,10 +229,14 @@ class CostCache:
         with open(self.path) as f:
             return json.load(f)
 
+    def has(self, config) -> bool:
+        """Whether the config's cost is cached (and of this `MEASURE_VERSION`)."""
+        return self._load().get(cache_key(config), {}).get("version") == MEASURE_VERSION
+
     def get(self, config, *, progress: str = "") -> dict:
         cache = self._load()
         key = cache_key(config)
-        if key not in cache:
+        if cache.get(key, {}).get("version") != MEASURE_VERSION:
             log(f"compiling {progress or 'the run'}'s steps for their cost (cached after)...")
             cache[key] = measure(config)
             merged = self._load() | {key: cache[key]}  # Another row's entry may be new.
@@ -174,10 +247,25 @@ class CostCache:
         return cache[key]
 
 
-def accelerator_hours(config, cost: dict) -> float:
-    """Training hours on `DEVICE` at `UTILISATION` of its peak for the config's dtype."""
-    peak = PEAK_FLOPS.get(str(config.model.dtype), PEAK_FLOPS["float32"])
-    return int(config.train.num_steps) * cost["train_flops"] / (peak * UTILISATION) / 3600
+def peak_flops(config, device: str = DEVICE) -> float:
+    """`device`'s dense peak (FLOP/s) for the config's dtype."""
+    peaks = ACCELERATORS[device]
+    return peaks.get(str(config.model.dtype), peaks["float32"])
+
+
+def step_seconds(config, cost: dict, device: str = DEVICE) -> float:
+    """Seconds of one training step on `device` at `UTILISATION` of its peak."""
+    return cost["train_flops"] / (peak_flops(config, device) * UTILISATION)
+
+
+def accelerator_hours(config, cost: dict, device: str = DEVICE) -> float:
+    """Training hours on `device` at `UTILISATION` of its peak for the config's dtype."""
+    return int(config.train.num_steps) * step_seconds(config, cost, device) / 3600
+
+
+def crops_per_second_needed(config, cost: dict, device: str = DEVICE) -> float:
+    """The crops/s the input pipeline must give so that `device` never waits for a batch."""
+    return int(config.train.global_batch_size) / step_seconds(config, cost, device)
 
 
 def describe(config, cost: dict | None) -> str:
@@ -187,7 +275,7 @@ def describe(config, cost: dict | None) -> str:
     if cost is None:
         return text
     h, w = cost["eval_shape"]
-    peak = PEAK_FLOPS.get(str(config.model.dtype), PEAK_FLOPS["float32"])
+    peak = peak_flops(config)
     return (
         f"{text}; {cost['train_flops'] / 1e12:.3g} TFLOP/step, peak "
         f"{cost['train_peak_bytes'] / 2**30:.3g} GiB/step; {cost['eval_flops'] / 1e9:.4g} "

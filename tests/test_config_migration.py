@@ -22,8 +22,14 @@ OLD_RUN_LACKS = {
         "data.min_short_side",
         "data.whole_image",
         "data.train_tiles",
+        "model.remat",
     ),
-    "autoscale_loc": ("model.fpn_layout", "data.min_short_side", "data.whole_image"),
+    "autoscale_loc": (
+        "model.fpn_layout",
+        "model.remat",
+        "data.min_short_side",
+        "data.whole_image",
+    ),
 }
 
 
@@ -47,7 +53,7 @@ def test_an_old_config_gets_the_defaults_and_keeps_everything_else(tmp_path):
     assert loaded.model.upsample == "bilinear"
     assert loaded.model.vgg16_to_vgg19 is False and loaded.loss.kind == "uot"
     assert loaded.data.min_short_side == 0 and loaded.data.whole_image is False
-    assert loaded.data.train_tiles == 1
+    assert loaded.data.train_tiles == 1 and loaded.model.remat is False
     # Every field the old run had keeps its value (load_config resets only the multi-process
     # settings), and the upgraded config is the current one again.
     assert json.loads(loaded.to_json()) == json.loads(config.to_json())

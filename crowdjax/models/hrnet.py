@@ -375,6 +375,9 @@ class HRNetStage3(nn.Module):
       stage3_modules: high-resolution modules in stage 3 (4; stage 2 has one).
       bn_momentum: PyTorch-style BN momentum (0.1; DKPNet's reference uses 0.01).
       dtype: compute dtype; parameters and BN statistics stay float32.
+      remat: recompute the activations of each layer1 block and each high-resolution module in
+        the backward pass instead of keeping them (`nn.remat`, i.e. `jax.checkpoint`): less
+        memory, one more forward pass; the parameters and the numbers are the same.
     """
 
     branch_channels: tuple[int, ...] = (40, 80, 160)
@@ -384,6 +387,7 @@ class HRNetStage3(nn.Module):
     stage3_modules: int = 4
     bn_momentum: float = 0.1
     dtype: Any = jnp.float32
+    remat: bool = False
 
     @property
     def out_channels(self) -> int:
@@ -407,6 +411,16 @@ class HRNetStage3(nn.Module):
         def bn(name):
             return MaskedBatchNorm(self.bn_momentum, 1e-5, self.dtype, name=name)
 
+        def stage(build, inputs):
+            """`build()(inputs)`, its submodule built inside the `nn.remat` target (named as
+            without it) when `self.remat`."""
+
+            def target(module, inputs, mask):
+                del module
+                return build()(inputs, train=train, mask=mask)
+
+            return (nn.remat(target) if self.remat else target)(self, inputs, mask)
+
         x = x.astype(self.dtype)
         x = nn.relu(
             bn("stem_bn1")(_conv(self.stem_channels, 3, 2, self.dtype, "stem_conv1")(x), **bn_args)
@@ -415,20 +429,25 @@ class HRNetStage3(nn.Module):
             bn("stem_bn2")(_conv(self.stem_channels, 3, 2, self.dtype, "stem_conv2")(x), **bn_args)
         )
         for b in range(self.blocks):
-            x = Bottleneck(self.layer1_planes, **kw, name=f"layer1_{b}")(x, **bn_args)
+            x = stage(lambda b=b: Bottleneck(self.layer1_planes, **kw, name=f"layer1_{b}"), x)
         layer1 = x
 
         x0 = x
         if x.shape[-1] != c0:
             x0 = ConvBN(c0, 3, 1, **kw, name="transition1_0")(x, **bn_args)
         x1 = ConvBN(c1, 3, 2, **kw, name="transition1_1")(x, **bn_args)
-        ys = HighResolutionModule((c0, c1), self.blocks, **kw, name="stage2_0")([x0, x1], **bn_args)
+        ys = stage(
+            lambda: HighResolutionModule((c0, c1), self.blocks, **kw, name="stage2_0"), [x0, x1]
+        )
 
         x2 = ConvBN(c2, 3, 2, **kw, name="transition2_2")(ys[-1], **bn_args)
         ys = [ys[0], ys[1], x2]
         for m in range(self.stage3_modules):
-            ys = HighResolutionModule((c0, c1, c2), self.blocks, **kw, name=f"stage3_{m}")(
-                ys, **bn_args
+            ys = stage(
+                lambda m=m: HighResolutionModule(
+                    (c0, c1, c2), self.blocks, **kw, name=f"stage3_{m}"
+                ),
+                ys,
             )
 
         size = ys[0].shape[1:3]

@@ -14,6 +14,7 @@ backbone with weights that expect another input (Keras / HED: Caffe BGR 0-255 mi
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -83,6 +84,13 @@ def vgg_stage_convs(x: jax.Array, channels, *, stage: int, dilation: int, dtype)
     return x
 
 
+def _stage(module: nn.Module, x: jax.Array, **kwargs) -> jax.Array:
+    """`vgg_stage_convs` as a function transform's target: its convs are `module`'s children,
+    named as without the transform."""
+    del module
+    return vgg_stage_convs(x, **kwargs)
+
+
 class VGG(nn.Module):
     """VGG feature extractor: 3x3 conv + ReLU stages with optional 2x2 max-pools.
 
@@ -97,6 +105,9 @@ class VGG(nn.Module):
       input_convention: the input the weights expect, converted from the ImageNet-normalised RGB
         input inside the module: "imagenet" (no-op), "caffe" (Keras), "caffe_hed" (HED).
       dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32.
+      remat: recompute each stage's activations in the backward pass instead of keeping them
+        (`nn.remat`, i.e. `jax.checkpoint`, on each stage): less memory, one more forward pass.
+        The parameters and the numbers are the same.
     """
 
     arch: str = "vgg16"
@@ -107,6 +118,7 @@ class VGG(nn.Module):
     ceil_mode: bool = False
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
+    remat: bool = False
 
     def _layout(self) -> tuple[tuple[bool, ...], tuple[int, ...]]:
         if not 1 <= self.stages <= 5:
@@ -154,7 +166,10 @@ class VGG(nn.Module):
         channels = vgg_channels(self.arch, self.width)
         for s in range(self.stages):
             d = dilations[s]
-            x = vgg_stage_convs(x, channels[s], stage=s, dilation=d, dtype=self.dtype)
+            stage = functools.partial(
+                _stage, channels=channels[s], stage=s, dilation=d, dtype=self.dtype
+            )
+            x = (nn.remat(stage) if self.remat else stage)(self, x)
             outputs[f"conv{s + 1}_{len(channels[s])}"] = x
             if pools[s]:
                 x = layers.max_pool2d(x, window=2, stride=2, ceil_mode=self.ceil_mode)

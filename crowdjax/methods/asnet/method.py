@@ -102,6 +102,7 @@ def make_model(config) -> ASNet:
         input_convention=importers.model_input_convention(config.model.pretrained),
         head_init=config.model.head_init,
         dtype=layers.compute_dtype(config.model.dtype),
+        remat=bool(config.model.remat),
     )
 
 
@@ -123,7 +124,7 @@ def param_group(path, config) -> str:
 
 def map_mask(image_mask, shape) -> jax.Array:
     """[B, h, w] float32: the map pixels on real image pixels (a cell's top-left pixel)."""
-    stride = image_mask.shape[1] // shape[1]
+    stride = image_mask.shape[1] // shape[0]  # Heights: the crops need not be square.
     return image_mask[:, ::stride, ::stride][:, : shape[0], : shape[1]].astype(jnp.float32)
 
 

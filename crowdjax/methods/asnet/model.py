@@ -65,6 +65,7 @@ class Generator(nn.Module):
       input_convention: input the backbone weights expect (`crowdjax.models.vgg.VGG`).
       head_init: the back-end's initialisation, "default" (PyTorch's) or "small" (the
         output conv at zero: `crowdjax.models.layers.head_initialisers`).
+      remat: recompute the backbone's activations in the backward pass (`VGG.remat`).
     """
 
     width: float = 1.0
@@ -74,6 +75,7 @@ class Generator(nn.Module):
     input_convention: str = "imagenet"
     head_init: str = "default"
     dtype: Any = jnp.float32
+    remat: bool = False
 
     @property
     def network_stride(self) -> int:
@@ -98,6 +100,7 @@ class Generator(nn.Module):
             width=self.width,
             input_convention=self.input_convention,
             dtype=self.dtype,
+            remat=self.remat,
             name="backbone",
         )(images)
         for name, c in (("dilated1", 256), ("dilated2", 64)):
@@ -170,6 +173,7 @@ class ASNet(nn.Module):
     input_convention: str = "imagenet"
     head_init: str = "default"
     dtype: Any = jnp.float32
+    remat: bool = False  # The generator's backbone (`Generator.remat`).
 
     def setup(self):
         self.generator = Generator(
@@ -180,6 +184,7 @@ class ASNet(nn.Module):
             input_convention=self.input_convention,
             head_init=self.head_init,
             dtype=self.dtype,
+            remat=self.remat,
         )
         self.d1 = Discriminator(width=self.width, leaky_slope=self.leaky_slope, dtype=self.dtype)
         self.d2 = Discriminator(width=self.width, leaky_slope=self.leaky_slope, dtype=self.dtype)

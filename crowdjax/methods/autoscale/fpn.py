@@ -113,6 +113,8 @@ class AutoScaleFPN(nn.Module):
         ``input_pad`` is then 34).
       input_convention: input the backbone weights expect (see :class:`crowdjax.models.vgg.VGG`).
       dtype: compute dtype; parameters and outputs are float32.
+      remat: recompute the VGG stages' activations in the backward pass (`VGG.remat`; the
+        "crowdjax" layout).
     """
 
     head: str = "regression"
@@ -125,6 +127,7 @@ class AutoScaleFPN(nn.Module):
     layout: str = "crowdjax"
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
+    remat: bool = False
 
     @property
     def levels(self) -> tuple[int, ...]:
@@ -185,6 +188,8 @@ class AutoScaleFPN(nn.Module):
         h, w = images.shape[1:3]
         p = OFFICIAL_LOC_PAD if official_loc else self.input_pad
         x = jnp.pad(images, ((0, 0), (p, p), (p, p), (0, 0)))
+        if official_loc and self.remat:
+            raise ValueError("model.remat: the official localization layout has no remat option")
         if official_loc:
             stages = _OfficialLocalizationVGG(
                 width=self.width,
@@ -198,6 +203,7 @@ class AutoScaleFPN(nn.Module):
                 width=self.width,
                 input_convention=self.input_convention,
                 dtype=self.dtype,
+                remat=self.remat,
                 name="backbone",
             )
             _, stages = backbone(x, return_stages=True)

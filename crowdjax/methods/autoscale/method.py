@@ -76,6 +76,7 @@ def make_model(config, *, head: Head) -> AutoScaleNet:
         fpn_layout=config.model.fpn_layout,
         input_convention=importers.model_input_convention(config.model.pretrained),
         dtype=layers.compute_dtype(config.model.dtype),
+        remat=bool(config.model.remat),
     )
 
 

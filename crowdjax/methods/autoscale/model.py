@@ -35,6 +35,7 @@ class AutoScaleNet(nn.Module):
       fpn_layout: "crowdjax" or "official" (:class:`~crowdjax.methods.autoscale.fpn.AutoScaleFPN`).
       input_convention: what the backbone weights expect.
       dtype: compute dtype.
+      remat: recompute the backbone's activations in the backward pass (`AutoScaleFPN`).
     """
 
     head: str = "regression"
@@ -46,6 +47,7 @@ class AutoScaleNet(nn.Module):
     fpn_layout: str = "crowdjax"
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
+    remat: bool = False
 
     def setup(self):
         self.fpn = AutoScaleFPN(
@@ -56,6 +58,7 @@ class AutoScaleNet(nn.Module):
             layout=self.fpn_layout,
             input_convention=self.input_convention,
             dtype=self.dtype,
+            remat=self.remat,
         )
         if self.use_l2s:
             self.l2s = L2S(feature_stride=self.feature_stride, output=self.l2s_output)

@@ -64,6 +64,7 @@ def hrnet_settings(config) -> dict:
         "layer1_planes": scale(64),
         "blocks": int(config.model.hrnet_blocks),
         "stage3_modules": int(config.model.hrnet_stage3_modules),
+        "remat": bool(config.model.remat),
     }
 
 

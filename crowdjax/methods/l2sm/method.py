@@ -76,6 +76,7 @@ def make_model(config) -> L2SMNet:
         input_convention=importers.model_input_convention(config.model.pretrained),
         head_init=config.model.head_init,
         dtype=layers.compute_dtype(config.model.dtype),
+        remat=bool(config.model.remat),
     )
 
 

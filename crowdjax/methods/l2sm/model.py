@@ -72,6 +72,7 @@ class L2SMNet(nn.Module):
       head_init: the initialisation of every conv but the backbone's and the scale map's,
         "default" (flax's) or "small" (`crowdjax.models.layers.head_initialisers`).
       dtype: compute dtype (parameters float32).
+      remat: recompute the backbone's activations in the backward pass (`VGG.remat`).
     """
 
     width: float = 1.0
@@ -83,6 +84,7 @@ class L2SMNet(nn.Module):
     input_convention: str = "imagenet"
     head_init: str = "default"
     dtype: Any = jnp.float32
+    remat: bool = False
 
     def _inits(self) -> dict:
         kernel, bias = layers.head_initialisers(
@@ -114,6 +116,7 @@ class L2SMNet(nn.Module):
             width=self.width,
             input_convention=self.input_convention,
             dtype=self.dtype,
+            remat=self.remat,
         )
         pc = _channels(self.pyramid_channels, self.width)
         self.pyramid = [self._conv(pc, 3, f"pyramid{s + 1}") for s in range(5)]

@@ -29,6 +29,7 @@ def make_model(config) -> UOTRegressor:
         upsample=config.model.upsample,
         input_convention=importers.model_input_convention(config.model.pretrained),
         dtype=layers.compute_dtype(config.model.dtype),
+        remat=bool(config.model.remat),
     )
 
 

@@ -34,6 +34,7 @@ class UOTRegressor(nn.Module):
       upsample: "bilinear" (Bayesian loss, DM-Count: ``align_corners=True``) or "nearest".
       input_convention: input the backbone weights expect (see :class:`crowdjax.models.vgg.VGG`).
       dtype: compute dtype (e.g. jnp.bfloat16); parameters and the returned density are float32.
+      remat: recompute the backbone's activations in the backward pass (`VGG.remat`).
     """
 
     width: float = 1.0
@@ -41,6 +42,7 @@ class UOTRegressor(nn.Module):
     upsample: str = "bilinear"
     input_convention: str = "imagenet"
     dtype: Any = jnp.float32
+    remat: bool = False
 
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
@@ -66,6 +68,7 @@ class UOTRegressor(nn.Module):
             width=self.width,
             input_convention=self.input_convention,
             dtype=self.dtype,
+            remat=self.remat,
             name="backbone",
         )(images)
         if self.upsample == "bilinear":

@@ -360,3 +360,17 @@ def test_network_shapes_follow_tables_8_and_9():
     assert out.shape == (1, 4, 6)
     assert method.param_group(("d2", "conv1", "kernel"), config) == "d2"
     assert set(state.params) == set(method.GROUPS)
+
+
+@pytest.mark.parametrize("stride", [1, 4])
+def test_map_mask_of_a_non_square_crop_takes_each_cells_top_left_pixel(stride):
+    # UCSD -> Mall trains on 160 x 240 crops: the stride is the height's ratio and the width's.
+    rng = np.random.default_rng(0)
+    image_mask = rng.random((2, 160, 240)) > 0.3
+    shape = (160 // stride, 240 // stride)
+    got = np.asarray(method.map_mask(jnp.asarray(image_mask), shape))
+    want = np.zeros((2, *shape), np.float32)
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            want[:, i, j] = image_mask[:, i * stride, j * stride]
+    np.testing.assert_array_equal(got, want)
