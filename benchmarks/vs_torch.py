@@ -38,6 +38,8 @@ predict 128 x 192, one repeat, DKPNet's HRNet with one block per branch and one 
 Threads: `--threads=N` pins the process to N of its CPUs (os.sched_setaffinity, before JAX
 starts its CPU client, whose thread pool takes the CPUs it may run on) and sets
 `torch.set_num_threads(N)`; default: every CPU the process may use.
+`--device=cuda` (benchmarks/accelerator.sh) runs the twins on torch's GPU, beside JAX on its
+default device (then --threads is not used).
 
   python benchmarks/vs_torch.py                              # defaults below, ~12 min on 2 cores
   python benchmarks/vs_torch.py --quick                      # smoke: tiny widths and sizes
@@ -167,7 +169,8 @@ def _asnet_twin_d(variables, config):
 
 
 def _dkpnet_twin(variables, config):
-    settings = hrnet_settings(config)
+    settings = dict(hrnet_settings(config))
+    settings.pop("remat", None)  # Recomputation in the backward pass: the same function.
     return torch_twins.DKPNetTwin(variables, hrnet=settings, attention=config.dkpnet.attention)
 
 
@@ -390,9 +393,22 @@ def _timed(fn):
     return time.perf_counter() - t0, out
 
 
+# The torch side's device: "cpu", or "cuda" (`--device`) next to JAX on its GPU.
+TORCH_DEVICE = {"device": "cpu"}
+
+
+def _torch_device() -> torch.device:
+    return torch.device(TORCH_DEVICE["device"])
+
+
+def _sync():
+    if TORCH_DEVICE["device"] == "cuda":
+        torch.cuda.synchronize()  # CUDA kernels run asynchronously: time the work, not the launch.
+
+
 def _nchw(x: np.ndarray) -> torch.Tensor:
     x = x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
-    return torch.from_numpy(np.array(x))  # A writable copy.
+    return torch.from_numpy(np.array(x)).to(_torch_device())  # A writable copy.
 
 
 def random_inputs(network: Network, work: Work, seed: int = 0) -> np.ndarray:
@@ -415,7 +431,7 @@ def check_close(name, got, want, *, rtol):
 
 def time_predict(net: CrowdjaxNet, work: Work, repeats: int, name: str) -> dict:
     x = random_inputs(net.network, work)
-    twin = net.network.twin(net.initial, net.config).eval()
+    twin = net.network.twin(net.initial, net.config).eval().to(_torch_device())
     predict = net.predict()
     variables = jax.device_put(net.initial)
     x_jax, x_torch = jax.device_put(x), _nchw(x)
@@ -425,11 +441,13 @@ def time_predict(net: CrowdjaxNet, work: Work, repeats: int, name: str) -> dict:
 
     def torch_call():
         with torch.inference_mode():
-            return twin(x_torch)
+            out = twin(x_torch)
+        _sync()
+        return out
 
     first, got = _timed(crowdjax_call)
     _, want = _timed(torch_call)
-    err = check_close(f"{name} predict {work.size}", got, want.numpy(), rtol=PREDICT_RTOL)
+    err = check_close(f"{name} predict {work.size}", got, want.cpu().numpy(), rtol=PREDICT_RTOL)
     ours, theirs = [], []
     for _ in range(repeats):
         ours.append(_timed(crowdjax_call)[0])
@@ -449,16 +467,16 @@ def time_train(net: CrowdjaxNet, work: Work, repeats: int, name: str) -> dict:
         box["state"], metrics = step(box["state"], batch)
         return float(jax.block_until_ready(metrics)["loss"])
 
-    twin = net.network.twin(net.initial, net.config).train()
+    twin = net.network.twin(net.initial, net.config).train().to(_torch_device())
     adam = torch.optim.Adam(twin.parameters(), lr=LEARNING_RATE)
-    x_torch, target_torch = _nchw(x), torch.from_numpy(target)
+    x_torch, target_torch = _nchw(x), torch.from_numpy(target).to(_torch_device())
 
     def torch_call():
         adam.zero_grad(set_to_none=True)
         loss = torch.square(twin(x_torch) - target_torch).sum((1, 2)).mean()
         loss.backward()
         adam.step()
-        return float(loss.detach())
+        return float(loss.detach())  # float() waits for the device.
 
     first, loss1 = _timed(crowdjax_call)
     loss2 = crowdjax_call()
@@ -555,13 +573,19 @@ def main(argv=None, log=print) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="smoke: width 1/8, tiny sizes")
     parser.add_argument("--override", action="append", default=[], help="config key=value")
     parser.add_argument("--json", help="write the rows and the run's facts here")
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="torch's device (JAX: its default)"
+    )
     args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device=cuda: this torch has no CUDA device")
+    TORCH_DEVICE["device"] = args.device
 
     names = [n for n in args.networks.split(",") if n]
     unknown = sorted(set(names) - set(NETWORKS))
     if unknown:
         raise SystemExit(f"--networks: unknown {unknown}; valid: {list(NETWORKS)}")
-    threads = set_threads(args.threads)
+    threads = set_threads(args.threads) if args.device == "cpu" else torch.get_num_threads()
     width = QUICK_WIDTH if args.quick and args.width is None else args.width
     repeats = 1 if args.quick and args.repeats == 3 else args.repeats
     sizes = parse_works(args.sizes) if args.sizes else (QUICK_WORKS if args.quick else None)
