@@ -23,6 +23,7 @@ from flax import linen as nn
 
 from crowdjax.losses.adversarial import split_patches
 from crowdjax.models import layers
+from crowdjax.models.conv import Conv
 from crowdjax.models.vgg import VGG
 
 DISCRIMINATOR_CHANNELS = (64, 128, 256, 512)
@@ -30,7 +31,7 @@ MIN_DISCRIMINATOR_SIDE = 16  # Four stride-2 convs: a 15-px side would vanish.
 
 
 def _conv(features, kernel, *, fan_in, strides=1, padding, dilation=1, dtype, name):
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=(strides, strides),
