@@ -17,8 +17,10 @@ forward pass and the input gradient stay XLA's own convolutions.
 HWIO and "bias" [C_out]) are the same, so checkpoints and importers are unchanged. Cases the
 matmul form does not cover (input dilation, feature groups, other layouts) use XLA's convolution.
 
-Switch: the environment variable ``CROWDJAX_CONV`` ("matmul_grad", the default, or "xla": plain
-``lax.conv_general_dilated``) sets the implementation when crowdjax is imported;
+Switch: the environment variable ``CROWDJAX_CONV`` sets the implementation when crowdjax is
+imported: "auto" (default: the matmul kernel gradient on the layers where it was measured faster,
+:func:`matmul_grad_pays`), "matmul_grad" (on every layer it covers) or "xla" (plain
+``lax.conv_general_dilated`` everywhere, the code before this module);
 :func:`set_conv_impl` / :func:`conv_impl` change it in a running process. It is read when a model
 is traced, so set it before building the jitted functions (a new ``run.Setup``) that should use it.
 """
@@ -35,13 +37,17 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
-CONV_IMPLS = ("matmul_grad", "xla")
+CONV_IMPLS = ("auto", "matmul_grad", "xla")
 CONV_ENV = "CROWDJAX_CONV"
 _NHWC = ("NHWC", "HWIO", "NHWC")
+# Where "auto" uses the matmul kernel gradient (see matmul_grad_pays).
+MIN_IN_CHANNELS = 64
+MIN_OUT_CHANNELS = 128
+MIN_PIXELS = 2 * 128 * 128
 
 
 def _impl_from_env() -> str:
-    impl = os.environ.get(CONV_ENV, "matmul_grad")
+    impl = os.environ.get(CONV_ENV, "auto")
     if impl not in CONV_IMPLS:
         raise ValueError(f"environment variable {CONV_ENV}={impl!r}; valid: {CONV_IMPLS}")
     return impl
@@ -56,7 +62,12 @@ def get_conv_impl() -> str:
 
 
 def set_conv_impl(impl: str) -> None:
-    """Sets the convolution implementation ("matmul_grad" or "xla") for models traced later."""
+    """Sets the convolution implementation for models traced later.
+
+    "auto": the matmul kernel gradient on the layers where it was measured faster
+    (:func:`matmul_grad_pays`), XLA's convolution on the others; "matmul_grad": on every layer
+    it covers; "xla": nowhere (plain ``lax.conv_general_dilated``).
+    """
     global _impl
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv implementation {impl!r}; valid: {CONV_IMPLS}")
@@ -142,6 +153,20 @@ def _matmul_grad_conv_bwd(strides, padding, dilation, precision, residuals, g):
 _matmul_grad_conv.defvjp(_matmul_grad_conv_fwd, _matmul_grad_conv_bwd)
 
 
+def matmul_grad_pays(x_shape, kernel_shape, strides) -> bool:
+    """Whether the matmul kernel gradient beat XLA's on a layer like this one (2-core CPU).
+
+    XLA's kernel-gradient convolution was 2.5-4.5x slower than the matmuls on VGG's middle
+    layers (C_out >= 128 on maps of 2 x 128 x 128 pixels and more) and equal or faster elsewhere
+    (64 -> 64 on the largest maps, 256 and 512 channels on small maps): numbers in
+    ``benchmarks/conv_profile.py``.
+    """
+    b, h, w, c_in = x_shape
+    c_out = kernel_shape[-1]
+    pixels = b * (h // strides[0]) * (w // strides[1])
+    return c_in >= MIN_IN_CHANNELS and c_out >= MIN_OUT_CHANNELS and pixels >= MIN_PIXELS
+
+
 def _as_pairs(value, n: int) -> tuple[int, ...]:
     return (1,) * n if value is None else tuple(int(v) for v in value)
 
@@ -169,7 +194,7 @@ def conv_general_dilated(
     strides = _as_pairs(window_strides, n)
     dilation = _as_pairs(rhs_dilation, n)
     plain = (
-        _impl != "matmul_grad"
+        _impl == "xla"
         or n != 2
         or tuple(dimension_numbers or ()) != _NHWC
         or any(d != 1 for d in _as_pairs(lhs_dilation, n))
@@ -195,6 +220,16 @@ def conv_general_dilated(
         dilated = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation, strict=True)]
         padding = lax.padtype_to_pads(lhs.shape[1:3], dilated, strides, padding)
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if _impl == "auto" and not matmul_grad_pays(lhs.shape, rhs.shape, strides):
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            strides,
+            padding,
+            rhs_dilation=dilation,
+            dimension_numbers=_NHWC,
+            precision=precision,
+        )
     return _matmul_grad_conv(lhs, rhs, strides, padding, dilation, precision)
 
 

@@ -91,7 +91,8 @@ def test_grad_of_per_example_losses_under_vmap():
     def loss(w, x):
         return jnp.sum(_conv(x, w, 1, 1, ((1, 1), (1, 1))) ** 2)
 
-    per_example = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(w, x)
+    with conv.conv_impl("matmul_grad"):
+        per_example = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0)))(w, x)
     for b in range(3):
         with conv.conv_impl("xla"):
             want = jax.grad(loss)(w, x[b])
@@ -130,6 +131,14 @@ def test_uot_train_step_numbers_equal_the_xla_convolution_step():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * max(scale, 1.0))
     for a, b in zip(jax.tree.leaves(new_fast), jax.tree.leaves(new_xla), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_uses_the_matmul_gradient_on_vgg_middle_layers_only():
+    # VGG19 at 512 x 512, batch 2: conv2_1 (64 -> 128 on 256 x 256) is one, conv1_2 (64 -> 64)
+    # and conv5_1 (512 -> 512 on 32 x 32) are not.
+    assert conv.matmul_grad_pays((2, 256, 256, 64), (3, 3, 64, 128), (1, 1))
+    assert not conv.matmul_grad_pays((2, 512, 512, 64), (3, 3, 64, 64), (1, 1))
+    assert not conv.matmul_grad_pays((2, 32, 32, 512), (3, 3, 512, 512), (1, 1))
 
 
 def test_unknown_impl_is_refused():
