@@ -12,17 +12,26 @@ each), at the same thread count:
 Adam, jitted with the state donated, as the trainer does) and the forward pass at `--predict`
 size, and the same in PyTorch (same layers, same initial weights, `torch.set_num_threads`).
 
-Measured on the 2-core AMD EPYC CI machine (2 threads, shared, load average 14-18; seconds,
+Measured on the 2-core AMD EPYC CI machine (2 threads, shared: load average 14-25; seconds,
 minimum of 3-4 interleaved repeats), kernel gradient of single VGG19 convs, batch 2:
 
-  layer (map, C_in->C_out)  XLA conv   one matmul per tap   1-D conv over rows   torch
-  512x512, 64->64            3.18       3.89                 3.36                 1.46
-  256x256, 64->128           5.14       1.24                 1.21                 0.85
-  256x256, 128->128          9.16       2.22                 2.07                 1.49
-  128x128, 128->256          1.78       0.67                 0.56                 0.60
-  (256 input) 64x64 256->256 0.41       --                   0.57                 0.76
-  (256 input) 32x32 512->512 0.42       --                   0.48                 0.60
+  input  layer (map, C_in->C_out)  XLA conv  one matmul per tap  1-D conv over rows  torch
+  512    512x512, 64->64            3.18      3.89                3.36                1.46
+  512    256x256, 64->128           5.14      1.24                1.21                0.85
+  512    256x256, 128->128          9.16      2.22                2.07                1.49
+  512    128x128, 128->256          1.78      0.67                0.56                0.60
+  512    128x128, 256->256          8.52      2.51
+  512    64x64, 256->512            1.95      1.16
+  512    64x64, 512->512            4.33      2.26
+  512    64x64, 512->256 (head)     0.99      1.60
+  256    256x256, 64->64            2.22      2.28
+  256    128x128, 128->128          2.16      0.98
+  256    64x64, 256->256            0.39      0.42                0.57                0.76
+  256    32x32, 512->512            0.34      0.33                0.48                0.60
 
+Splitting the pixel sum of each tap's matmul into 2-32 batched parts (to give the matmul more
+parallel work) changed nothing beyond the noise. "auto" takes the matmul where it won: C_in >= 64,
+C_out >= 128 and an output gradient of 2**22 elements or more (`conv.matmul_grad_pays`).
 The forward and input-gradient convolutions of XLA were at or below torch's at every layer. XLA
 CPU flags tried on the same layers (--xla_cpu_use_onednn, --xla_cpu_use_xnnpack=false,
 {xnn,ynn,onednn}_fusion_type=+individual_convolution): identical results and times within the

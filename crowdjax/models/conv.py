@@ -43,7 +43,7 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 # Where "auto" uses the matmul kernel gradient (see matmul_grad_pays).
 MIN_IN_CHANNELS = 64
 MIN_OUT_CHANNELS = 128
-MIN_PIXELS = 2 * 128 * 128
+MIN_OUTPUT_SIZE = 2**22  # Elements of the output gradient, B * Ho * Wo * C_out.
 
 
 def _impl_from_env() -> str:
@@ -156,15 +156,16 @@ _matmul_grad_conv.defvjp(_matmul_grad_conv_fwd, _matmul_grad_conv_bwd)
 def matmul_grad_pays(x_shape, kernel_shape, strides) -> bool:
     """Whether the matmul kernel gradient beat XLA's on a layer like this one (2-core CPU).
 
-    XLA's kernel-gradient convolution was 2.5-4.5x slower than the matmuls on VGG's middle
-    layers (C_out >= 128 on maps of 2 x 128 x 128 pixels and more) and equal or faster elsewhere
-    (64 -> 64 on the largest maps, 256 and 512 channels on small maps): numbers in
-    ``benchmarks/conv_profile.py``.
+    XLA's kernel-gradient convolution was 1.7-4.5x slower than the matmuls on every VGG layer
+    with C_out >= 128 whose output gradient has 2**22 elements or more (e.g. 128 -> 128 on
+    2 x 256 x 256, 512 -> 512 on 2 x 64 x 64), and at most 1.6x faster than them on the others
+    (64 -> 64 on the largest maps, 256 -> 256 on 2 x 64 x 64, 512 -> 256 on 2 x 64 x 64): numbers
+    in ``benchmarks/conv_profile.py``.
     """
     b, h, w, c_in = x_shape
     c_out = kernel_shape[-1]
-    pixels = b * (h // strides[0]) * (w // strides[1])
-    return c_in >= MIN_IN_CHANNELS and c_out >= MIN_OUT_CHANNELS and pixels >= MIN_PIXELS
+    output_size = b * (h // strides[0]) * (w // strides[1]) * c_out
+    return c_in >= MIN_IN_CHANNELS and c_out >= MIN_OUT_CHANNELS and output_size >= MIN_OUTPUT_SIZE
 
 
 def _as_pairs(value, n: int) -> tuple[int, ...]:

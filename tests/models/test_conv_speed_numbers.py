@@ -134,11 +134,14 @@ def test_uot_train_step_numbers_equal_the_xla_convolution_step():
 
 
 def test_auto_uses_the_matmul_gradient_on_vgg_middle_layers_only():
-    # VGG19 at 512 x 512, batch 2: conv2_1 (64 -> 128 on 256 x 256) is one, conv1_2 (64 -> 64)
-    # and conv5_1 (512 -> 512 on 32 x 32) are not.
+    # VGG19 at 512 x 512, batch 2: conv2_1 (64 -> 128 on 256 x 256) and conv4_2 (512 -> 512 on
+    # 64 x 64) are, conv1_2 (64 -> 64), conv5_1 (512 -> 512 on 32 x 32) and the head's first
+    # conv (512 -> 256 on 64 x 64) are not.
     assert conv.matmul_grad_pays((2, 256, 256, 64), (3, 3, 64, 128), (1, 1))
+    assert conv.matmul_grad_pays((2, 64, 64, 512), (3, 3, 512, 512), (1, 1))
     assert not conv.matmul_grad_pays((2, 512, 512, 64), (3, 3, 64, 64), (1, 1))
     assert not conv.matmul_grad_pays((2, 32, 32, 512), (3, 3, 512, 512), (1, 1))
+    assert not conv.matmul_grad_pays((2, 64, 64, 512), (3, 3, 512, 256), (1, 1))
 
 
 def test_unknown_impl_is_refused():
