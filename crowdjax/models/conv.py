@@ -37,6 +37,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
+from crowdjax.models.layers import is_constant_size
+
 CONV_IMPLS = ("auto", "matmul_grad", "xla")
 CONV_ENV = "CROWDJAX_CONV"
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -202,6 +204,8 @@ def conv_general_dilated(
         or feature_group_count != 1
         or batch_group_count != 1
         or preferred_element_type is not None
+        # Symbolic sizes (jax.export with a polymorphic height or width): forward only.
+        or not all(is_constant_size(n) for n in lhs.shape)
     )
     if plain:
         return lax.conv_general_dilated(

@@ -147,3 +147,15 @@ def test_auto_uses_the_matmul_gradient_on_vgg_middle_layers_only():
 def test_unknown_impl_is_refused():
     with pytest.raises(ValueError, match="matmul_grad"):
         conv.set_conv_impl("eigen")
+
+
+def test_exports_with_symbolic_height_and_width():
+    # jax.export with a polymorphic image size (crowdjax.export): the rule of "auto" cannot compare
+    # symbolic sizes, and such convolutions are only run forward.
+    kernel = jnp.zeros((3, 3, 64, 128))
+    shape = jax.export.symbolic_shape("2, h, w, 64")
+    exported = jax.export.export(jax.jit(lambda x: _conv(x, kernel, 1, 1, "SAME")))(
+        jax.ShapeDtypeStruct(shape, jnp.float32)
+    )
+    x = np.ones((2, 5, 7, 64), np.float32)
+    np.testing.assert_allclose(exported.call(x), _conv(x, kernel, 1, 1, "SAME"))
