@@ -194,12 +194,29 @@ def conv_general_dilated(
     "matmul_grad" (:func:`set_conv_impl`); anything else is passed to ``lax.conv_general_dilated``.
     """
     n = lhs.ndim - 2
+    if n != 2:  # conv_dimension_numbers below needs 2-D specs.
+        return lax.conv_general_dilated(
+            lhs,
+            rhs,
+            window_strides,
+            padding,
+            lhs_dilation,
+            rhs_dilation,
+            dimension_numbers,
+            feature_group_count,
+            batch_group_count,
+            precision,
+            preferred_element_type,
+        )
     strides = _as_pairs(window_strides, n)
     dilation = _as_pairs(rhs_dilation, n)
     plain = (
         _impl == "xla"
         or n != 2
-        or tuple(dimension_numbers or ()) != _NHWC
+        or dimension_numbers is None
+        # Flax passes ConvDimensionNumbers of axis indices, the tests strings: compare both.
+        or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
+        != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC)
         or any(d != 1 for d in _as_pairs(lhs_dilation, n))
         or feature_group_count != 1
         or batch_group_count != 1
