@@ -29,6 +29,10 @@ minimum of 3-4 interleaved repeats), kernel gradient of single VGG19 convs, batc
   256    64x64, 256->256            0.39      0.42                0.57                0.76
   256    32x32, 512->512            0.34      0.33                0.48                0.60
 
+Wall times on that machine are noisy: two identical programs timed in one job (a bug made "auto"
+trace XLA's convolution) gave 9.8 s and 13.4 s for the 256 x 256 step, hence the CPU-time column
+and the need for a quiet machine for the step numbers.
+
 Splitting the pixel sum of each tap's matmul into 2-32 batched parts (to give the matmul more
 parallel work) changed nothing beyond the noise. "auto" takes the matmul where it won: C_in >= 64,
 C_out >= 128 and an output gradient of 2**22 elements or more (`conv.matmul_grad_pays`).
