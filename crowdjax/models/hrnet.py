@@ -79,6 +79,7 @@ import numpy as np
 from flax import linen as nn
 
 from crowdjax.models.batch_norm import MaskedBatchNorm
+from crowdjax.models.conv import Conv
 from crowdjax.models.layers import is_constant_size
 
 # Official HRNet init: kaiming_normal_(mode="fan_out", nonlinearity="relu").
@@ -204,10 +205,10 @@ def resize_bilinear(x: jax.Array, shape: Sequence[int]) -> jax.Array:
 # Building blocks.
 
 
-def _conv(features: int, kernel: int, stride: int, dtype, name: str) -> nn.Conv:
+def _conv(features: int, kernel: int, stride: int, dtype, name: str) -> Conv:
     """A bias-free conv with PyTorch's padding (kernel // 2 on every side)."""
     p = kernel // 2
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=(stride, stride),

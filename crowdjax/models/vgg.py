@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from crowdjax.models import layers
+from crowdjax.models.conv import Conv
 
 # Output channels of the convs of each stage (torchvision cfg "D" and "E").
 VGG_STAGES = {
@@ -70,7 +71,7 @@ def vgg_stage_convs(x: jax.Array, channels, *, stage: int, dilation: int, dtype)
     padded by `dilation`, named "conv{stage + 1}_{i + 1}" as the importers expect."""
     d = dilation
     for i, c in enumerate(channels):
-        x = nn.Conv(
+        x = Conv(
             c,
             (3, 3),
             padding=((d, d), (d, d)),

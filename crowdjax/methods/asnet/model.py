@@ -23,6 +23,7 @@ from flax import linen as nn
 
 from crowdjax.losses.adversarial import split_patches
 from crowdjax.models import layers
+from crowdjax.models.conv import Conv
 from crowdjax.models.vgg import VGG
 
 DISCRIMINATOR_CHANNELS = (64, 128, 256, 512)
@@ -36,7 +37,7 @@ def _conv(features, kernel, *, fan_in, strides=1, padding, dilation=1, dtype, na
         layers.torch_conv_bias_init(fan_in),
         output=name == "output",
     )
-    return nn.Conv(
+    return Conv(
         features,
         (kernel, kernel),
         strides=(strides, strides),

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from crowdjax.models import layers
+from crowdjax.models.conv import Conv
 from crowdjax.models.vgg import VGG, VGG_PRESETS, vgg_channels, vgg_stage_convs
 
 HEADS = ("regression", "localization")
@@ -136,7 +137,7 @@ class AutoScaleFPN(nn.Module):
 
     def _conv(self, features, kernel, name, init=None):
         k = kernel
-        return nn.Conv(
+        return Conv(
             features,
             (k, k),
             padding=((k // 2, k // 2), (k // 2, k // 2)),

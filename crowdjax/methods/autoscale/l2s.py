@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from crowdjax.models import layers
+from crowdjax.models.conv import Conv
 from crowdjax.models.rescale import roi_adaptive_avg_pool
 
 MIN_SCALE = 0.5
@@ -71,9 +72,7 @@ class L2S(nn.Module):
         x = roi_adaptive_avg_pool(features, box, self.pooled_size).astype(self.dtype)
         init = nn.initializers.normal(0.01)  # reference: conv weights N(0, 0.01), bias 0
         for k, c in enumerate(self.channels):
-            conv = nn.Conv(
-                c, (3, 3), padding=1, kernel_init=init, dtype=self.dtype, name=f"conv{k}"
-            )
+            conv = Conv(c, (3, 3), padding=1, kernel_init=init, dtype=self.dtype, name=f"conv{k}")
             x = nn.relu(conv(x))
             if k > 0:
                 x = nn.avg_pool(x, (2, 2), strides=(2, 2))

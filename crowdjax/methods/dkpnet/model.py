@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from crowdjax.models.batch_norm import MaskedBatchNorm, mask_to_features
+from crowdjax.models.conv import Conv
 from crowdjax.models.hrnet import HRNetStage3
 
 ATTENTIONS = ("none", "se", "va", "inva")
@@ -125,7 +126,7 @@ class DKPNet(nn.Module):
                 f"dkpnet.attention must be one of {ATTENTIONS}, got {self.attention!r}"
             )
         self.backbone = HRNetStage3(**dict(self.hrnet), dtype=self.dtype)
-        self.reduce = nn.Conv(self.channels, (1, 1), dtype=self.dtype, name="reduce")
+        self.reduce = Conv(self.channels, (1, 1), dtype=self.dtype, name="reduce")
         self.reduce_bn = MaskedBatchNorm(dtype=self.dtype)
         if self.attention == "se":
             hidden = max(1, self.channels // self.se_reduction)
@@ -135,9 +136,9 @@ class DKPNet(nn.Module):
             self.decoder = AttentionDecoder(self.channels, self.hidden)
             k = self.sub_centers if self.attention == "inva" else 0
             self.prior = DomainPrior(self.domains, self.latent_dim, k)
-        self.head = [nn.Conv(c, (1, 1), dtype=self.dtype) for c in self.head_channels]
+        self.head = [Conv(c, (1, 1), dtype=self.dtype) for c in self.head_channels]
         self.head_bn = [MaskedBatchNorm(dtype=self.dtype) for _ in self.head_channels]
-        self.out = nn.Conv(1, (1, 1), dtype=self.dtype)
+        self.out = Conv(1, (1, 1), dtype=self.dtype)
 
     @property
     def variational(self) -> bool:

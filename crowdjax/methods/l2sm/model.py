@@ -33,6 +33,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from crowdjax.models import layers, rescale
+from crowdjax.models.conv import Conv
 from crowdjax.models.vgg import VGG
 
 OUTPUT_STRIDE = 4
@@ -93,7 +94,7 @@ class L2SMNet(nn.Module):
         return {"kernel_init": kernel, "bias_init": bias}
 
     def _conv(self, c, k, name):
-        return nn.Conv(
+        return Conv(
             c,
             (k, k),
             padding=((k // 2, k // 2), (k // 2, k // 2)),
@@ -135,7 +136,7 @@ class L2SMNet(nn.Module):
         )
         if self.use_l2sm:
             start = (1.0 - self.min_scale) / (self.max_scale - self.min_scale)
-            self.scale_conv = nn.Conv(
+            self.scale_conv = Conv(
                 1,
                 (1, 1),
                 kernel_init=nn.initializers.zeros,

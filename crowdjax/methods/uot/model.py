@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from crowdjax.models import layers
+from crowdjax.models.conv import Conv
 from crowdjax.models.vgg import VGG
 
 
@@ -80,7 +81,7 @@ class UOTRegressor(nn.Module):
         for name, c, k in (("reg_conv1", 256, 3), ("reg_conv2", 128, 3), ("reg_out", 1, 1)):
             c = 1 if c == 1 else max(1, round(c * self.width))
             fan_in = x.shape[-1] * k * k
-            x = nn.Conv(
+            x = Conv(
                 c,
                 (k, k),
                 padding=((k // 2, k // 2), (k // 2, k // 2)),
