@@ -21,9 +21,18 @@ def tiny_data_dir(tmp_path_factory) -> str:
     return data_dir
 
 
+def with_xla_flags(flags: str) -> str:
+    """`flags` after the session's XLA flags (tests/conftest.py), for a subprocess's XLA_FLAGS."""
+    return f"{os.environ.get('XLA_FLAGS', '')} {flags}".strip()
+
+
 def run_script(args: list[str], *, env_extra: dict | None = None, timeout: int = 600, **kwargs):
-    """Runs a Python script of the repo in a fresh process (own XLA flags), returns the process."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO, **(env_extra or {})}
+    """Runs a Python script of the repo in a fresh process, returns the process. An XLA_FLAGS of
+    `env_extra` is added to the session's flags."""
+    env_extra = dict(env_extra or {})
+    if "XLA_FLAGS" in env_extra:
+        env_extra["XLA_FLAGS"] = with_xla_flags(env_extra["XLA_FLAGS"])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": REPO, **env_extra}
     return subprocess.run(
         [sys.executable, *args],
         cwd=REPO,

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from crowdjax import checkpointing, preemption, run
-from tests.engine.conftest import REPO, run_script
+from tests.engine.conftest import REPO, run_script, with_xla_flags
 
 TINY_ARGS = ["train.py", "--config=configs/quickstart.py:tiny"]
 
@@ -245,7 +245,7 @@ def _start_two_processes(train_args: list[str], port_offset: int = 0) -> list[su
                 env={
                     **os.environ,
                     "PYTHONUNBUFFERED": "1",
-                    "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
+                    "XLA_FLAGS": with_xla_flags("--xla_force_host_platform_device_count=1"),
                 },
             )
         )
