@@ -27,6 +27,9 @@ Differences from the paper's recipe:
     steps at 1e-6 leave HED's features and a random back-end where they start); D1, D2 as paper;
   - schedule: CPU_STEPS steps instead of 200 epochs, 2 validations on part A's 30 held-out
     images;
+  - G's back-end initialised N(0, 0.01), its output conv at zero (model.head_init "small")
+    instead of PyTorch's default: on HED's 0-255 features the default started at about -30000
+    people per part B image (ground truth 83-233);
   - everything else (lambdas, S = 4, the scores) as configs/asnet_common.py.
 """
 
