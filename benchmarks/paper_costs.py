@@ -46,6 +46,9 @@ class Entry:
     key: str
 
 
+TABLE = "paper_costs"  # The table's files in --out: TABLE + ".md", TABLE + ".json".
+
+
 def entries(papers=PAPERS) -> list[Entry]:
     """Every paper row's config, merged by cost key and schedule; the first of each config file
     (and DKPNet variant) first, so a cut-short run covers every architecture."""
@@ -146,10 +149,10 @@ def write(done: list[dict], todo: list[Entry], out: str) -> str:
     done = sorted(done, key=paper_order)
     measured = {tuple(r["rows"]) for r in done}
     missing = [", ".join(e.rows) for e in todo if tuple(e.rows) not in measured]
-    with open(os.path.join(out, "paper_costs.json"), "w") as f:
+    with open(os.path.join(out, TABLE + ".json"), "w") as f:
         json.dump(done, f, indent=1)
     text = markdown(done, missing)
-    with open(os.path.join(out, "paper_costs.md"), "w") as f:
+    with open(os.path.join(out, TABLE + ".md"), "w") as f:
         f.write(text + "\n")
     return text
 

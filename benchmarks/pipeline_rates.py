@@ -33,6 +33,9 @@ REAL_DATA = "shanghaitech/part_b_512"
 MIN_BATCHES = 6
 
 
+TABLE = "pipeline_rates"  # The table's files in --out: TABLE + ".md", TABLE + ".json".
+
+
 def crops_per_second(config, *, data: str, data_dir: str, crops: int, **options) -> tuple:
     """(crops/s of wall time, crops per CPU second of this process) of the config's training
     pipeline over at least `crops` crops and `MIN_BATCHES` batches (after two). With one read
@@ -117,13 +120,13 @@ def main(argv=None) -> None:
     )
     args = parser.parse_args(argv)
     if args.render:
-        with open(os.path.join(args.out, "pipeline_rates.json")) as f:
+        with open(os.path.join(args.out, TABLE + ".json")) as f:
             saved = json.load(f)
         needed = needed_rates(args.costs)
         for line in saved["lines"]:
             line["needed"] = next((needed[n] for n in line["rows"] if n in needed), {})
         text = markdown(saved["lines"], saved["data"], saved["processes"])
-        with open(os.path.join(args.out, "pipeline_rates.md"), "w") as f:
+        with open(os.path.join(args.out, TABLE + ".md"), "w") as f:
             f.write(text + "\n")
         print(text)
         return
@@ -173,9 +176,9 @@ def main(argv=None) -> None:
             flush=True,
         )
         text = markdown(lines, data_label, args.processes)
-        with open(os.path.join(args.out, "pipeline_rates.md"), "w") as f:
+        with open(os.path.join(args.out, TABLE + ".md"), "w") as f:
             f.write(text + "\n")
-        with open(os.path.join(args.out, "pipeline_rates.json"), "w") as f:
+        with open(os.path.join(args.out, TABLE + ".json"), "w") as f:
             record = {
                 "data": data_label,
                 "processes": args.processes,
