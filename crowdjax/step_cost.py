@@ -194,6 +194,7 @@ COST_FREE_FIELDS = (
     "data.data_dir",
     "dkpnet.stage1",
     "model.pretrained",
+    "model.head_init",  # Initial values only: the step's program is the same.
     "train.num_steps",
     "train.log_every",
     "train.eval_every",
