@@ -18,9 +18,10 @@ HWIO and "bias" [C_out]) are the same, so checkpoints and importers are unchange
 matmul form does not cover (input dilation, feature groups, other layouts) use XLA's convolution.
 
 Switch: the environment variable ``CROWDJAX_CONV`` sets the implementation when crowdjax is
-imported: "auto" (default: the matmul kernel gradient on the layers where it was measured faster,
-:func:`matmul_grad_pays`), "matmul_grad" (on every layer it covers) or "xla" (plain
-``lax.conv_general_dilated`` everywhere, the code before this module);
+imported: "auto" (default: on a CPU backend, the matmul kernel gradient on the layers where it
+was measured faster, :func:`matmul_grad_pays`; XLA's own on a GPU or TPU), "matmul_grad" (on
+every layer it covers) or "xla" (plain ``lax.conv_general_dilated`` everywhere, the code before
+this module);
 :func:`set_conv_impl` / :func:`conv_impl` change it in a running process. It is read when a model
 is traced, so set it before building the jitted functions (a new ``run.Setup``) that should use it.
 """
@@ -242,7 +243,9 @@ def conv_general_dilated(
         dilated = [(k - 1) * d + 1 for k, d in zip(rhs.shape[:2], dilation, strict=True)]
         padding = lax.padtype_to_pads(lhs.shape[1:3], dilated, strides, padding)
     padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    if _impl == "auto" and not matmul_grad_pays(lhs.shape, rhs.shape, strides):
+    # "auto" only on a CPU: it was measured there; a GPU's or TPU's own kernel gradients are fast.
+    on_cpu = jax.default_backend() == "cpu"
+    if _impl == "auto" and not (on_cpu and matmul_grad_pays(lhs.shape, rhs.shape, strides)):
         return lax.conv_general_dilated(
             lhs,
             rhs,

@@ -176,3 +176,21 @@ def test_exports_with_symbolic_height_and_width():
     )
     x = np.ones((2, 5, 7, 64), np.float32)
     np.testing.assert_allclose(exported.call(x), _conv(x, kernel, 1, 1, "SAME"))
+
+
+def test_auto_keeps_xlas_convolution_off_the_cpu(monkeypatch):
+    # Measured on a CPU only: on a GPU or TPU "auto" must trace XLA's plain convolution.
+    x = jnp.zeros((2, 256, 256, 64), jnp.float32)
+    k = jnp.zeros((3, 3, 64, 128), jnp.float32)
+
+    def traced():
+        def f(x, k):
+            return conv.conv_general_dilated(
+                x, k, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+
+        return str(jax.make_jaxpr(f)(x, k))
+
+    assert "custom_vjp" in traced()  # The CPU takes the matmul gradient on this layer.
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert "custom_vjp" not in traced()
