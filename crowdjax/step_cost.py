@@ -31,6 +31,7 @@ from crowdjax import registry, run, sharding
 from crowdjax.data import settings, train_stream
 from crowdjax.embedded_data import build_embedded_data
 from crowdjax.metric_writers import log
+from crowdjax.models import conv
 
 CACHE_FILE = "cost_cache.json"
 TINY_DATA = "synthetic_crowd/tiny"
@@ -48,8 +49,11 @@ ACCELERATORS = {
     "TPU v4": {"float32": 275e12, "bfloat16": 275e12},
 }
 PEAK_FLOPS = ACCELERATORS[DEVICE]
-# Entries written before a field existed are measured again.
-MEASURE_VERSION = 2
+# Entries written before a field existed are measured again (3: measured with XLA's convolutions).
+MEASURE_VERSION = 3
+# The convolutions of the measured step: those an accelerator runs. On a CPU, conv "auto" takes
+# a matmul kernel gradient (crowdjax.models.conv) whose buffers are not a GPU's or a TPU's.
+ACCELERATOR_CONV = "xla"
 
 
 def train_batches(config, *, data: str = TINY_DATA, data_dir: str = "", **options):
@@ -139,7 +143,8 @@ def eval_shape(config) -> tuple[int, int]:
 
 
 def measure(config) -> dict:
-    """What one training step and one evaluated image cost, from XLA.
+    """What one training step and one evaluated image cost, from XLA, with the convolutions an
+    accelerator runs (`ACCELERATOR_CONV`, whatever the process's conv implementation).
 
     Returns:
       train_flops, eval_flops: FLOPs of the compiled step on one global batch and of the
@@ -150,8 +155,13 @@ def measure(config) -> dict:
       compile_s: seconds to lower and compile the step (on this machine, without the
         persistent compilation cache's entry if it had one: see `compile_cached`).
       batch_shape: the global batch of images [B, H, W, 3] (a paired batch's first, the
-        source's); eval_shape [H, W]; backend.
+        source's); eval_shape [H, W]; backend; conv (`ACCELERATOR_CONV`).
     """
+    with conv.conv_impl(ACCELERATOR_CONV):  # Read when the step is traced (lowered) below.
+        return _measure(config)
+
+
+def _measure(config) -> dict:
     setup = run.Setup(config, devices=jax.devices()[:1])
     batch = _abstract(_first_batch(config), setup.mesh)
     state = setup.abstract_with_shardings()
@@ -177,6 +187,7 @@ def measure(config) -> dict:
         "batch_shape": list(train_images.shape),
         "eval_shape": [h, w],
         "backend": jax.default_backend(),
+        "conv": ACCELERATOR_CONV,
         "version": MEASURE_VERSION,
     }
 

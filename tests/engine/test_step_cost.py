@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from configs import quickstart
-from crowdjax import paper_runs, registry, step_cost
+from crowdjax import paper_runs, registry, run, step_cost
+from crowdjax.models import conv
 from crowdjax.models.vgg import vgg_channels
 
 sys.path.insert(0, str(paper_runs.REPO_ROOT))
@@ -73,6 +74,29 @@ def test_measure_counts_the_parameters_the_convolutions_and_the_buffers(tiny_dat
     assert cost["argument_bytes"] >= cost["state_bytes"]  # The state and the batch.
     assert cost["alias_bytes"] == cost["state_bytes"]  # The donated state is updated in place.
     assert cost["compile_s"] > 0 and cost["version"] == step_cost.MEASURE_VERSION
+
+
+def test_measure_compiles_the_accelerators_convolutions_whatever_the_process_uses(
+    tiny_data_dir, monkeypatch
+):
+    """On a CPU, conv "auto" may take the matmul kernel gradient, whose buffers differ from the
+    convolutions a GPU or TPU runs: the cost table must not depend on it."""
+    monkeypatch.setenv("CROWDJAX_DATA_DIR", tiny_data_dir)
+    config = quickstart.get_config("tiny")
+    config.data.eval_buckets = ((32, 32),)
+    with conv.conv_impl("matmul_grad"):
+        measured = step_cost.measure(config)
+        assert conv.get_conv_impl() == "matmul_grad"  # Restored after the measure.
+    with conv.conv_impl("xla"):
+        setup = run.Setup(config, devices=jax.devices()[:1])
+        batch = step_cost._abstract(step_cost._first_batch(config), setup.mesh)
+        xla_step = setup.train_step.lower(setup.abstract_with_shardings(), batch).compile()
+    with conv.conv_impl("matmul_grad"):
+        setup = run.Setup(config, devices=jax.devices()[:1])
+        matmul_step = setup.train_step.lower(setup.abstract_with_shardings(), batch).compile()
+    xla_temp = xla_step.memory_analysis().temp_size_in_bytes
+    assert matmul_step.memory_analysis().temp_size_in_bytes != xla_temp  # The two differ here.
+    assert measured["temp_bytes"] == xla_temp and measured["conv"] == "xla"
 
 
 def test_rates_and_hours_follow_from_the_peaks():
