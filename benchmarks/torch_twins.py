@@ -249,12 +249,15 @@ class DiscriminatorTwin(nn.Module):
 # HRNet (cls_hrnet layout, official module names so that crowdjax's key map fills it).
 
 
-def _conv_bn(c_in, c_out, k, stride, relu):
+# conv_bn, Bottleneck and BasicBlock are also the blocks of tests/models/test_hrnet.py's reference.
+
+
+def conv_bn(c_in, c_out, k, stride, relu):
     layers = [nn.Conv2d(c_in, c_out, k, stride, k // 2, bias=False), nn.BatchNorm2d(c_out)]
     return nn.Sequential(*layers, *([nn.ReLU()] if relu else []))
 
 
-class _Bottleneck(nn.Module):
+class Bottleneck(nn.Module):
     def __init__(self, c_in, planes):
         super().__init__()
         c_out = 4 * planes
@@ -262,7 +265,7 @@ class _Bottleneck(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv3, self.bn3 = nn.Conv2d(planes, c_out, 1, bias=False), nn.BatchNorm2d(c_out)
-        self.downsample = None if c_in == c_out else _conv_bn(c_in, c_out, 1, 1, relu=False)
+        self.downsample = None if c_in == c_out else conv_bn(c_in, c_out, 1, 1, relu=False)
 
     def forward(self, x):
         y = F.relu(self.bn1(self.conv1(x)))
@@ -271,7 +274,7 @@ class _Bottleneck(nn.Module):
         return F.relu(y + (x if self.downsample is None else self.downsample(x)))
 
 
-class _Basic(nn.Module):
+class BasicBlock(nn.Module):
     def __init__(self, c):
         super().__init__()
         self.conv1, self.bn1 = nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)
@@ -288,20 +291,20 @@ class _HRModule(nn.Module):
     def __init__(self, channels, blocks):
         super().__init__()
         self.branches = nn.ModuleList(
-            nn.Sequential(*[_Basic(c) for _ in range(blocks)]) for c in channels
+            nn.Sequential(*[BasicBlock(c) for _ in range(blocks)]) for c in channels
         )
         rows = []
         for i, ci in enumerate(channels):
             row = []
             for j, cj in enumerate(channels):
                 if j > i:
-                    row.append(_conv_bn(cj, ci, 1, 1, relu=False))
+                    row.append(conv_bn(cj, ci, 1, 1, relu=False))
                 elif j == i:
                     row.append(None)
                 else:
                     n = i - j
                     steps = [
-                        _conv_bn(cj, ci if k == n - 1 else cj, 3, 2, relu=k < n - 1)
+                        conv_bn(cj, ci if k == n - 1 else cj, 3, 2, relu=k < n - 1)
                         for k in range(n)
                     ]
                     row.append(nn.Sequential(*steps))
@@ -335,16 +338,14 @@ class HRNetStage3Twin(nn.Module):
         s, p = stem_channels, layer1_planes
         self.conv1, self.bn1 = nn.Conv2d(3, s, 3, 2, 1, bias=False), nn.BatchNorm2d(s)
         self.conv2, self.bn2 = nn.Conv2d(s, s, 3, 2, 1, bias=False), nn.BatchNorm2d(s)
-        self.layer1 = nn.Sequential(
-            *[_Bottleneck(s if b == 0 else 4 * p, p) for b in range(blocks)]
-        )
-        first = None if 4 * p == c0 else _conv_bn(4 * p, c0, 3, 1, relu=True)
+        self.layer1 = nn.Sequential(*[Bottleneck(s if b == 0 else 4 * p, p) for b in range(blocks)])
+        first = None if 4 * p == c0 else conv_bn(4 * p, c0, 3, 1, relu=True)
         self.transition1 = nn.ModuleList(
-            [first, nn.Sequential(_conv_bn(4 * p, c1, 3, 2, relu=True))]
+            [first, nn.Sequential(conv_bn(4 * p, c1, 3, 2, relu=True))]
         )
         self.stage2 = nn.Sequential(_HRModule((c0, c1), blocks))
         self.transition2 = nn.ModuleList(
-            [None, None, nn.Sequential(_conv_bn(c1, c2, 3, 2, relu=True))]
+            [None, None, nn.Sequential(conv_bn(c1, c2, 3, 2, relu=True))]
         )
         self.stage3 = nn.Sequential(
             *[_HRModule((c0, c1, c2), blocks) for _ in range(stage3_modules)]

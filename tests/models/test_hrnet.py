@@ -30,6 +30,9 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 tnn = torch.nn
 
+# The convolution-BN, bottleneck and basic blocks, shared with the benchmark's PyTorch twin.
+from benchmarks.torch_twins import BasicBlock, Bottleneck, conv_bn  # noqa: E402  (needs torch)
+
 TINY = dict(branch_channels=(8, 16, 32), stem_channels=16, layer1_planes=8, blocks=2)
 TINY_MODULES = 2
 
@@ -39,43 +42,11 @@ TINY_MODULES = 2
 # names and Sequential indices give the official state-dict keys.
 
 
-def _conv_bn(cin, cout, k, stride, relu):
-    mods = [tnn.Conv2d(cin, cout, k, stride, k // 2, bias=False), tnn.BatchNorm2d(cout)]
-    return tnn.Sequential(*mods, *([tnn.ReLU()] if relu else []))
-
-
-class _Bottleneck(tnn.Module):
-    def __init__(self, cin, planes):
-        super().__init__()
-        cout = 4 * planes
-        self.conv1, self.bn1 = tnn.Conv2d(cin, planes, 1, bias=False), tnn.BatchNorm2d(planes)
-        self.conv2 = tnn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(planes)
-        self.conv3, self.bn3 = tnn.Conv2d(planes, cout, 1, bias=False), tnn.BatchNorm2d(cout)
-        self.downsample = None if cin == cout else _conv_bn(cin, cout, 1, 1, relu=False)
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = F.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(y))
-        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-
-class _Basic(tnn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv1, self.bn1 = tnn.Conv2d(c, c, 3, 1, 1, bias=False), tnn.BatchNorm2d(c)
-        self.conv2, self.bn2 = tnn.Conv2d(c, c, 3, 1, 1, bias=False), tnn.BatchNorm2d(c)
-
-    def forward(self, x):
-        return F.relu(x + self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
-
-
 class _HRModule(tnn.Module):
     def __init__(self, channels, blocks):
         super().__init__()
         self.branches = tnn.ModuleList(
-            tnn.Sequential(*[_Basic(c) for _ in range(blocks)]) for c in channels
+            tnn.Sequential(*[BasicBlock(c) for _ in range(blocks)]) for c in channels
         )
         rows = []
         for i, ci in enumerate(channels):
@@ -94,7 +65,7 @@ class _HRModule(tnn.Module):
                 else:
                     n = i - j
                     steps = [
-                        _conv_bn(cj, ci if k == n - 1 else cj, 3, 2, relu=k < n - 1)
+                        conv_bn(cj, ci if k == n - 1 else cj, 3, 2, relu=k < n - 1)
                         for k in range(n)
                     ]
                     row.append(tnn.Sequential(*steps))
@@ -127,15 +98,15 @@ class TorchHRNetStage3(tnn.Module):
         self.conv1, self.bn1 = tnn.Conv2d(3, s, 3, 2, 1, bias=False), tnn.BatchNorm2d(s)
         self.conv2, self.bn2 = tnn.Conv2d(s, s, 3, 2, 1, bias=False), tnn.BatchNorm2d(s)
         self.layer1 = tnn.Sequential(
-            *[_Bottleneck(s if b == 0 else 4 * p, p) for b in range(blocks)]
+            *[Bottleneck(s if b == 0 else 4 * p, p) for b in range(blocks)]
         )
-        first = None if 4 * p == c0 else _conv_bn(4 * p, c0, 3, 1, relu=True)
+        first = None if 4 * p == c0 else conv_bn(4 * p, c0, 3, 1, relu=True)
         self.transition1 = tnn.ModuleList(
-            [first, tnn.Sequential(_conv_bn(4 * p, c1, 3, 2, relu=True))]
+            [first, tnn.Sequential(conv_bn(4 * p, c1, 3, 2, relu=True))]
         )
         self.stage2 = tnn.Sequential(_HRModule((c0, c1), blocks))
         self.transition2 = tnn.ModuleList(
-            [None, None, tnn.Sequential(_conv_bn(c1, c2, 3, 2, relu=True))]
+            [None, None, tnn.Sequential(conv_bn(c1, c2, 3, 2, relu=True))]
         )
         self.stage3 = tnn.Sequential(
             *[_HRModule((c0, c1, c2), blocks) for _ in range(stage3_modules)]
