@@ -6,6 +6,7 @@ named by `--impls` ("xla": XLA's convolution, the code before that module; "auto
 each), at the same thread count:
 
   python benchmarks/conv_profile.py --mode=layers --size=512   # every VGG19 conv: fwd, dx, dkernel
+  python benchmarks/conv_profile.py --mode=gemm --size=512     # a kernel gradient's products
   python benchmarks/conv_profile.py --mode=step --size=512     # the train step and predict
 
 `--mode=step` runs the regressor's train step (value_and_grad of the pixel-wise L2 density loss +
@@ -145,6 +146,60 @@ def profile_layers(size: int, batch: int, repeats: int, impls) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# GEMM mode: the matrix products a kernel gradient is made of, XLA's against PyTorch's.
+
+
+def gemm_fns(x, g, batch: int, h: int) -> dict:
+    """One tap's product X^T dY as an XLA dot and as torch.mm; torch's whole kernel gradient."""
+    import torch  # Optional dependency of the benchmark only.
+
+    xj, gj = jnp.asarray(x), jnp.asarray(g)
+    dot = jax.jit(lambda a, b: jnp.einsum("nc,nd->cd", a, b)).lower(xj, gj).compile()
+    xt, gt = torch.from_numpy(x), torch.from_numpy(g)
+    x4 = torch.from_numpy(x.reshape(batch, h, h, -1)).permute(0, 3, 1, 2).contiguous()
+    g4 = torch.from_numpy(g.reshape(batch, h, h, -1)).permute(0, 3, 1, 2).contiguous()
+    shape = (g.shape[1], x.shape[1], 3, 3)
+
+    def torch_dw():
+        with torch.no_grad():
+            return torch.nn.grad.conv2d_weight(x4, shape, g4, padding=1)
+
+    return {
+        "xla dot": lambda: dot(xj, gj).block_until_ready(),
+        "torch mm": lambda: torch.mm(xt.t(), gt),
+        "torch dw": torch_dw,
+    }
+
+
+def profile_gemms(size: int, batch: int, repeats: int) -> None:
+    """Per VGG19 layer, one kernel tap's product dW_tap = X^T dY ([C_in, N] x [N, C_out], N =
+    batch x pixels: the reduction the kernel gradient does nine times) as an XLA dot and as
+    torch.mm, and torch's whole kernel gradient (conv2d_weight). If nine XLA products already
+    take longer than torch's whole kernel gradient, no arrangement of the kernel gradient into
+    XLA matmuls can reach torch: the gap is in the product's library (XLA:CPU's dot against
+    torch's oneDNN / MKL), not in the convolution's form."""
+    totals = {}
+    for h, c_in, c_out in vgg19_layers(size):
+        rng = np.random.default_rng(0)
+        n = batch * h * h
+        x = rng.standard_normal((n, c_in), np.float32)
+        g = rng.standard_normal((n, c_out), np.float32)
+        best, _ = interleaved_min(gemm_fns(x, g, batch, h), repeats)
+        best["9 xla dots"] = 9 * best["xla dot"]
+        best["9 torch mms"] = 9 * best["torch mm"]
+        for k, v in best.items():
+            totals[k] = totals.get(k, 0.0) + v
+        gflops = 2 * n * c_in * c_out / 1e9
+        rates = f"xla {gflops / best['xla dot']:.0f}, torch {gflops / best['torch mm']:.0f} GFLOP/s"
+        print(
+            f"{h}x{h} {c_in}->{c_out}: "
+            + " | ".join(f"{k} {v:.3f}" for k, v in best.items())
+            + f" | one product: {rates}"
+        )
+    print("sum over layers: " + " | ".join(f"{k} {v:.2f}" for k, v in totals.items()))
+
+
+# ----------------------------------------------------------------------------------------------
 # Step mode.
 
 
@@ -278,7 +333,7 @@ def profile_step(size, batch, predict_hw, repeats, impls):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mode", choices=("layers", "step"), default="step")
+    parser.add_argument("--mode", choices=("layers", "gemm", "step"), default="step")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--predict", type=int, nargs=2, default=(768, 1024), metavar=("H", "W"))
@@ -298,6 +353,8 @@ def main() -> None:
     print(f"load average {os.getloadavg()}, torch threads {torch.get_num_threads()}")
     if args.mode == "layers":
         profile_layers(args.size, args.batch, args.repeats, args.impls)
+    elif args.mode == "gemm":
+        profile_gemms(args.size, args.batch, args.repeats)
     else:
         profile_step(args.size, args.batch, tuple(args.predict), args.repeats, args.impls)
     print(f"load average {os.getloadavg()}")
