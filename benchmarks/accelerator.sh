@@ -2,6 +2,7 @@
 # The first run on a GPU or TPU machine, in under 8 minutes, everything printed with timings:
 #   1. every method's training step at its paper crop and batch, float32 and bfloat16:
 #      images/s, XLA temp memory and the device's peak memory (benchmarks/paper_steps.py);
+#      then DKPNet's (the one over 16 GB in float32) with model.remat, for the memory it saves;
 #   2. the PyTorch comparison where a CUDA torch and benchmarks/vs_torch.py are there;
 #   3. a 3-minute UOT training from the HED backbone (configs/uot_shb.py:cpu) on a carried copy
 #      of ShanghaiTech part B, stopped by SIGTERM (the trainer checkpoints the step it is in),
@@ -70,6 +71,14 @@ if [ "$SMOKE" -eq 1 ]; then
   stage steps 300 "$PY" benchmarks/paper_steps.py --scale=tiny --steps=2 --rows=uot:uot_shb
 else
   stage steps 130 "$PY" benchmarks/paper_steps.py --steps=10
+fi
+# XLA:CPU keeps as much memory with remat as without (README): the device's scheduler decides.
+if [ "$SMOKE" -eq 1 ]; then
+  stage remat 120 "$PY" benchmarks/paper_steps.py --scale=tiny --steps=2 --rows=uot:uot_shb \
+    --dtypes=float32 --remat
+else
+  stage remat 40 "$PY" benchmarks/paper_steps.py --steps=5 --rows=dkpnet:dkpnet_3joint_inva \
+    --dtypes=float32 --remat
 fi
 
 # 2. PyTorch on the same networks (benchmarks/vs_torch.py, where present, needs CUDA torch).

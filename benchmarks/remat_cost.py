@@ -53,6 +53,13 @@ def step_seconds(config, *, steps: int) -> float:
     return best
 
 
+def small_batch(config, batch: int) -> int:
+    """`batch` rounded up to what the config's batch must divide by: a batch of tiled crops
+    (L2SM on UCF-QNRF: `data.train_tiles`) counts tiles**2 per image."""
+    tiles = settings.train_tiles(config.data) ** 2
+    return -(-batch // tiles) * tiles
+
+
 def residual_bytes(config) -> int:
     """Bytes the model's forward pass on one global batch keeps for its backward pass (JAX's
     saved residuals of a scalar function of the outputs, less the parameters and inputs)."""
@@ -106,7 +113,7 @@ def main(argv=None) -> None:
             small = paper_steps.row_config(spec, "paper")
             small.model.remat = remat
             small.data.crop_size = args.small_crop
-            small.train.global_batch_size = args.small_batch
+            small.train.global_batch_size = small_batch(small, args.small_batch)
             numbers["time", remat] = step_seconds(small, steps=args.steps)
         config = paper_steps.row_config(spec, "paper")
         h, w = settings.crop_shape(config.data)
