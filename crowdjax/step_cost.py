@@ -152,8 +152,8 @@ def measure(config) -> dict:
       param_bytes, state_bytes: the parameters, and the whole train state (parameters, optimizer
         moments, model state).
       argument_bytes, output_bytes, temp_bytes, alias_bytes, train_peak_bytes: `_memory`.
-      compile_s: seconds to lower and compile the step (on this machine, without the
-        persistent compilation cache's entry if it had one: see `compile_cached`).
+      compile_s: seconds to lower and compile the step on this machine (a load from JAX's
+        persistent compilation cache where the process enabled one: paper_costs.py does not).
       batch_shape: the global batch of images [B, H, W, 3] (a paired batch's first, the
         source's); eval_shape [H, W]; backend; conv (`ACCELERATOR_CONV`).
     """

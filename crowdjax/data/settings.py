@@ -63,7 +63,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       eval_bucket_multiple: images fitting no bucket are padded to multiples of this (px).
       worker_threads: grain read threads (0 = one per CPU core).
       prefetch: batches prepared ahead.
-      worker_processes: grain worker processes for training (0 = threads only).
+      worker_processes: grain worker processes for training (0 = threads only); a paired
+        run's (ASNet) source and target streams share them.
     """
     return ml_collections.ConfigDict(
         {

@@ -41,6 +41,7 @@ import functools
 from collections.abc import Iterator, Sequence
 
 import grain
+import ml_collections
 import numpy as np
 
 from crowdjax.data import batching, datasets, settings, sources, transforms
@@ -118,8 +119,12 @@ def paired_train_iterator(
     `target_keys` keeps only those fields of the target batches (the trainer keeps "image" and
     "image_mask": a method never sees the target's labels). `domain_labels` apply to the source.
     `layout`: the batch size, start step, processes and output stride of `train_iterator`, the
-    same for both streams.
+    same for both streams. `data.worker_processes` are the run's: the source stream takes the
+    larger half, the target the rest (each taking them all oversubscribes the cores).
     """
+    processes = int(source_config.worker_processes)
+    source_config = _with_worker_processes(source_config, processes - processes // 2)
+    target_config = _with_worker_processes(target_config, processes // 2)
     source = train_iterator(source_config, seed=seed, domain_labels=domain_labels, **layout)
     target = train_iterator(
         target_config,
@@ -129,6 +134,13 @@ def paired_train_iterator(
     )
     keep = (lambda b: {k: b[k] for k in target_keys}) if target_keys else (lambda b: b)
     return ({"source": s, "target": keep(t)} for s, t in zip(source, target, strict=True))
+
+
+def _with_worker_processes(data_config, processes: int):
+    """A copy of `data_config` with `worker_processes` set."""
+    config = ml_collections.ConfigDict(data_config.to_dict(), type_safe=False)
+    config.worker_processes = processes
+    return config
 
 
 def train_density_maps(data_config, *, output_stride: int) -> Iterator[np.ndarray]:

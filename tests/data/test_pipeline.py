@@ -532,6 +532,27 @@ def test_paired_target_keeps_only_the_requested_keys(data_dir):
     assert pair["target"]["image"].shape == pair["source"]["image"].shape
 
 
+@pytest.mark.parametrize("processes, split", [(0, [0, 0]), (1, [1, 0]), (2, [1, 1]), (5, [3, 2])])
+def test_paired_streams_share_the_worker_processes(data_dir, monkeypatch, processes, split):
+    """data.worker_processes are the run's: a paired run's two streams split them (each taking
+    them all put 4 processes on 2 cores and halved ASNet's crops/s)."""
+    asked = []
+    to_iter = batching.to_iter
+
+    def recording_to_iter(ds, data_config, *, processes=0):
+        asked.append(processes)
+        return to_iter(ds, data_config, processes=0)  # The batches are the same either way.
+
+    monkeypatch.setattr(batching, "to_iter", recording_to_iter)
+    source = _config(data_dir, target="pipeline_test_crowd/b", worker_processes=processes)
+    pairs = train_stream.paired_train_iterator(
+        source, settings.target_config(source), global_batch_size=2, seed=0
+    )
+    next(pairs)
+    assert asked == split
+    assert source.worker_processes == processes  # The caller's config is left as it was.
+
+
 def test_train_density_maps_are_the_streams_unaugmented_maps(data_dir):
     # A regenerated kernel with its truncation, whole images cut into 2 x 2 tiles.
     config = _config(
