@@ -37,3 +37,24 @@ def test_the_flag_is_set_for_the_affected_jaxlib():
 
     if importlib.metadata.version("jaxlib") in crowdjax._AFFECTED_JAXLIB:
         assert crowdjax._XLA_CPU_FIX in os.environ.get("XLA_FLAGS", "")
+
+
+def test_remat_barriers_are_kept_only_where_jax_runs_on_the_cpu(monkeypatch):
+    def flags_after(env: dict, plugin: bool) -> str:
+        for key in ("XLA_FLAGS", "JAX_PLATFORMS"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setattr(crowdjax, "_accelerator_plugin_installed", lambda: plugin)
+        crowdjax._keep_remat_on_cpu()
+        return os.environ.get("XLA_FLAGS", "")
+
+    assert crowdjax._KEEP_REMAT in flags_after({}, plugin=False)
+    assert crowdjax._KEEP_REMAT in flags_after({"JAX_PLATFORMS": "cpu"}, plugin=True)
+    assert crowdjax._KEEP_REMAT not in flags_after({}, plugin=True)  # A GPU or TPU may run.
+    assert crowdjax._KEEP_REMAT not in flags_after({"JAX_PLATFORMS": "cuda"}, plugin=False)
+    # A user's own list of disabled passes is not replaced.
+    mine = "--xla_disable_hlo_passes=foo"
+    assert flags_after({"XLA_FLAGS": mine}, plugin=False) == mine
+    other = "--xla_dump_to=x"
+    assert flags_after({"XLA_FLAGS": other}, plugin=False) == f"{other} {crowdjax._KEEP_REMAT}"

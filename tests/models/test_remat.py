@@ -69,6 +69,34 @@ def test_vgg_remat_gives_the_same_parameters_loss_and_gradients():
     assert not _has_remat(jax.make_jaxpr(lambda p: grad(plain, p, images))(params))
 
 
+def _compiled_convolutions(compiled) -> int:
+    return compiled.as_text().count(" convolution(")
+
+
+def test_the_compiled_step_keeps_the_recomputation_and_needs_less_memory():
+    """XLA:CPU expands jax.checkpoint's optimization barriers away before merging common
+    subexpressions, which folds the recomputation into the forward pass (remat a no-op: the
+    same convolutions, the same memory); importing crowdjax keeps them on a CPU-only install."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("XLA:CPU's pipeline")
+    images = _images((2, 64, 64, 3))
+    plain = VGG(arch="vgg16", stages=3, width=1 / 4)
+    remat = VGG(arch="vgg16", stages=3, width=1 / 4, remat=True)
+    params = jax.jit(plain.init)(jax.random.key(0), images)["params"]
+    grad = jax.grad(_vgg_loss, argnums=1)
+    compiled = {
+        name: jax.jit(lambda p, m=model: grad(m, p, images)).lower(params).compile()
+        for name, model in (("plain", plain), ("remat", remat))
+    }
+    # 7 convolutions: each has a forward, an input- and a kernel-gradient convolution (the
+    # first no input gradient); remat recomputes the forward ones of the backward pass.
+    assert _compiled_convolutions(compiled["plain"]) == 3 * 7 - 1
+    assert _compiled_convolutions(compiled["remat"]) > _compiled_convolutions(compiled["plain"])
+    temp = {k: c.memory_analysis().temp_size_in_bytes for k, c in compiled.items()}
+    assert temp["remat"] < 0.8 * temp["plain"]
+    _assert_trees_close(compiled["remat"](params), compiled["plain"](params))
+
+
 @pytest.mark.slow  # Two HRNet backward-pass compiles: minutes on 2 loaded cores.
 def test_hrnet_remat_gives_the_same_loss_gradients_and_batch_statistics():
     images = _images((2, 32, 32, 3))
