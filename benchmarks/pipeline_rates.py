@@ -80,6 +80,13 @@ def needed_rates(costs_path: str) -> dict:
     }
 
 
+def most_needed(needed: dict, rows) -> dict:
+    """{device: crops/s} of the line's most demanding row (rows of one pipeline can differ in
+    their step: ASNet's NoAdapt step is 40% of its adapted rows')."""
+    known = [needed[n] for n in rows if n in needed]
+    return {d: max(k[d] for k in known) for d in known[0]} if known else {}
+
+
 def markdown(lines: list[dict], data_label: str, processes: int) -> str:
     devices = list(step_cost.ACCELERATORS)
     header = (
@@ -101,7 +108,8 @@ def markdown(lines: list[dict], data_label: str, processes: int) -> str:
         "",
         f"Data: {data_label}. Crops per CPU s: the one-thread pipeline's crops per CPU second of "
         "its process (the rate of an idle core). Needed: global batch / (FLOPs per step / (peak x "
-        f"{step_cost.UTILISATION:.0%})); n/a: the config's cost was not measured.",
+        f"{step_cost.UTILISATION:.0%})), of the line's most demanding row; n/a: the config's "
+        "cost was not measured.",
     ]
     return "\n".join(out)
 
@@ -124,7 +132,7 @@ def main(argv=None) -> None:
             saved = json.load(f)
         needed = needed_rates(args.costs)
         for line in saved["lines"]:
-            line["needed"] = next((needed[n] for n in line["rows"] if n in needed), {})
+            line["needed"] = most_needed(needed, line["rows"])
         text = markdown(saved["lines"], saved["data"], saved["processes"])
         with open(os.path.join(args.out, TABLE + ".md"), "w") as f:
             f.write(text + "\n")
@@ -159,7 +167,7 @@ def main(argv=None) -> None:
             worker_threads=1,
             worker_processes=args.processes,
         )
-        need = next((needed[n] for n in rows if n in needed), {})
+        need = most_needed(needed, rows)
         lines.append(
             {
                 "rows": rows,
