@@ -72,7 +72,7 @@ if [ "$SMOKE" -eq 1 ]; then
 else
   stage steps 130 "$PY" benchmarks/paper_steps.py --steps=10
 fi
-# XLA:CPU keeps as much memory with remat as without (README): the device's scheduler decides.
+# DKPNet with model.remat: the memory the device's own scheduler saves (on a CPU: README).
 if [ "$SMOKE" -eq 1 ]; then
   stage remat 120 "$PY" benchmarks/paper_steps.py --scale=tiny --steps=2 --rows=uot:uot_shb \
     --dtypes=float32 --remat

@@ -113,6 +113,8 @@ def main(argv=None) -> None:
             small = paper_steps.row_config(spec, "paper")
             small.model.remat = remat
             small.data.crop_size = args.small_crop
+            if small.data.whole_image:  # Whole images are padded to a bucket, not cropped.
+                small.data.train_buckets = ((args.small_crop, args.small_crop),)
             small.train.global_batch_size = small_batch(small, args.small_batch)
             numbers["time", remat] = step_seconds(small, steps=args.steps)
         config = paper_steps.row_config(spec, "paper")
