@@ -131,11 +131,12 @@ class Progress:
         terms = " ".join(f"{k} {float(v):.4g}" for k, v in sorted(metrics.items()))
         return (
             f"step {step}/{self.total_steps} | {steps_per_s:.2f} steps/s | "
-            f"{steps_per_s * self.batch:.1f} img/s | ETA {_duration(eta)} | {terms}"
+            f"{steps_per_s * self.batch:.1f} img/s | ETA {duration(eta)} | {terms}"
         )
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """`1h02m`, `4m05s`, or `?` for an unknown (infinite) time."""
     if not np.isfinite(seconds):
         return "?"
     minutes, secs = divmod(int(seconds), 60)

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from configs import common
+from configs import common, quickstart
 from crowdjax import checkpointing, evals, evaluation, run, trainer
 from crowdjax.data import datasets
 from tests.engine import toy_configs
@@ -187,3 +187,27 @@ def test_evaluation_on_eight_devices_equals_one(tiny_data_dir):
     for image_id, count in one.items():
         np.testing.assert_allclose(eight[image_id], count, rtol=1e-4, atol=1e-5)
     assert len(jax.devices()) >= 1
+
+
+def test_a_long_evaluation_says_how_far_it_is(tiny_data_dir, monkeypatch, capsys):
+    config = quickstart.get_config("tiny")
+    config.data.data_dir = tiny_data_dir
+    config.eval.global_batch_size = 1
+    setup = run.Setup(config, devices=jax.devices()[:1])
+    variables = setup.init(jax.random.key(0)).variables
+    entry = evals.EvalEntry("test", "synthetic_crowd/tiny", "test")
+    total = evaluation.split_size(config.data, entry.dataset, entry.split)
+    monkeypatch.setattr(evaluation, "PROGRESS_SECONDS", 0.0)  # A line after every image.
+    capsys.readouterr()
+    result = evaluation.evaluate(setup, variables, entry)
+    lines = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("evaluating synthetic_crowd/tiny test: ")
+    ]
+    assert total == result.metrics["num_images"] > 1
+    # Every image but the last (the result follows it), with the rate and the time left.
+    assert [line.split(": ")[1].split(" ")[0] for line in lines] == [
+        f"{done}/{total}" for done in range(1, total)
+    ]
+    assert all(" img/s | ETA " in line for line in lines)
