@@ -25,7 +25,8 @@ Differences from the paper's recipe:
     B's test split is evaluated (A -> B; not part A's own, nor UCF_CC_50, UCF-QNRF: the budget);
   - schedule: CPU_STEPS steps (whole images at batch 1, as the paper) instead of 300 epochs, 2
     validations on the 30 held-out images of part A;
-  - the head initialised N(0, 0.01) (model.head_init "small"; see configs/l2sm_shb.py);
+  - the head initialised N(0, 0.01) (model.head_init "small") and Adam 1e-5 instead of 1e-4
+    (see configs/l2sm_shb.py);
   - everything else as configs/l2sm_common.py.
 """
 
