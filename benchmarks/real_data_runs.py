@@ -12,7 +12,8 @@ recorded in `<root>/<run>/real_data_run.json` (one record per attempt). The scri
 a run whose workdir holds its final report (`final.json`, written after the last evaluation) is
 skipped; an unfinished one is launched again and resumes from its last checkpoint. At the end (or
 with `--table_only`) `<root>/real_data_runs` (a markdown and a JSON file) gets one row per run
-and evaluation: data sets, steps, wall time, test MAE/RMSE, the mean-count baseline's MAE and
+and evaluation: data sets, steps, wall time (every attempt in the run's log.txt, so a runner
+killed with its session counts too), test MAE/RMSE, the mean-count baseline's MAE and
 the ratio, and the selected step; then the with/without comparisons of each method's claim
 (`PAIRS`).
 
@@ -105,6 +106,32 @@ def attempts(workdir: str) -> list[dict]:
         return []
     with open(path) as f:
         return json.load(f)["attempts"]
+
+
+_LOG_TIME = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
+_LOG_COMMAND = "] command: "  # crowdjax.console's first line of every train.py start.
+
+
+def log_wall_s(workdir: str) -> float | None:
+    """Wall seconds of every attempt in the run's log.txt (each from its command line to its
+    last line), or None without a log. A runner killed with its session records no attempt in
+    RUN_FILE, but its train.py's lines are in the log."""
+    path = os.path.join(workdir, "log.txt")
+    if not os.path.exists(path):
+        return None
+    total, first, last = 0.0, None, None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            match = _LOG_TIME.match(line)
+            if not match:
+                continue
+            t = time.mktime(time.strptime(match.group(1)[:19], "%Y-%m-%d %H:%M:%S"))
+            if _LOG_COMMAND in line:
+                if first is not None:
+                    total += last - first
+                first = t
+            last = t
+    return total + (last - first if first is not None else 0.0)
 
 
 def _record_attempt(workdir: str, attempt: dict) -> None:
@@ -212,7 +239,9 @@ def run_rows(run: Run, workdir: str) -> list[dict]:
     trained = " + ".join(SHORT.get(n, n) for n in names)
     if config["data"].get("target"):
         trained += f" (target {SHORT.get(config['data']['target'], config['data']['target'])})"
-    wall = sum(a["wall_s"] for a in attempts(workdir))
+    wall = log_wall_s(workdir)
+    if wall is None:
+        wall = sum(a["wall_s"] for a in attempts(workdir))
     rows = []
     for prefix, result in final["results"].items():
         baseline = result["baseline_mae"]

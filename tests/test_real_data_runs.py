@@ -134,3 +134,18 @@ def test_every_run_is_a_cpu_recipe_on_the_halved_shanghaitech(runner):
         assert set(data) <= set(runner.DATA_SETS), run
         evaluated = {spec.dataset for spec in config.evals.values() if spec.dataset}
         assert evaluated <= set(runner.DATA_SETS), run
+
+
+def test_wall_time_counts_every_attempt_in_the_log(runner, tmp_path):
+    """A runner killed with its session records no attempt; the run's log has them all."""
+    lines = [
+        "2026-12-06 07:39:00.000 I console.py:93] command: train.py --config=a (pid 1)",
+        "2026-12-06 07:40:00.500 I trainer.py:249] step 10/220",
+        "  a continuation line without a time",
+        "2026-12-06 10:15:00.000 I trainer.py:249] step 220/220",  # Killed here: 156 minutes.
+        "2026-12-06 10:43:00.000 I console.py:93] command: train.py --config=a (pid 2)",
+        "2026-12-06 12:10:00.000 I eval_writer.py:62] eval test",  # Resumed: 87 minutes.
+    ]
+    (tmp_path / "log.txt").write_text("\n".join(lines) + "\n")
+    assert runner.log_wall_s(str(tmp_path)) == pytest.approx((156 + 87) * 60)
+    assert runner.log_wall_s(str(tmp_path / "missing")) is None
