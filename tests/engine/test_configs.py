@@ -70,6 +70,10 @@ def test_cpu_recipe_is_consistent(name, variant):
     assert config.model.pretrained == ("" if config.method == "dkpnet_va" else "hed")
     if config.model.pretrained:  # HED's weights fill a full-width VGG16 only.
         assert config.model.width == 1.0
+        # HED's 0-255 features are ~58x an ImageNet-normalised VGG's: at Adam 1e-4 real runs
+        # from it diverged (L2SM) or collapsed to one class (AutoScale localization).
+        backbone_optimizer = config.optimizers.get("generator", config.optimizer)
+        assert backbone_optimizer.learning_rate <= 1e-5, (name, variant)
     assert config.train.num_steps == importlib.import_module(f"configs.{name}").CPU_STEPS
     assert 2 <= config.train.num_steps // config.train.eval_every <= 4  # A few validations.
     run_evals = evals.parse(config)
