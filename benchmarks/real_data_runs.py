@@ -15,7 +15,8 @@ with `--table_only`) `<root>/real_data_runs` (a markdown and a JSON file) gets o
 and evaluation: data sets, steps, wall time (every attempt in the run's log.txt, so a runner
 killed with its session counts too), test MAE/RMSE, the mean-count baseline's MAE and
 the ratio, and the selected step; then the with/without comparisons of each method's claim
-(`PAIRS`).
+(`PAIRS`); and every run's validations (MAE over the mean count's, finished runs or not) in the
+JSON and as a picture, `real_data_runs.png` (with matplotlib, `pip install .[plots]`).
 
 `--calibrate=N` instead trains each recipe N steps, one at a time, in `<root>/calibration/<run>`
 (no evaluation) and writes `<root>/calibration/calibration.json`: per run the wall seconds and the
@@ -320,13 +321,82 @@ def markdown(table: dict) -> str:
             f"| {c['claim']} | {c['evaluated_on']} | {c['with']} {c['with_mae']:.2f} "
             f"| {c['without']} {c['without_mae']:.2f} | {c['difference']:+.2f} |"
         )
+    if table.get("validation"):
+        lines += ["", "| run | validation: step (MAE / mean-count MAE) |", "|---|---|"]
+        for run, entry in table["validation"].items():
+            for dataset, curve in entry["curves"].items():
+                points = ", ".join(f"{step} ({ratio:.2f})" for step, ratio in curve)
+                lines.append(f"| {run} ({dataset}) | {points} |")
     if table["unfinished"]:
         lines += ["", "Unfinished: " + ", ".join(table["unfinished"])]
     return "\n".join(lines) + "\n"
 
 
+def validation_curves(workdir: str) -> dict[str, list[tuple[int, float]]]:
+    """Every validation of a run, finished or not, as {data set: [(step, MAE / mean-count MAE)]}
+    from its metrics.jsonl: whether a run was still improving when it stopped."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    curves: dict[str, list[tuple[int, float]]] = {}
+    if not os.path.exists(path):
+        return curves
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line)
+            if record.get("data_split") != "validation" or not record.get("baseline_mae"):
+                continue
+            name = SHORT.get(record["dataset"], record["dataset"])
+            point = (int(record["step"]), record["mae"] / record["baseline_mae"])
+            curve = curves.setdefault(name, [])
+            curve[:] = [p for p in curve if p[0] != point[0]] + [point]  # A re-run's last wins.
+    return {name: sorted(curve) for name, curve in curves.items()}
+
+
+def plot_curves(curves: dict[str, dict], path: str) -> bool:
+    """Validation ratio against the fraction of each run's steps, one line per run and data set,
+    written to `path` (PNG); False (nothing written) without matplotlib (`pip install
+    .[plots]`)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for run, by_dataset in curves.items():
+        for dataset, curve in by_dataset["curves"].items():
+            steps = [s / by_dataset["steps"] for s, _ in curve]
+            label = run if len(by_dataset["curves"]) == 1 else f"{run} ({dataset})"
+            ax.plot(steps, [r for _, r in curve], marker="o", label=label)
+    ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
+    ax.axhline(0.5, color="gray", linestyle=":", linewidth=1)
+    ax.set_xlabel("fraction of the run's steps")
+    ax.set_ylabel("validation MAE / mean-count MAE")
+    ax.set_title("Real ShanghaiTech, :cpu recipes: held-out validation during training")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def collect_curves(root: str, runs=RUNS) -> dict:
+    """{run: {"steps": its number of steps, "curves": validation_curves}} of runs with any."""
+    out = {}
+    for run in runs:
+        workdir = os.path.join(root, run.name)
+        curves = validation_curves(workdir)
+        if curves:
+            with open(os.path.join(workdir, "config.json")) as f:
+                steps = int(json.load(f)["train"]["num_steps"])
+            out[run.name] = {"steps": steps, "curves": curves}
+    return out
+
+
 def write_table(root: str, runs=RUNS) -> dict:
     table = collect(root, runs)
+    table["validation"] = collect_curves(root, runs)
+    plot_curves(table["validation"], os.path.join(root, TABLE + ".png"))
     with open(os.path.join(root, TABLE + ".json"), "w") as f:
         json.dump(table, f, indent=1)
     with open(os.path.join(root, TABLE + ".md"), "w") as f:

@@ -149,3 +149,45 @@ def test_wall_time_counts_every_attempt_in_the_log(runner, tmp_path):
     (tmp_path / "log.txt").write_text("\n".join(lines) + "\n")
     assert runner.log_wall_s(str(tmp_path)) == pytest.approx((156 + 87) * 60)
     assert runner.log_wall_s(str(tmp_path / "missing")) is None
+
+
+def _metrics_line(step, dataset, mae, baseline, split="validation"):
+    return {
+        "step": step,
+        "split": "val",
+        "dataset": dataset,
+        "data_split": split,
+        "mae": mae,
+        "baseline_mae": baseline,
+    }
+
+
+def test_validation_curves_of_finished_and_unfinished_runs(runner, tmp_path):
+    """Every validation, per data set, as MAE over the mean count; training lines, test lines
+    and a resumed run's repeated step (the last wins) are handled; an unfinished run counts."""
+    root = str(tmp_path)
+    workdir = os.path.join(root, "dkpnet_va")
+    os.makedirs(workdir)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump({"train": {"num_steps": 200}}, f)
+    lines = [
+        {"step": 10, "split": "train", "loss": 3.0},
+        _metrics_line(100, A, 150.0, 300.0),
+        _metrics_line(100, B, 40.0, 80.0),
+        _metrics_line(200, A, 90.0, 300.0),
+        _metrics_line(200, A, 60.0, 300.0),  # Evaluated again after a preemption.
+        _metrics_line(200, B, 50.0, 0.0),  # No baseline: no ratio.
+        _metrics_line(200, B, 10.0, 80.0, split="test"),
+    ]
+    with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+        f.write("\n".join(json.dumps(line) for line in lines) + "\n")
+    curves = runner.validation_curves(workdir)
+    assert curves == {"A": [(100, 0.5), (200, 0.2)], "B": [(100, 0.5)]}
+    assert runner.validation_curves(os.path.join(root, "nothing")) == {}
+    table = runner.write_table(root, runs=(runner.Run("dkpnet_va", "x", "cpu", "A + B"),))
+    assert table["unfinished"] == ["dkpnet_va"]
+    assert table["validation"] == {"dkpnet_va": {"steps": 200, "curves": curves}}
+    text = open(os.path.join(root, runner.TABLE + ".md")).read()
+    assert "| dkpnet_va (A) | 100 (0.50), 200 (0.20) |" in text
+    pytest.importorskip("matplotlib")
+    assert os.path.getsize(os.path.join(root, runner.TABLE + ".png")) > 1000
