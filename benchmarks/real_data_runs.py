@@ -354,7 +354,9 @@ def validation_curves(workdir: str) -> dict[str, list[tuple[int, float]]]:
 def plot_curves(curves: dict[str, dict], path: str) -> bool:
     """Validation ratio against the fraction of each run's steps, one line per run and data set,
     written to `path` (PNG); False (nothing written) without matplotlib (`pip install
-    .[plots]`)."""
+    .[plots]`) or without any validation yet."""
+    if not curves:
+        return False
     try:
         import matplotlib
 
