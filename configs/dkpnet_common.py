@@ -77,6 +77,9 @@ def dkpnet_config(
     config.data.eval_bucket_multiple = 64
 
     config.model.channels = 512
+    # The density head's initialisation: "default" (flax's, as the public baseline's PyTorch) or
+    # "small" (N(0, 0.01), the output conv at zero: the count starts at 0).
+    config.model.head_init = "default"
     config.model.hrnet_blocks = 4
     config.model.hrnet_stage3_modules = 4
 

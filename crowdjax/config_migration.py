@@ -23,6 +23,8 @@ MODEL_FIELDS = {
     "autoscale_loc": {"fpn_layout": "crowdjax"},
     "l2sm": {"head_init": "default"},  # The head's initialisation (`layers.head_initialisers`).
     "asnet": {"head_init": "default"},
+    "dkpnet_va": {"head_init": "default"},
+    "dkpnet_inva": {"head_init": "default"},
 }
 # Loss fields added after the first runs of a method: the value older runs behaved as.
 LOSS_FIELDS = {"uot": {"kind": "uot"}}  # The UOT loss, not the pixel-wise L2 baseline.

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from flax import linen as nn
 
+from configs import dkpnet_synthetic
+from crowdjax import registry
 from crowdjax.methods.asnet.model import ASNet
 from crowdjax.methods.l2sm.model import L2SMNet
 from crowdjax.models import layers
@@ -69,6 +71,41 @@ def test_small_output_still_learns():
 
     grads = jax.grad(count)(variables["params"])
     assert float(jnp.abs(grads["generator"]["output"]["kernel"]).max()) > 0.0
+
+
+def _dkpnet(head_init):
+    config = dkpnet_synthetic.get_config("va,tiny")
+    config.model.head_init = head_init
+    method = registry.get_method(config.method)
+    model = method.make_model(config)
+    return model, method.init_variables(model, jax.random.key(0), config, input_shape=(64, 64))
+
+
+def test_dkpnet_default_is_its_own_initialisation_and_small_starts_at_zero():
+    # Sum of |params| of the tiny VA model (key 0) drawn by the code before the switch (5ee5507).
+    _, default = _dkpnet("default")
+    total = sum(np.abs(np.asarray(v, np.float64)).sum() for v in jax.tree.leaves(default["params"]))
+    np.testing.assert_allclose(total, 1486.672687889557, rtol=1e-9)
+    # From scratch (no weights here) the output conv of flax's default drew counts in the
+    # thousands on 256 x 256 crops of part B; "small" starts every count at 0 and still learns.
+    model, small = _dkpnet("small")
+    np.testing.assert_array_equal(small["params"]["out"]["kernel"], 0.0)
+    x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+
+    def density(variables, params):
+        out, _ = model.apply(
+            {**variables, "params": params},
+            x,
+            train=True,
+            rngs={"latent": jax.random.key(2)},
+            mutable=["batch_stats"],
+        )
+        return out["density"]
+
+    assert float(jnp.abs(density(small, small["params"])).max()) == 0.0
+    assert float(jnp.abs(density(default, default["params"])).sum()) > 1.0
+    grads = jax.grad(lambda p: density(small, p).sum())(small["params"])
+    assert float(jnp.abs(grads["out"]["kernel"]).max()) > 0.0
 
 
 def test_unknown_head_init_is_refused():

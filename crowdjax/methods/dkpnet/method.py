@@ -92,6 +92,7 @@ def _model(config, allowed: tuple[str, ...]) -> DKPNet:
         latent_dim=int(config.dkpnet.latent_dim),
         hidden=max(2, round(int(config.dkpnet.hidden) * w)),
         head_channels=tuple(max(2, round(c * w)) for c in (64, 32)),
+        head_init=config.model.head_init,
         dtype=layers.compute_dtype(config.model.dtype),
     )
 

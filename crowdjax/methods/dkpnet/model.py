@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from crowdjax.models import layers
 from crowdjax.models.batch_norm import MaskedBatchNorm, mask_to_features
 from crowdjax.models.conv import Conv
 from crowdjax.models.hrnet import HRNetStage3
@@ -106,6 +107,9 @@ class DKPNet(nn.Module):
       latent_dim: d.
       hidden: units of the encoder's and decoder's hidden layers.
       se_reduction: SE's channel reduction.
+      head_init: the density head's initialisation, "default" (flax's) or "small" (its 1x1
+        convs N(0, 0.01), the output conv at zero so the count starts at 0:
+        `crowdjax.models.layers.head_initialisers`).
       dtype: compute dtype of the convs.
     """
 
@@ -118,6 +122,7 @@ class DKPNet(nn.Module):
     hidden: int = 128
     se_reduction: int = 16
     head_channels: tuple = (64, 32)
+    head_init: str = "default"
     dtype: Any = jnp.float32
 
     def setup(self):
@@ -136,9 +141,15 @@ class DKPNet(nn.Module):
             self.decoder = AttentionDecoder(self.channels, self.hidden)
             k = self.sub_centers if self.attention == "inva" else 0
             self.prior = DomainPrior(self.domains, self.latent_dim, k)
-        self.head = [Conv(c, (1, 1), dtype=self.dtype) for c in self.head_channels]
+        default = (nn.initializers.lecun_normal(), nn.initializers.zeros)
+        kernel, bias = layers.head_initialisers(self.head_init, *default)
+        self.head = [
+            Conv(c, (1, 1), dtype=self.dtype, kernel_init=kernel, bias_init=bias)
+            for c in self.head_channels
+        ]
         self.head_bn = [MaskedBatchNorm(dtype=self.dtype) for _ in self.head_channels]
-        self.out = Conv(1, (1, 1), dtype=self.dtype)
+        kernel, bias = layers.head_initialisers(self.head_init, *default, output=True)
+        self.out = Conv(1, (1, 1), dtype=self.dtype, kernel_init=kernel, bias_init=bias)
 
     @property
     def variational(self) -> bool:
