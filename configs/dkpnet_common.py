@@ -142,7 +142,8 @@ def make_tiny(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collections.ConfigDict:
     """The `:cpu` recipe of the joint config on ShanghaiTech parts A and B (see
     `configs/dkpnet_va_shanghaitech.py`): from scratch at half width, long sides at most 512 px,
-    256 crops at batch 4, the kernel of sigma 4 halved to sigma 2, Adam 1e-4 constant."""
+    256 crops at batch 4, the kernel of sigma 4 halved to sigma 2, Adam 1e-4 constant, the
+    density head's output conv at zero."""
     facts = [common.datasets.get(f"{key}_512") for key in ("sha", "shb")]
     names = [f.name.removesuffix("_512") for f in facts]
     if list(config.data.name) != names:
@@ -159,6 +160,7 @@ def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collect
     config.data.eval_buckets = common.CPU_BUCKETS
     config.model.pretrained = ""  # No HRNet weights here: from scratch,
     config.model.width = 0.5  # so at half width (a quarter of W40's computation).
+    config.model.head_init = "small"  # Counts start at 0, not at thousands a crop.
     config.train.global_batch_size = 4
     config.optimizer = common.default_optimizer_config(name="adam", learning_rate=1e-4)
     common.cpu_schedule(config, num_steps=num_steps, evaluations=2)

@@ -74,6 +74,8 @@ def test_cpu_recipe_is_consistent(name, variant):
         # from it diverged (L2SM) or collapsed to one class (AutoScale localization).
         backbone_optimizer = config.optimizers.get("generator", config.optimizer)
         assert backbone_optimizer.learning_rate <= 1e-5, (name, variant)
+    if "head_init" in config.model:  # HED's 0-255 features, or DKPNet from scratch: counts
+        assert config.model.head_init == "small", name  # start at 0, not thousands off.
     assert config.train.num_steps == importlib.import_module(f"configs.{name}").CPU_STEPS
     assert 2 <= config.train.num_steps // config.train.eval_every <= 4  # A few validations.
     run_evals = evals.parse(config)
