@@ -364,18 +364,30 @@ def plot_curves(curves: dict[str, dict], path: str) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for run, by_dataset in curves.items():
-        for dataset, curve in by_dataset["curves"].items():
-            steps = [s / by_dataset["steps"] for s, _ in curve]
-            label = run if len(by_dataset["curves"]) == 1 else f"{run} ({dataset})"
-            ax.plot(steps, [r for _, r in curve], marker="o", label=label)
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    lines = [
+        (run if len(entry["curves"]) == 1 else f"{run} ({dataset})", entry["steps"], curve)
+        for run, entry in curves.items()
+        for dataset, curve in entry["curves"].items()
+    ]
+    colors = plt.get_cmap("tab20").colors  # One colour per line, up to 20.
+    for i, (label, steps, curve) in enumerate(lines):
+        style = "-" if i < len(colors) else "--"
+        ax.plot(
+            [s / steps for s, _ in curve],
+            [r for _, r in curve],
+            style,
+            marker="o",
+            color=colors[i % len(colors)],
+            label=label,
+        )
+    ax.set_yscale("log")  # Ratios from 0.5 to several times the baseline.
     ax.axhline(1.0, color="gray", linestyle="--", linewidth=1)
     ax.axhline(0.5, color="gray", linestyle=":", linewidth=1)
     ax.set_xlabel("fraction of the run's steps")
     ax.set_ylabel("validation MAE / mean-count MAE")
     ax.set_title("Real ShanghaiTech, :cpu recipes: held-out validation during training")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=2, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
