@@ -20,11 +20,15 @@ import os
 import sys
 import time
 
+import jax
 from absl import app, flags
 from ml_collections import config_flags
 
+from crowdjax import sharding, trainer
+from crowdjax.run import Setup
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, REPO)  # configs/ is imported by name.
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file.", lock_config=True)
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Where the data sets are built.")
@@ -35,11 +39,6 @@ _OUT = flags.DEFINE_string("out", "", "Write the curve here as JSON.")
 
 def fit(config, steps: int, every: int, log=print) -> dict:
     """{"counts": the batch's ground-truth counts, "curve": [{"step", metrics...}]}."""
-    import jax
-
-    from crowdjax import sharding, trainer
-    from crowdjax.run import Setup
-
     setup = Setup(config)
     if setup.method.prepare is not None:
         raise ValueError(f"{config.method}: its training needs a preparation; not supported here")
