@@ -336,19 +336,20 @@ def validation_curves(workdir: str) -> dict[str, list[tuple[int, float]]]:
     """Every validation of a run, finished or not, as {data set: [(step, MAE / mean-count MAE)]}
     from its metrics.jsonl: whether a run was still improving when it stopped."""
     path = os.path.join(workdir, "metrics.jsonl")
-    curves: dict[str, list[tuple[int, float]]] = {}
+    ratios: dict[str, dict[int, float]] = {}  # {data set: {step: ratio}}
     if not os.path.exists(path):
-        return curves
+        return {}
     with open(path) as f:
         for line in f:
             record = json.loads(line)
             if record.get("data_split") != "validation" or not record.get("baseline_mae"):
                 continue
             name = SHORT.get(record["dataset"], record["dataset"])
-            point = (int(record["step"]), record["mae"] / record["baseline_mae"])
-            curve = curves.setdefault(name, [])
-            curve[:] = [p for p in curve if p[0] != point[0]] + [point]  # A re-run's last wins.
-    return {name: sorted(curve) for name, curve in curves.items()}
+            # A step evaluated again (a re-run's final evaluation): the last line wins.
+            ratios.setdefault(name, {})[int(record["step"])] = (
+                record["mae"] / record["baseline_mae"]
+            )
+    return {name: sorted(by_step.items()) for name, by_step in ratios.items()}
 
 
 def plot_curves(curves: dict[str, dict], path: str) -> bool:
