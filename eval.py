@@ -3,6 +3,7 @@
   python eval.py --workdir=workdirs/uot_shb                      # every entry of config.evals
   python eval.py --workdir=workdirs/uot_shb --dataset=shanghaitech/part_a --split=test
   python eval.py --workdir=workdirs/quickstart --checkpoint=latest --save_images=8
+  python eval.py --workdir=workdirs/dkpnet --checkpoint=latest --recompute_batch_stats=40
   python eval.py --config=configs/uot_shb.py --workdir=... --checkpoint=path/to/best
 
 The run's resolved config is read from `<workdir>/config.json` unless `--config` is given; only
@@ -37,6 +38,12 @@ _CHECKPOINT = flags.DEFINE_string(
 _DATASET = flags.DEFINE_string("dataset", None, "Evaluate this data set (with --split).")
 _SPLIT = flags.DEFINE_string("split", None, "Evaluate this split (default with --dataset: test).")
 _SAVE_IMAGES = flags.DEFINE_integer("save_images", 0, "Write this many density overlays as PNG.")
+_RECOMPUTE_BATCH_STATS = flags.DEFINE_integer(
+    "recompute_batch_stats",
+    None,
+    "Models with BatchNorm: re-estimate its statistics on this many training batches first "
+    "(0: the checkpoint's running averages; default: the config's eval.recompute_batch_stats).",
+)
 _TRUST_METHOD = cli.define_trust_method("the workdir's config.json")
 flags.mark_flags_as_required(["workdir"])
 
@@ -48,6 +55,8 @@ def main(argv):
     else:
         config = load_config(_WORKDIR.value, trusted_method=_TRUST_METHOD.value)
     console.setup(_WORKDIR.value, process_id=config.distributed.process_id)
+    if _RECOMPUTE_BATCH_STATS.value is not None:
+        config.eval.recompute_batch_stats = _RECOMPUTE_BATCH_STATS.value
     evaluation.evaluate_checkpoint(
         config,
         _WORKDIR.value,

@@ -24,8 +24,7 @@ import jax
 from absl import app, flags
 from ml_collections import config_flags
 
-from crowdjax import sharding, trainer
-from crowdjax.run import Setup
+from crowdjax import run, sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # configs/ is imported by name.
@@ -39,10 +38,10 @@ _OUT = flags.DEFINE_string("out", "", "Write the curve here as JSON.")
 
 def fit(config, steps: int, every: int, log=print) -> dict:
     """{"counts": the batch's ground-truth counts, "curve": [{"step", metrics...}]}."""
-    setup = Setup(config)
+    setup = run.Setup(config)
     if setup.method.prepare is not None:
         raise ValueError(f"{config.method}: its training needs a preparation; not supported here")
-    batches = trainer.training_batches(setup, 0, None)
+    batches = run.training_batches(setup, 0, None)
     host_batch = next(batches)
     batch = sharding.host_to_global(host_batch, setup.mesh)
     state = setup.init(jax.random.key(config.seed))

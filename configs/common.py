@@ -81,6 +81,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval.localization = ""
     config.eval.peak_threshold = 0.1  # People per output pixel a density peak must exceed.
     config.eval.peak_window = 3  # "input_peaks": the local-maximum window, input pixels (odd).
+    # Models with BatchNorm: re-estimate its statistics on this many training batches before
+    # every evaluation (0: the running averages; crowdjax.precise_bn).
+    config.eval.recompute_batch_stats = 0
     return config
 
 

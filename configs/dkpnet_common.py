@@ -143,7 +143,8 @@ def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collect
     """The `:cpu` recipe of the joint config on ShanghaiTech parts A and B (see
     `configs/dkpnet_va_shanghaitech.py`): from scratch at half width, long sides at most 512 px,
     256 crops at batch 4, the kernel of sigma 4 halved to sigma 2, Adam 1e-4 constant, the
-    density head's output conv at zero."""
+    density head's output conv at zero, BatchNorm statistics re-estimated on 40 training batches
+    before each evaluation."""
     facts = [common.datasets.get(f"{key}_512") for key in ("sha", "shb")]
     names = [f.name.removesuffix("_512") for f in facts]
     if list(config.data.name) != names:
@@ -161,6 +162,8 @@ def make_cpu(config: ml_collections.ConfigDict, *, num_steps: int) -> ml_collect
     config.model.pretrained = ""  # No HRNet weights here: from scratch,
     config.model.width = 0.5  # so at half width (a quarter of W40's computation).
     config.model.head_init = "small"  # Counts start at 0, not at thousands a crop.
+    # A few hundred steps at 1e-4 leave the running BatchNorm averages stale (crowdjax.precise_bn).
+    config.eval.recompute_batch_stats = 40
     config.train.global_batch_size = 4
     config.optimizer = common.default_optimizer_config(name="adam", learning_rate=1e-4)
     common.cpu_schedule(config, num_steps=num_steps, evaluations=2)

@@ -26,6 +26,10 @@ Differences from the paper's recipe:
     people: the first real run (default head) spent its first 200 steps undoing that and ended
     over-counting 2.3x (A) and 3.2x (B); on one fixed batch (benchmarks/fit_one_batch.py, 60
     steps) the default head's count error went 2764 -> 739, the small head's 103 -> 20;
+  - evaluation with BatchNorm statistics re-estimated on 40 training batches (160 crops) before
+    each evaluation (eval.recompute_batch_stats, crowdjax.precise_bn) instead of the running
+    averages, which 600 steps at 1e-4 leave stale: on the VA run's step-300 checkpoint
+    (weights unchanged) validation MAE went 228.8 -> 72.8 on part B, 616.8 -> 318.9 on part A;
   - everything else (VA, the regulariser, colour jitter, flips) as configs/dkpnet_common.py.
 """
 

@@ -28,6 +28,8 @@ MODEL_FIELDS = {
 }
 # Loss fields added after the first runs of a method: the value older runs behaved as.
 LOSS_FIELDS = {"uot": {"kind": "uot"}}  # The UOT loss, not the pixel-wise L2 baseline.
+# Evaluation fields added after the first runs: the value older runs behaved as.
+EVAL_FIELDS = {"recompute_batch_stats": 0}  # The running BatchNorm averages (crowdjax.precise_bn).
 
 
 def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -40,7 +42,7 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       `config` itself, upgraded in place: every data field of `default_data_config` (e.g.
       `min_short_side`, `whole_image`, `train_tiles`, added with whole-image training) and the
       model fields of `COMMON_MODEL_FIELDS`, the method's model and loss fields of
-      `MODEL_FIELDS` and `LOSS_FIELDS`.
+      `MODEL_FIELDS` and `LOSS_FIELDS`, and `EVAL_FIELDS`.
     """
     for key, value in settings.default_data_config().items():
         if key not in config.data:
@@ -51,4 +53,7 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for key, value in LOSS_FIELDS.get(config.method, {}).items():
         if "loss" in config and key not in config.loss:
             config.loss[key] = value
+    for key, value in EVAL_FIELDS.items():
+        if "eval" in config and key not in config.eval:
+            config.eval[key] = value
     return config

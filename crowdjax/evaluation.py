@@ -29,6 +29,7 @@ from crowdjax import (
     eval_writer,
     evals,
     nwpu_localization,
+    precise_bn,
     sharding,
     storage,
     visualize,
@@ -467,6 +468,7 @@ def evaluate_checkpoint(
         config=config,
     )
     log(f"evaluating the {info['kind']} checkpoint, step {info['step']} ({info['path']})")
+    variables = precise_bn.BatchStatsEstimator(setup)(variables)
     if dataset or split:
         dataset = dataset or settings.dataset_names(config.data)[0]
         split = split or config.data.test_split

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from crowdjax import registry, sharding
-from crowdjax.data import settings
+from crowdjax.data import settings, train_stream
 from crowdjax.optimizers import Optimizers
 
 
@@ -175,3 +175,26 @@ class Setup:
         requested = max(1, int(self.config.eval.global_batch_size))
         unit = math.lcm(self.mesh.devices.size, jax.process_count())
         return -(-requested // unit) * unit
+
+
+def training_batches(setup, start_step: int, prepared):
+    """This process's training batches from `start_step`: paired with the target's images when
+    `config.data.target` is set, with the preparation's domain labels when it has some."""
+    config = setup.config
+    kwargs = dict(
+        global_batch_size=int(config.train.global_batch_size),
+        seed=config.seed,
+        start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        output_stride=setup.output_stride,
+        domain_labels=(prepared.domain_labels or None) if prepared is not None else None,
+    )
+    if config.data.target:  # The target's images only: the loss never sees its labels.
+        return train_stream.paired_train_iterator(
+            config.data,
+            settings.target_config(config.data),
+            target_keys=("image", "image_mask"),
+            **kwargs,
+        )
+    return train_stream.train_iterator(config.data, **kwargs)

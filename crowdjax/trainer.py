@@ -41,12 +41,13 @@ from crowdjax import (
     eval_writer,
     evals,
     evaluation,
+    precise_bn,
     preemption,
     preparation,
+    run,
     sharding,
     workdir_lock,
 )
-from crowdjax.data import settings, train_stream
 from crowdjax.embedded_data import build_embedded_data
 from crowdjax.evals import Evals
 from crowdjax.metric_writers import MetricWriter, Progress, log
@@ -79,35 +80,13 @@ def _fetch_checked(step: int, metrics) -> dict:
     return values
 
 
-def training_batches(setup, start_step: int, prepared):
-    """This process's training batches from `start_step`: paired with the target's images when
-    `config.data.target` is set, with the preparation's domain labels when it has some."""
-    config = setup.config
-    kwargs = dict(
-        global_batch_size=int(config.train.global_batch_size),
-        seed=config.seed,
-        start_step=start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        output_stride=setup.output_stride,
-        domain_labels=(prepared.domain_labels or None) if prepared is not None else None,
-    )
-    if config.data.target:  # The target's images only: the loss never sees its labels.
-        return train_stream.paired_train_iterator(
-            config.data,
-            settings.target_config(config.data),
-            target_keys=("image", "image_mask"),
-            **kwargs,
-        )
-    return train_stream.train_iterator(config.data, **kwargs)
-
-
 class EvaluateAndKeepBest:
     """Evaluates the entries due during training (`Evals.during_training`) and saves the
     checkpoint when the selection metric is the best so far."""
 
-    def __init__(self, setup, run_evals: Evals, ckpts, writer):
+    def __init__(self, setup, run_evals: Evals, ckpts, writer, estimate):
         self.setup, self.ckpts, self.writer = setup, ckpts, writer
+        self.estimate = estimate  # BatchNorm statistics for evaluation (crowdjax.precise_bn).
         self.selection = run_evals.selection
         self.entries = run_evals.during_training
         localizes = setup.method.points_fn is not None or setup.config.eval.get("localization")
@@ -119,6 +98,9 @@ class EvaluateAndKeepBest:
 
     def __call__(self, step: int, state) -> None:
         selection, values = self.selection, []
+        if self.estimate.num_batches:  # The best checkpoint keeps the statistics it was chosen by.
+            model_state = run.split_variables(self.estimate(state.variables))[1]
+            state = state.replace(model_state=model_state)
         for entry in self.entries:
             selecting = entry in selection.entries
             result = evaluation.evaluate(
@@ -197,7 +179,8 @@ def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -
     writer = MetricWriter(workdir)
     try:  # Closed whatever stops the run: a cloud workdir's metrics are uploaded on close.
         writer.drop(lambda r: r["step"] > start_step)  # A resumed run logs those steps again.
-        evaluate_and_keep_best = EvaluateAndKeepBest(setup, run_evals, ckpts, writer)
+        estimate = precise_bn.BatchStatsEstimator(setup)
+        evaluate_and_keep_best = EvaluateAndKeepBest(setup, run_evals, ckpts, writer, estimate)
         # SIGTERM or the notice stops the run at a step boundary, or a final evaluation batch.
         with preemption.Preemption() as preempt:
             if start_step >= setup.total_steps:
@@ -216,7 +199,9 @@ def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -
                 )
             results = {}
             if config.eval_at_end:
-                results = final_evaluation(setup, run_evals, state, ckpts, writer, workdir, preempt)
+                results = final_evaluation(
+                    setup, run_evals, state, ckpts, writer, workdir, preempt, estimate=estimate
+                )
     finally:
         writer.close()
     return results
@@ -224,7 +209,7 @@ def _train_and_evaluate(setup, run_evals: Evals, ckpts, workdir: str, changes) -
 
 def _train(setup, state, ckpts, writer, evaluate_and_keep_best, start_step: int, prepared, preempt):
     config = setup.config
-    batches = training_batches(setup, start_step, prepared)
+    batches = run.training_batches(setup, start_step, prepared)
     progress = Progress(
         total_steps=setup.total_steps,
         start_step=start_step,
@@ -287,12 +272,14 @@ def _stop_preempted(ckpts, step: int, state, reason: str) -> None:
 
 
 def final_evaluation(
-    setup, run_evals: Evals, state, ckpts, writer, workdir: str, preempt=None
+    setup, run_evals: Evals, state, ckpts, writer, workdir: str, preempt=None, *, estimate=None
 ) -> dict:
     """Every entry of `config.evals` on the selected checkpoint (the best one, else the last),
     each written to `eval_<prefix>.json`, then the report to `final.json`; a finished workdir's
     stored report is reused. With `preempt` (a `preemption.Preemption`), a preemption stops it
-    before its next batch (`_stop_in_final_evaluation`), with no report written."""
+    before its next batch (`_stop_in_final_evaluation`), with no report written. `estimate`
+    (a `precise_bn.BatchStatsEstimator`, else one is made) gives the variables' BatchNorm
+    statistics for evaluation."""
     best = ckpts.best_record()
     restored = ckpts.restore_best_variables(setup.abstract_variables()) if best else None
     fallback = None
@@ -322,6 +309,7 @@ def final_evaluation(
     writer.drop(lambda r: r.get("final", False))  # Of a final evaluation that was cut short.
     remove_final(workdir)  # Of another checkpoint or settings: a stopped evaluation leaves none.
     info = {"checkpoint": checkpoint, "selected_by": run_evals.selection.info}
+    variables = (estimate or precise_bn.BatchStatsEstimator(setup))(variables)
     results = {}
     before_batch = _stop_in_final_evaluation(preempt, ckpts, int(state.step)) if preempt else None
     for entry in run_evals.entries:

@@ -23,6 +23,7 @@ OLD_RUN_LACKS = {
         "data.whole_image",
         "data.train_tiles",
         "model.remat",
+        "eval.recompute_batch_stats",
     ),
     "autoscale_loc": (
         "model.fpn_layout",
@@ -54,6 +55,7 @@ def test_an_old_config_gets_the_defaults_and_keeps_everything_else(tmp_path):
     assert loaded.model.vgg16_to_vgg19 is False and loaded.loss.kind == "uot"
     assert loaded.data.min_short_side == 0 and loaded.data.whole_image is False
     assert loaded.data.train_tiles == 1 and loaded.model.remat is False
+    assert loaded.eval.recompute_batch_stats == 0
     # Every field the old run had keeps its value (load_config resets only the multi-process
     # settings), and the upgraded config is the current one again.
     assert json.loads(loaded.to_json()) == json.loads(config.to_json())

@@ -35,6 +35,7 @@ ENGINE = {
     "crowdjax.preemption",
     "crowdjax.paper_report",
     "crowdjax.paper_runs",
+    "crowdjax.precise_bn",
     "crowdjax.preparation",
     "crowdjax.reproduce",
     "crowdjax.run",

@@ -44,6 +44,22 @@ def mask_to_features(mask: jax.Array, shape: tuple[int, int]) -> jax.Array:
     return mask[:, rows][:, :, cols]
 
 
+def batch_moments(x: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """(mean [C], biased variance [C]) in float32 of x [B, h, w, C] over its real pixels (mask
+    [B, H, W], reduced to the feature size; None: every pixel): what training mode normalises
+    with (also read by `crowdjax.precise_bn`)."""
+    values = x.astype(jnp.float32)
+    where = None
+    if mask is not None:
+        if mask.ndim != 3 or mask.shape[0] != x.shape[0]:
+            raise ValueError(f"mask must be [B, H, W] for x {x.shape}, got {mask.shape}")
+        where = mask_to_features(mask, x.shape[1:3])[..., None]
+    mean = jnp.mean(values, axis=(0, 1, 2), where=where)
+    # Two-pass variance: stable for large means (a one-pass E[x^2] - E[x]^2 is not).
+    var = jnp.mean(jnp.square(values - mean), axis=(0, 1, 2), where=where)
+    return mean, var
+
+
 class MaskedBatchNorm(nn.Module):
     """BatchNorm over the real pixels of a batch (see the module doc for the convention).
 
@@ -71,15 +87,7 @@ class MaskedBatchNorm(nn.Module):
         ra_mean = self.variable("batch_stats", "mean", jnp.zeros, (channels,), jnp.float32)
         ra_var = self.variable("batch_stats", "var", jnp.ones, (channels,), jnp.float32)
         if train:
-            values = x.astype(jnp.float32)
-            where = None
-            if mask is not None:
-                if mask.ndim != 3 or mask.shape[0] != x.shape[0]:
-                    raise ValueError(f"mask must be [B, H, W] for x {x.shape}, got {mask.shape}")
-                where = mask_to_features(mask, x.shape[1:3])[..., None]
-            mean = jnp.mean(values, axis=(0, 1, 2), where=where)
-            # Two-pass variance: stable for large means (a one-pass E[x^2] - E[x]^2 is not).
-            var = jnp.mean(jnp.square(values - mean), axis=(0, 1, 2), where=where)
+            mean, var = batch_moments(x, mask)
             if not self.is_initializing():
                 ra_mean.value = (1 - self.momentum) * ra_mean.value + self.momentum * mean
                 ra_var.value = (1 - self.momentum) * ra_var.value + self.momentum * var

@@ -16,14 +16,14 @@ import sys
 import jax
 import numpy as np
 
-from crowdjax import run, sharding, trainer
+from crowdjax import run, sharding
 
 
 def one_step(config, devices):
     setup = run.Setup(config, devices=devices)
     state = setup.init(jax.random.key(config.seed))
     before = jax.device_get((state.params, state.model_state))
-    batch = next(trainer.training_batches(setup, 0, None))
+    batch = next(run.training_batches(setup, 0, None))
     state, metrics = setup.train_step(state, sharding.host_to_global(batch, setup.mesh))
     return before, jax.device_get((state.params, state.model_state)), jax.device_get(metrics)
 

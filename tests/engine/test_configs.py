@@ -78,6 +78,10 @@ def test_cpu_recipe_is_consistent(name, variant):
         assert backbone_optimizer.learning_rate == (1e-4 if localization else 1e-5), name
     if "head_init" in config.model:  # HED's 0-255 features, or DKPNet from scratch: counts
         assert config.model.head_init == "small", name  # start at 0, not thousands off.
+    # BatchNorm (DKPNet's HRNet): evaluated with statistics re-estimated on training batches,
+    # not the running averages that a few hundred steps at 1e-4 leave stale.
+    has_batch_norm = config.method == "dkpnet_va"
+    assert (config.eval.recompute_batch_stats >= 20) == has_batch_norm, name
     assert config.train.num_steps == importlib.import_module(f"configs.{name}").CPU_STEPS
     assert 2 <= config.train.num_steps // config.train.eval_every <= 4  # A few validations.
     run_evals = evals.parse(config)

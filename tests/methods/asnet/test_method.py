@@ -12,7 +12,7 @@ import pytest
 from flax import traverse_util
 
 from configs import asnet_synthetic
-from crowdjax import run, trainer
+from crowdjax import run
 from crowdjax.data import settings
 from crowdjax.losses import adversarial_scores, domain_bce
 from crowdjax.losses.adversarial import output_mask, split_patches
@@ -295,7 +295,7 @@ def test_the_trainer_gives_asnet_the_target_images_only(tiny_data_dir):
     config = _config()
     config.data.data_dir = tiny_data_dir
     setup = run.Setup(config)
-    batch = next(trainer.training_batches(setup, 0, None))
+    batch = next(run.training_batches(setup, 0, None))
     assert set(batch["target"]) == {"image", "image_mask"}
     assert {"density", "points", "count"} <= set(batch["source"])
     full = batch["source"]["density"]
@@ -304,7 +304,7 @@ def test_the_trainer_gives_asnet_the_target_images_only(tiny_data_dir):
     config.model.map_stride = 2
     config.data.data_dir = tiny_data_dir
     setup = run.Setup(config)
-    batch = next(trainer.training_batches(setup, 0, None))
+    batch = next(run.training_batches(setup, 0, None))
     density = batch["source"]["density"]
     assert density.shape == (2, SIZE // 2, SIZE // 2)
     pooled = full.reshape(2, SIZE // 2, 2, SIZE // 2, 2).sum(axis=(2, 4))  # the same crops
