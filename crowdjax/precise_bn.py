@@ -41,7 +41,7 @@ from crowdjax.metric_writers import log
 from crowdjax.models.batch_norm import MaskedBatchNorm, batch_moments
 from crowdjax.run import Setup, split_variables, training_batches
 
-# Key of the collection; the names of a BatchNorm's two statistics in it.
+# The variables collection of the BatchNorm statistics (`mean`, `var` per layer).
 COLLECTION = "batch_stats"
 
 
@@ -142,7 +142,8 @@ class BatchStatsEstimator:
         )
         log(f"re-estimating the BatchNorm statistics on {self.num_batches} training batches")
         new = average_batch_stats(self._moments, variables, batches)
-        return self.setup.replicate(jax.device_get(new))
+        # Only the statistics travel through the host; the parameters stay where they are.
+        return {**new, COLLECTION: self.setup.replicate(jax.device_get(new[COLLECTION]))}
 
     def _compile(self):
         setup = self.setup
