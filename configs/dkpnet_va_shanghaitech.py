@@ -29,7 +29,7 @@ Differences from the paper's recipe:
   - evaluation with BatchNorm statistics re-estimated on 40 training batches (160 crops) before
     each evaluation (eval.recompute_batch_stats, crowdjax.precise_bn) instead of the running
     averages, which 600 steps at 1e-4 leave stale: on the VA run's step-300 checkpoint
-    (weights unchanged) validation MAE went 228.8 -> 72.8 on part B, 616.8 -> 318.9 on part A;
+    (weights unchanged) validation MAE went 228.8 -> 78.3 on part B, 616.8 -> 319.9 on part A;
   - everything else (VA, the regulariser, colour jitter, flips) as configs/dkpnet_common.py.
 """
 

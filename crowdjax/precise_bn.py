@@ -4,8 +4,8 @@ Why: evaluation normalises with each BatchNorm's running averages, an exponentia
 momentum 0.1: about the last 10 steps) of batch statistics taken while the weights moved. After a
 short or fast schedule they describe networks that no longer exist. Measured on the DKPNet VA
 `:cpu` recipe at step 300 (real ShanghaiTech, from scratch): validation MAE on part B 228.8 with
-the running averages, 72.8 with statistics re-estimated over 40 training batches, the weights
-unchanged (part A: 616.8 -> 318.9).
+the running averages, 78.3 with statistics re-estimated over 40 training batches, the weights
+unchanged (part A: 616.8 -> 319.9).
 
 What: with `config.eval.recompute_batch_stats = N > 0`, every evaluation (during training, the
 final one, `eval.py`) first runs the model in training mode on the run's first N training
