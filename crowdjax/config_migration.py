@@ -57,3 +57,10 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         if "eval" in config and key not in config.eval:
             config.eval[key] = value
     return config
+
+
+def report_eval_settings(config: ml_collections.ConfigDict) -> dict:
+    """`config.eval` as a final report records it (what the report depends on): the fields of
+    `EVAL_FIELDS` left out at the value older runs behaved as, so that a report written before
+    a field existed still matches the same settings and is reused, not evaluated again."""
+    return {k: v for k, v in config.eval.to_dict().items() if EVAL_FIELDS.get(k, object()) != v}

@@ -38,6 +38,7 @@ import numpy as np
 
 from crowdjax import (
     checkpointing,
+    config_migration,
     eval_writer,
     evals,
     evaluation,
@@ -293,7 +294,7 @@ def final_evaluation(
     # What the report depends on besides the checkpoint: every entry and the eval settings.
     evaluated = {
         "entries": [[e.prefix, e.dataset, e.split] for e in run_evals.entries],
-        "eval": setup.config.eval.to_dict(),
+        "eval": config_migration.report_eval_settings(setup.config),
     }
     stored = read_final(workdir)
     done = (

@@ -3,6 +3,8 @@ own running-average update; and the engine evaluating and keeping the best check
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ from flax import linen as nn
 from configs import dkpnet_synthetic, quickstart
 from crowdjax import checkpointing, precise_bn, run, trainer
 from crowdjax.models.batch_norm import MaskedBatchNorm
+from tests.engine import toy_configs
 
 EPS = 1e-5
 
@@ -178,3 +181,21 @@ def test_the_engine_selects_and_keeps_the_best_checkpoint_with_re_estimated_stat
         lambda a, b: not np.allclose(a, b, rtol=1e-3), got, jax.device_get(latest["batch_stats"])
     )
     assert any(jax.tree.leaves(differs))
+
+
+def test_a_final_report_written_before_the_field_existed_is_reused(tiny_data_dir, tmp_path, capsys):
+    config = toy_configs.get_config("constant")
+    config.data.data_dir = tiny_data_dir
+    config.train.num_steps = 2
+    config.eval_at_end = True
+    workdir = str(tmp_path)
+    trainer.train_and_evaluate(config, workdir)
+    final_file = tmp_path / "final.json"
+    final = json.loads(final_file.read_text())
+    # At its default the field is left out of the report, as an older run wrote it.
+    assert "recompute_batch_stats" not in final["evaluated"]["eval"]
+    assert final["evaluated"]["eval"]["peak_window"] == config.eval.peak_window
+    capsys.readouterr()
+    trainer.train_and_evaluate(config, workdir)
+    assert "final evaluation of this checkpoint already done" in capsys.readouterr().out
+    assert json.loads(final_file.read_text()) == final  # Not written again.
