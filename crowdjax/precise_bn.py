@@ -92,7 +92,7 @@ def average_batch_stats(
         count += 1
     if count == 0:
         raise ValueError("no batches to estimate the BatchNorm statistics from")
-    flat = traverse_util.flatten_dict(_as_dict(variables[COLLECTION]))
+    flat = traverse_util.flatten_dict(variables[COLLECTION])
     layers = {path[:-1] for path in flat}
     missing = sorted(layers - set(sums))
     if missing:
@@ -109,17 +109,13 @@ def average_batch_stats(
     return {**variables, COLLECTION: traverse_util.unflatten_dict(new)}
 
 
-def _as_dict(tree) -> dict:
-    return {k: _as_dict(v) if hasattr(v, "items") else v for k, v in tree.items()}
-
-
 class BatchStatsEstimator:
     """`estimator(variables)` -> variables with re-estimated BatchNorm statistics (module doc);
     the identity when `config.eval.recompute_batch_stats` is 0."""
 
     def __init__(self, setup: Setup):
         self.setup = setup
-        self.num_batches = int(setup.config.eval.get("recompute_batch_stats", 0))
+        self.num_batches = int(setup.config.eval.recompute_batch_stats)
         if self.num_batches < 0:
             raise ValueError(
                 f"config.eval.recompute_batch_stats must be >= 0, got {self.num_batches}"

@@ -99,9 +99,8 @@ class EvaluateAndKeepBest:
 
     def __call__(self, step: int, state) -> None:
         selection, values = self.selection, []
-        if self.estimate.num_batches:  # The best checkpoint keeps the statistics it was chosen by.
-            model_state = run.split_variables(self.estimate(state.variables))[1]
-            state = state.replace(model_state=model_state)
+        # The best checkpoint keeps the BatchNorm statistics it was chosen by.
+        state = state.replace(model_state=run.split_variables(self.estimate(state.variables))[1])
         for entry in self.entries:
             selecting = entry in selection.entries
             result = evaluation.evaluate(
